@@ -1,0 +1,88 @@
+//! RabbitMQ: the only module that touches connections, channels and ackers.
+//!
+//! - [`topology`] declares CONTRACT §2's exchanges and queues, plus the dead and retry queues;
+//! - [`publish`] sends replies, dead letters and retries, each confirmed by the broker;
+//! - [`delivery`] reads what the worker needs from a delivery and settles it as the
+//!   outcome decided.
+
+pub mod delivery;
+pub mod publish;
+pub mod topology;
+
+use lapin::options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties, Consumer};
+
+use crate::config::AmqpConfig;
+use crate::redact::redact_url;
+
+pub use delivery::Incoming;
+pub use publish::Publisher;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("rabbitmq at {url}: {source}")]
+    Connect { url: String, source: lapin::Error },
+    #[error("rabbitmq: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("rabbitmq did not confirm the publish to {0}")]
+    Nacked(String),
+    #[error("rabbitmq could not route the publish to {0}: no queue is bound for it")]
+    Unroutable(String),
+}
+
+/// One connection with two channels: consuming and (confirmed) publishing.
+pub struct Broker {
+    pub connection: Connection,
+    consume_channel: Channel,
+    publish_channel: Channel,
+    config: AmqpConfig,
+}
+
+impl Broker {
+    pub async fn connect(config: &AmqpConfig) -> Result<Self, BrokerError> {
+        let connect_error = |source| BrokerError::Connect { url: redact_url(&config.url), source };
+        let connection = Connection::connect(&config.url, ConnectionProperties::default().with_connection_name("chat-worker".into()))
+            .await
+            .map_err(connect_error)?;
+        let consume_channel = connection.create_channel().await?;
+        let publish_channel = connection.create_channel().await?;
+        publish_channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Self { connection, consume_channel, publish_channel, config: config.clone() })
+    }
+
+    /// Declares the topology (idempotent). `retry_attempts` retry queues are declared.
+    pub async fn declare(&self, retry_attempts: u32) -> Result<(), BrokerError> {
+        topology::declare(&self.consume_channel, &self.config, retry_attempts).await
+    }
+
+    pub fn publisher(&self) -> Publisher {
+        Publisher::new(self.publish_channel.clone(), &self.config)
+    }
+
+    /// Starts consuming the inbound queue with manual acks and `prefetch` deliveries in flight.
+    pub async fn consume(&self, consumer_tag: &str) -> Result<Consumer, BrokerError> {
+        self.consume_channel.basic_qos(self.config.prefetch, BasicQosOptions::default()).await?;
+        let consumer = self
+            .consume_channel
+            .basic_consume(
+                self.config.inbound_queue.as_str().into(),
+                consumer_tag.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(consumer)
+    }
+
+    /// Stops the broker from sending more deliveries; those in flight can still be settled.
+    pub async fn stop_consuming(&self, consumer_tag: &str) -> Result<(), BrokerError> {
+        self.consume_channel.basic_cancel(consumer_tag.into(), Default::default()).await?;
+        Ok(())
+    }
+
+    /// Closes the connection; deliveries not acked by now go back to the queue.
+    pub async fn close(&self) {
+        let _ = self.connection.close(200, "worker stopping".into()).await;
+    }
+}

@@ -1,0 +1,353 @@
+//! Typed configuration, layered as CONTRACT §1 says:
+//! command-line flag > environment > `--config` file > built-in default.
+//!
+//! Layering is done by `figment` (one provider per layer, merged in order), so a
+//! wrong value anywhere is reported with the key and the layer it came from.
+//! Every key here is documented, at its default, in the repository's `worker.toml`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::redact::redact_url;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub worker: WorkerConfig,
+    pub amqp: AmqpConfig,
+    pub redis: RedisConfig,
+    pub database: DatabaseConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Names this process in locks and processing states; empty = `<hostname>-<pid>`.
+    pub id: String,
+    /// Messages handled at the same time by one process.
+    pub concurrency: usize,
+    /// How long `run` waits for RabbitMQ, Redis and PostgreSQL at start.
+    pub startup_timeout_secs: u64,
+    /// How long a stopping worker lets in-flight messages finish before handing them back.
+    pub shutdown_timeout_secs: u64,
+    /// Attempts of a transiently failing message before it is dead-lettered as `failed`.
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubles per attempt, with jitter.
+    pub retry_base_delay_ms: u64,
+    /// Upper bound of one retry delay.
+    pub retry_max_delay_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AmqpConfig {
+    pub url: String,
+    /// Unacknowledged deliveries the broker pushes to one process.
+    pub prefetch: u16,
+    pub inbound_exchange: String,
+    pub inbound_queue: String,
+    pub outbound_exchange: String,
+    pub dead_queue: String,
+    /// Retry queue of attempt N is `<retry_queue_prefix>.<N>`.
+    pub retry_queue_prefix: String,
+    /// Declare exchanges, queues and bindings at start (off where the worker lacks configure permission).
+    pub declare_topology: bool,
+    /// Broker-side backstop: deliveries of one message (e.g. crashes) before the broker dead-letters it.
+    pub delivery_limit: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: String,
+    /// Prepended to every key the worker writes, so several deployments can share one Redis.
+    pub key_prefix: String,
+    /// Processing lock lifetime: a lock whose worker died frees itself after this.
+    pub lock_ttl_secs: u64,
+    /// How long a message's processing state (and so duplicate detection in Redis) is kept.
+    pub state_ttl_secs: u64,
+    /// A worker that has not refreshed its liveness key for this long is considered gone.
+    pub liveness_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            concurrency: 256,
+            startup_timeout_secs: 10,
+            shutdown_timeout_secs: 30,
+            max_attempts: 5,
+            retry_base_delay_ms: 1_000,
+            retry_max_delay_ms: 60_000,
+        }
+    }
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        Self {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            prefetch: 256,
+            inbound_exchange: "chat.inbound".into(),
+            inbound_queue: "worker.inbound".into(),
+            outbound_exchange: "chat.outbound".into(),
+            dead_queue: "worker.dead".into(),
+            retry_queue_prefix: "worker.retry".into(),
+            declare_topology: true,
+            delivery_limit: 20,
+        }
+    }
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379/0".into(),
+            key_prefix: "chat-worker:".into(),
+            lock_ttl_secs: 300,
+            state_ttl_secs: 600,
+            liveness_ttl_secs: 15,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/worker".into(),
+            max_connections: 16,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            worker: WorkerConfig::default(),
+            amqp: AmqpConfig::default(),
+            redis: RedisConfig::default(),
+            database: DatabaseConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0}: cannot be read ({1})")]
+    Unreadable(String, std::io::Error),
+    #[error("config: {0}")]
+    Layer(String),
+    #[error("config key `{key}`: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+/// Values given on the command line; `None` leaves the lower layers in charge.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+impl Config {
+    /// Loads defaults, then the file, then the process environment, then the flags.
+    pub fn load(file: Option<&Path>, flags: &Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::Unreadable(path.display().to_string(), e))?;
+            figment = figment.merge(Toml::string(&text));
+        }
+        figment = figment
+            .merge(contract_env())
+            .merge(Env::prefixed("WORKER__").split("__").lowercase(true))
+            .merge(Serialized::default("worker", flags));
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Layer(one_line(&e.to_string())))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| ConfigError::Invalid { key, problem: problem.into() };
+        if self.worker.concurrency == 0 {
+            return Err(invalid("worker.concurrency", "must be at least 1"));
+        }
+        if self.amqp.prefetch == 0 {
+            return Err(invalid("amqp.prefetch", "must be at least 1"));
+        }
+        if self.worker.max_attempts == 0 {
+            return Err(invalid("worker.max_attempts", "must be at least 1"));
+        }
+        if self.worker.retry_base_delay_ms == 0 || self.worker.retry_max_delay_ms < self.worker.retry_base_delay_ms {
+            return Err(invalid(
+                "worker.retry_base_delay_ms",
+                "must be at least 1 and not above worker.retry_max_delay_ms",
+            ));
+        }
+        if self.redis.lock_ttl_secs == 0 || self.redis.state_ttl_secs < self.redis.lock_ttl_secs {
+            return Err(invalid(
+                "redis.lock_ttl_secs",
+                "must be at least 1 and not above redis.state_ttl_secs",
+            ));
+        }
+        if self.redis.liveness_ttl_secs < 2 {
+            return Err(invalid("redis.liveness_ttl_secs", "must be at least 2"));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        check_url("amqp.url", &self.amqp.url, &["amqp", "amqps"])?;
+        check_url("redis.url", &self.redis.url, &["redis", "rediss", "redis+unix", "unix"])?;
+        check_url("database.url", &self.database.url, &["postgres", "postgresql"])?;
+        Ok(())
+    }
+
+    /// The configured worker id, or `<hostname>-<pid>`.
+    pub fn worker_id(&self) -> String {
+        if !self.worker.id.is_empty() {
+            return self.worker.id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "worker".to_owned());
+        format!("{host}-{}", std::process::id())
+    }
+
+    pub fn startup_timeout(&self) -> Duration {
+        Duration::from_secs(self.worker.startup_timeout_secs)
+    }
+}
+
+/// The plain variables CONTRACT §1 names (`AMQP_URL`, `REDIS_URL`, `DATABASE_URL`).
+fn contract_env() -> Env {
+    Env::raw()
+        .only(&["AMQP_URL", "REDIS_URL", "DATABASE_URL"])
+        .map(|key| match key.as_str().to_ascii_uppercase().as_str() {
+            "AMQP_URL" => "amqp.url".into(),
+            "REDIS_URL" => "redis.url".into(),
+            _ => "database.url".into(),
+        })
+}
+
+fn check_url(key: &'static str, raw: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    let url = url::Url::parse(raw).map_err(|e| ConfigError::Invalid {
+        key,
+        problem: format!("`{}` is not a URL ({e})", redact_url(raw)),
+    })?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(ConfigError::Invalid {
+            key,
+            problem: format!("scheme `{}` is not one of {}", url.scheme(), schemes.join(", ")),
+        });
+    }
+    Ok(())
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use figment::Jail;
+
+    use super::*;
+
+    fn load_in(jail: &Jail, file: Option<&str>, flags: &Overrides) -> Result<Config, ConfigError> {
+        let path = file.map(|text| {
+            jail.create_file("worker.toml", text).map(|_| ()).ok();
+            jail.directory().join("worker.toml")
+        });
+        Config::load(path.as_deref(), flags)
+    }
+
+    #[test]
+    fn the_repository_worker_toml_is_exactly_the_defaults() {
+        let text = include_str!("../worker.toml");
+        let from_file: Config = Figment::from(Toml::string(text)).extract().expect("worker.toml parses");
+        assert_eq!(from_file, Config::default());
+    }
+
+    #[test]
+    fn flag_beats_env_beats_file_beats_default() {
+        Jail::expect_with(|jail| {
+            let file = "[worker]\nconcurrency = 7\nmax_attempts = 9\n[amqp]\nprefetch = 11\n";
+            let none = Overrides::default();
+
+            let from_file = load_in(jail, Some(file), &none).expect("loads");
+            assert_eq!(from_file.worker.concurrency, 7);
+            assert_eq!(from_file.worker.max_attempts, 9);
+            assert_eq!(from_file.worker.shutdown_timeout_secs, 30, "untouched keys keep defaults");
+
+            jail.set_env("WORKER__WORKER__CONCURRENCY", "8");
+            jail.set_env("WORKER__AMQP__PREFETCH", "12");
+            let from_env = load_in(jail, Some(file), &none).expect("loads");
+            assert_eq!((from_env.worker.concurrency, from_env.amqp.prefetch), (8, 12));
+            assert_eq!(from_env.worker.max_attempts, 9, "file still applies where env is silent");
+
+            let flags = Overrides { concurrency: Some(3), id: Some("w-flag".into()) };
+            let from_flag = load_in(jail, Some(file), &flags).expect("loads");
+            assert_eq!(from_flag.worker.concurrency, 3);
+            assert_eq!(from_flag.worker_id(), "w-flag");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn contract_url_variables_override_the_file_and_nested_ones_win_over_them() {
+        Jail::expect_with(|jail| {
+            jail.set_env("AMQP_URL", "amqps://u:p@broker:5671/vh");
+            jail.set_env("DATABASE_URL", "postgres://db/one");
+            jail.set_env("WORKER__DATABASE__URL", "postgres://db/two");
+            let config = load_in(jail, Some("[amqp]\nurl = \"amqp://file\"\n"), &Overrides::default()).expect("loads");
+            assert_eq!(config.amqp.url, "amqps://u:p@broker:5671/vh");
+            assert_eq!(config.database.url, "postgres://db/two");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("WORKER__WORKER__CONCURRENCY", "lots");
+            let err = load_in(jail, None, &Overrides::default()).expect_err("rejected").to_string();
+            assert!(err.to_lowercase().contains("worker.concurrency"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            let err = load_in(jail, Some("[amqp]\nprefetch = 0\n"), &Overrides::default()).expect_err("rejected");
+            assert_eq!(err.to_string(), "config key `amqp.prefetch`: must be at least 1");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            let err = load_in(jail, Some("[redis]\nurl = \"http://user:secret@x\"\n"), &Overrides::default())
+                .expect_err("rejected")
+                .to_string();
+            assert!(err.contains("redis.url") && err.contains("http"), "{err}");
+            assert!(!err.contains("secret"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            let err = load_in(jail, Some("[worker]\nconcurency = 3\n"), &Overrides::default()).expect_err("typo");
+            assert!(err.to_string().contains("concurency"), "{err}");
+            Ok(())
+        });
+    }
+}

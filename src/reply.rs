@@ -1,0 +1,51 @@
+//! The reply as the delivery service receives it (CONTRACT §4). Built from the
+//! committed row, so a reply published again after a crash is byte-for-byte the
+//! reply published (or meant to be published) the first time.
+
+use chrono::SecondsFormat;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::decode::Inbound;
+use crate::fingerprint::Fingerprint;
+use crate::store::StoredReply;
+
+#[derive(Serialize)]
+struct Body<'a> {
+    reply_id: String,
+    in_reply_to: &'a str,
+    fingerprint: &'a str,
+    tenant_id: String,
+    conversation_id: String,
+    channel: &'a str,
+    customer: Customer<'a>,
+    text: &'a str,
+    handoff: bool,
+    confidence: f32,
+    references: &'a Value,
+    created_at: String,
+}
+
+#[derive(Serialize)]
+struct Customer<'a> {
+    external_id: &'a str,
+}
+
+pub fn reply_body(inbound: &Inbound, fp: &Fingerprint, reply: &StoredReply) -> Vec<u8> {
+    let body = Body {
+        reply_id: fp.reply_id(),
+        in_reply_to: &inbound.message_id,
+        fingerprint: fp.as_str(),
+        tenant_id: inbound.tenant_id.to_string(),
+        conversation_id: reply.conversation_id.to_string(),
+        channel: &inbound.channel,
+        customer: Customer { external_id: &inbound.customer_external_id },
+        text: &reply.text,
+        handoff: reply.handoff,
+        confidence: reply.confidence,
+        references: &reply.references,
+        created_at: reply.created_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+    };
+    // Serializing plain strings, numbers and an already-valid JSON value cannot fail.
+    serde_json::to_vec(&body).unwrap_or_default()
+}

@@ -1,0 +1,88 @@
+//! Reaching RabbitMQ, Redis and PostgreSQL at start: retried with backoff (the
+//! `backon` crate) until `startup_timeout`, then one clear error naming the service
+//! and its last failure, with passwords redacted.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use sqlx::PgPool;
+
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::redact::redact_url;
+use crate::store;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{service} at {url} is not reachable after {waited_secs}s: {last_error}")]
+pub struct Unreachable {
+    pub service: &'static str,
+    pub url: String,
+    pub waited_secs: u64,
+    pub last_error: String,
+}
+
+/// Retries `attempt` until it succeeds or `deadline` passes.
+pub async fn wait_for<T, E, F, Fut>(service: &'static str, url: &str, deadline: Instant, attempt: F) -> Result<T, Unreachable>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let started = Instant::now();
+    let mut last_error = String::from("timed out");
+    let backoff = ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(2))
+        .with_jitter()
+        .without_max_times();
+    let retried = attempt
+        .retry(backoff)
+        .notify(|e: &E, _| last_error = e.to_string());
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(remaining, retried).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(unreachable(service, url, started, e.to_string())),
+        Err(_) => Err(unreachable(service, url, started, last_error)),
+    }
+}
+
+fn unreachable(service: &'static str, url: &str, started: Instant, last_error: String) -> Unreachable {
+    Unreachable { service, url: redact_url(url), waited_secs: started.elapsed().as_secs(), last_error: redact_url_in(&last_error, url) }
+}
+
+/// Client libraries sometimes quote the URL they were given; never echo its password.
+fn redact_url_in(text: &str, url: &str) -> String {
+    text.replace(url, &redact_url(url))
+}
+
+pub async fn postgres(config: &Config, deadline: Instant) -> Result<PgPool, Unreachable> {
+    let url = &config.database.url;
+    let pool = store::pool(url, config.database.max_connections).map_err(|e| Unreachable {
+        service: "postgresql",
+        url: redact_url(url),
+        waited_secs: 0,
+        last_error: e.to_string(),
+    })?;
+    wait_for("postgresql", url, deadline, || store::ping(&pool)).await?;
+    Ok(pool)
+}
+
+pub async fn redis(config: &Config, deadline: Instant) -> Result<ConnectionManager, Unreachable> {
+    let url = &config.redis.url;
+    let client = redis::Client::open(url.as_str()).map_err(|e| Unreachable {
+        service: "redis",
+        url: redact_url(url),
+        waited_secs: 0,
+        last_error: e.to_string(),
+    })?;
+    let manager_config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)));
+    wait_for("redis", url, deadline, || ConnectionManager::new_with_config(client.clone(), manager_config.clone())).await
+}
+
+pub async fn rabbitmq(config: &Config, deadline: Instant) -> Result<Broker, Unreachable> {
+    wait_for("rabbitmq", &config.amqp.url, deadline, || Broker::connect(&config.amqp)).await
+}

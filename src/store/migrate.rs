@@ -1,0 +1,70 @@
+//! `worker migrate`: create the database if needed, then apply `migrations/`.
+//!
+//! The SQL files are embedded in the binary (no runtime path to ship). sqlx's
+//! migrator holds a PostgreSQL advisory lock while it works, so several hosts may
+//! migrate at once; `CREATE DATABASE` races are settled by treating
+//! "already exists" as success.
+
+use std::borrow::Cow;
+
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::{ConnectOptions, Connection, PgPool};
+
+use super::{StoreError, connect_options};
+
+/// (version, description, sql), in order. Add new files here as well.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "shared tables",
+    include_str!("../../migrations/0001_shared_tables.sql"),
+)];
+
+#[derive(Debug)]
+struct Embedded;
+
+impl<'s> MigrationSource<'s> for Embedded {
+    fn resolve(self) -> futures_util::future::BoxFuture<'s, Result<Vec<Migration>, BoxDynError>> {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|(version, description, sql)| {
+                    Migration::new(*version, Cow::Borrowed(description), MigrationType::Simple, Cow::Borrowed(sql), false)
+                })
+                .collect())
+        })
+    }
+}
+
+/// Creates the database named in `url` when it does not exist yet.
+/// Returns whether it was created by this call.
+pub async fn create_database_if_missing(url: &str) -> Result<bool, StoreError> {
+    let target = connect_options(url)?;
+    let Some(name) = target.get_database().map(str::to_owned) else {
+        return Ok(false);
+    };
+    let mut admin = target.clone().database("postgres").connect().await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await?;
+    if exists {
+        return Ok(false);
+    }
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    let created = sqlx::raw_sql(&format!("CREATE DATABASE {quoted}")).execute(&mut admin).await;
+    let _ = admin.close().await;
+    match created {
+        Ok(_) => Ok(true),
+        // 42P04 duplicate_database; 23505 when two hosts race on pg_database's unique index.
+        Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P04" | "23505")) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Applies every migration not applied yet.
+pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    let migrator = Migrator::new(Embedded).await?;
+    migrator.run(pool).await?;
+    Ok(())
+}

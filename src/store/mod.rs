@@ -1,0 +1,50 @@
+//! PostgreSQL: the durable record and the last guarantee of "at most one reply".
+//!
+//! One function per query, each taking `&PgPool` or a transaction. Callers see
+//! domain verbs (`tenant_status`, `current_conversation`, `record_exchange`),
+//! never rows or SQL.
+
+mod conversations;
+mod messages;
+mod migrate;
+mod tenants;
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+pub use conversations::{Conversation, current_conversation};
+pub use messages::{Exchange, Recorded, StoredReply, record_exchange};
+pub use migrate::{create_database_if_missing, migrate};
+pub use tenants::{TenantStatus, tenant_status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database url: {0}")]
+    Url(String),
+}
+
+pub fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
+    url.parse::<PgConnectOptions>()
+        .map_err(|e| StoreError::Url(crate::redact::redact_url(&e.to_string())))
+}
+
+/// A lazily connecting pool: the first query opens connections, so `run` can wait
+/// for the database with its own timeout and a clear message.
+pub fn pool(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(connect_options(url)?))
+}
+
+/// One round trip, to tell whether the database answers.
+pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
+    sqlx::query("SELECT 1").execute(pool).await?;
+    Ok(())
+}

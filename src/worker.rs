@@ -1,0 +1,246 @@
+//! `worker run`: wire the services together, consume, and stop cleanly.
+//!
+//! A semaphore permit is taken before a delivery is pulled, and moved into the
+//! task that handles it, so at most `concurrency` messages are worked on at once
+//! (and the broker pushes at most `prefetch`). Every task is tracked; shutdown
+//! stops consuming, waits up to `shutdown_timeout` for the tasks, and closes the
+//! connection, which hands any delivery not yet acked back to the queue.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::{Broker, Incoming};
+use crate::config::Config;
+use crate::dedup::Dedup;
+use crate::outcome::{Outcome, RetryPolicy};
+use crate::pipeline::Pipeline;
+use crate::respond::Builtin;
+use crate::services::{self, Unreachable};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Unreachable(#[from] Unreachable),
+    #[error("declaring the rabbitmq topology: {0}")]
+    Topology(crate::broker::BrokerError),
+}
+
+/// How many deliveries ended in each outcome, logged when the worker stops.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub processed: AtomicU64,
+    pub duplicate: AtomicU64,
+    pub rejected: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+impl Tally {
+    fn count(&self, outcome: &Outcome) {
+        let counter = match outcome {
+            Outcome::Processed { .. } => &self.processed,
+            Outcome::Duplicate { .. } => &self.duplicate,
+            Outcome::Rejected(_) => &self.rejected,
+            Outcome::Failed { .. } => &self.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs until `shutdown` is cancelled. Returns an error only when the services
+/// cannot be reached at start; after that, broker outages are ridden out.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Arc<Tally>, RunError> {
+    let worker_id = config.worker_id();
+    let deadline = Instant::now() + config.startup_timeout();
+    let pool = services::postgres(&config, deadline).await?;
+    let redis = services::redis(&config, deadline).await?;
+    let mut broker = services::rabbitmq(&config, deadline).await?;
+    if config.amqp.declare_topology {
+        broker.declare(config.worker.max_attempts).await.map_err(RunError::Topology)?;
+    }
+
+    let dedup = Dedup::new(redis, &config.redis, &worker_id);
+    let tracker = TaskTracker::new();
+    let heartbeat_stop = CancellationToken::new();
+    tracker.spawn(heartbeat(dedup.clone(), heartbeat_stop.clone()));
+    if let Err(e) = dedup.heartbeat().await {
+        tracing::warn!(error = %e, "first liveness heartbeat failed; will keep trying");
+    }
+
+    let tally = Arc::new(Tally::default());
+    let crash_at = std::env::var("WORKER_TEST_CRASH_AT").ok();
+    tracing::info!(%worker_id, concurrency = config.worker.concurrency, prefetch = config.amqp.prefetch, "worker started");
+    loop {
+        let pipeline = Pipeline {
+            pool: pool.clone(),
+            dedup: dedup.clone(),
+            responder: Arc::new(Builtin),
+            publisher: broker.publisher(),
+            crash_at: crash_at.clone(),
+        };
+        let session = Session { config: &config, worker_id: &worker_id, pipeline, tally: tally.clone() };
+        session.consume(&broker, &shutdown).await;
+        broker.close().await;
+        if shutdown.is_cancelled() {
+            break;
+        }
+        match reconnect(&config, &shutdown).await {
+            Some(reconnected) => broker = reconnected,
+            None => break,
+        }
+    }
+
+    heartbeat_stop.cancel();
+    tracker.close();
+    tracker.wait().await;
+    if let Err(e) = dedup.sign_off().await {
+        tracing::warn!(error = %e, "could not withdraw the liveness key; it expires by itself");
+    }
+    Ok(tally)
+}
+
+struct Session<'a> {
+    config: &'a Config,
+    worker_id: &'a str,
+    pipeline: Pipeline,
+    tally: Arc<Tally>,
+}
+
+impl Session<'_> {
+    /// Consumes until shutdown or until the broker connection is lost.
+    async fn consume(&self, broker: &Broker, shutdown: &CancellationToken) {
+        let mut consumer = match broker.consume(self.worker_id).await {
+            Ok(consumer) => consumer,
+            Err(e) => {
+                tracing::error!(error = %e, "could not start consuming");
+                return;
+            }
+        };
+        let permits = Arc::new(Semaphore::new(self.config.worker.concurrency));
+        let tasks = TaskTracker::new();
+        let hard_stop = CancellationToken::new();
+        let policy = retry_policy(self.config);
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                permit = permits.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
+            };
+            let delivery = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                next = consumer.next() => next,
+            };
+            let delivery = match delivery {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "rabbitmq connection lost; reconnecting");
+                    break;
+                }
+                None => {
+                    tracing::warn!("rabbitmq cancelled the consumer; reconnecting");
+                    break;
+                }
+            };
+            let pipeline = self.pipeline.clone();
+            let tally = self.tally.clone();
+            let hard_stop = hard_stop.clone();
+            tasks.spawn(async move {
+                let _permit = permit;
+                tokio::select! {
+                    _ = hard_stop.cancelled() => {}
+                    _ = handle(&pipeline, Incoming::new(delivery), &policy, &tally) => {}
+                }
+            });
+        }
+
+        if shutdown.is_cancelled() {
+            if let Err(e) = broker.stop_consuming(self.worker_id).await {
+                tracing::warn!(error = %e, "could not cancel the consumer");
+            }
+        }
+        tasks.close();
+        let grace = Duration::from_secs(self.config.worker.shutdown_timeout_secs);
+        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+            tracing::warn!(in_flight = tasks.len(), "in-flight messages did not finish in time; handing them back");
+            hard_stop.cancel();
+            tasks.wait().await;
+        }
+    }
+}
+
+/// One delivery, start to settle. A panic while processing fails that message
+/// (retry, then dead letter), never the process.
+async fn handle(pipeline: &Pipeline, incoming: Incoming, policy: &RetryPolicy, tally: &Tally) {
+    let attempt = incoming.attempt();
+    let outcome = AssertUnwindSafe(pipeline.process(&incoming))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Outcome::Failed { fingerprint: None, error: "processing panicked".into() });
+    tally.count(&outcome);
+    log_outcome(&outcome, &incoming, attempt);
+    let disposition = outcome.disposition(attempt, policy, fastrand::f64());
+    if let Err(e) = incoming.settle(&pipeline.publisher, &disposition).await {
+        tracing::warn!(error = %e, outcome = outcome.label(), "could not settle the delivery; the broker will redeliver it");
+    }
+}
+
+fn log_outcome(outcome: &Outcome, incoming: &Incoming, attempt: u32) {
+    let message_id = incoming.message_id().unwrap_or("-");
+    match outcome {
+        Outcome::Processed { fingerprint, replayed } => {
+            tracing::debug!(%fingerprint, replayed, "processed");
+        }
+        Outcome::Duplicate { fingerprint, of } => tracing::debug!(%fingerprint, ?of, "duplicate"),
+        Outcome::Rejected(r) => {
+            tracing::warn!(message_id, kind = r.kind.as_str(), error = %r.error, "rejected");
+        }
+        Outcome::Failed { fingerprint, error } => {
+            let fingerprint = fingerprint.as_ref().map(|f| f.as_str()).unwrap_or("-");
+            tracing::warn!(message_id, fingerprint, attempt, %error, "failed");
+        }
+    }
+}
+
+fn retry_policy(config: &Config) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: config.worker.max_attempts,
+        base_delay: Duration::from_millis(config.worker.retry_base_delay_ms),
+        max_delay: Duration::from_millis(config.worker.retry_max_delay_ms),
+    }
+}
+
+async fn heartbeat(dedup: Dedup, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(dedup.heartbeat_interval());
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(e) = dedup.heartbeat().await {
+                    tracing::warn!(error = %e, "liveness heartbeat failed");
+                }
+            }
+        }
+    }
+}
+
+/// Reconnects to RabbitMQ with backoff; `None` when shutdown is asked for first.
+async fn reconnect(config: &Config, shutdown: &CancellationToken) -> Option<Broker> {
+    loop {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            connected = services::rabbitmq(config, deadline) => match connected {
+                Ok(broker) => {
+                    tracing::info!("reconnected to rabbitmq");
+                    return Some(broker);
+                }
+                Err(e) => tracing::error!(error = %e, "still reconnecting"),
+            },
+        }
+    }
+}
