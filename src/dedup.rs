@@ -106,7 +106,11 @@ return mine and 1 or 0
 "#;
 
 impl Dedup {
-    pub fn new(redis: ConnectionManager, cfg: &crate::config::RedisConfig, worker_id: &str) -> Self {
+    pub fn new(
+        redis: ConnectionManager,
+        cfg: &crate::config::RedisConfig,
+        worker_id: &str,
+    ) -> Self {
         Self {
             redis,
             prefix: cfg.key_prefix.clone(),
@@ -124,7 +128,12 @@ impl Dedup {
 
     /// Checks the state and takes the lock in one round trip.
     pub async fn claim(&self, fp: &Fingerprint) -> Result<Claim, DedupError> {
-        let value = format!("{}|{}|{}", uuid::Uuid::new_v4().simple(), self.instance, self.worker_id);
+        let value = format!(
+            "{}|{}|{}",
+            uuid::Uuid::new_v4().simple(),
+            self.instance,
+            self.worker_id
+        );
         let (verdict, who, attempts): (String, String, u32) = CLAIM
             .key(self.key("state", fp))
             .key(self.key("lock", fp))
@@ -188,7 +197,10 @@ impl Dedup {
     /// should remain) are not mistaken for live ones.
     pub async fn sign_off(&self) -> Result<(), DedupError> {
         let key = format!("{}alive:{}", self.prefix, self.instance);
-        redis::cmd("DEL").arg(key).query_async::<()>(&mut self.redis.clone()).await?;
+        redis::cmd("DEL")
+            .arg(key)
+            .query_async::<()>(&mut self.redis.clone())
+            .await?;
         Ok(())
     }
 
@@ -202,7 +214,9 @@ impl Dedup {
             .arg(self.key("state", fp))
             .query_async(&mut self.redis.clone())
             .await?;
-        let Some(status) = fields.get("status") else { return Ok(None) };
+        let Some(status) = fields.get("status") else {
+            return Ok(None);
+        };
         let num = |k: &str| fields.get(k).and_then(|v| v.parse::<i64>().ok());
         Ok(Some(ProcessingState {
             status: status.clone(),
@@ -219,5 +233,8 @@ fn millis(d: Duration) -> u64 {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }

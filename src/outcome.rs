@@ -48,11 +48,20 @@ pub enum Outcome {
     /// One inbound and one reply row exist and the reply was published (confirmed).
     /// `replayed`: the rows were already committed (an earlier attempt died before
     /// publishing, or Redis lost its state), and their reply was published again.
-    Processed { fingerprint: Fingerprint, replayed: bool },
-    Duplicate { fingerprint: Fingerprint, of: DuplicateOf },
+    Processed {
+        fingerprint: Fingerprint,
+        replayed: bool,
+    },
+    Duplicate {
+        fingerprint: Fingerprint,
+        of: DuplicateOf,
+    },
     Rejected(Rejection),
     /// A transient fault: the message is retried later.
-    Failed { fingerprint: Option<Fingerprint>, error: String },
+    Failed {
+        fingerprint: Option<Fingerprint>,
+        error: String,
+    },
 }
 
 /// What the broker does with the delivery.
@@ -60,9 +69,17 @@ pub enum Outcome {
 pub enum Disposition {
     Ack,
     /// Publish unchanged to the retry queue of `attempt`, to come back after `delay`; then ack.
-    Retry { attempt: u32, delay: Duration, error: String },
+    Retry {
+        attempt: u32,
+        delay: Duration,
+        error: String,
+    },
     /// Publish unchanged to `worker.dead` with these headers; then ack.
-    DeadLetter { kind: &'static str, error: String, attempts: Option<u32> },
+    DeadLetter {
+        kind: &'static str,
+        error: String,
+        attempts: Option<u32>,
+    },
 }
 
 /// Retry timing: attempt `n` (1-based, the attempt that just failed) waits
@@ -76,7 +93,9 @@ pub struct RetryPolicy {
 
 impl RetryPolicy {
     pub fn delay_after(&self, attempt: u32, jitter_unit: f64) -> Duration {
-        let exp = self.base_delay.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+        let exp = self
+            .base_delay
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
         let capped = exp.min(self.max_delay);
         capped + capped.mul_f64(0.25 * jitter_unit.clamp(0.0, 1.0))
     }
@@ -87,13 +106,23 @@ impl Outcome {
     pub fn disposition(&self, attempt: u32, policy: &RetryPolicy, jitter_unit: f64) -> Disposition {
         match self {
             Outcome::Processed { .. } | Outcome::Duplicate { .. } => Disposition::Ack,
-            Outcome::Rejected(r) => Disposition::DeadLetter { kind: r.kind.as_str(), error: r.error.clone(), attempts: None },
+            Outcome::Rejected(r) => Disposition::DeadLetter {
+                kind: r.kind.as_str(),
+                error: r.error.clone(),
+                attempts: None,
+            },
             Outcome::Failed { error, .. } if attempt >= policy.max_attempts => {
-                Disposition::DeadLetter { kind: "failed", error: error.clone(), attempts: Some(attempt) }
+                Disposition::DeadLetter {
+                    kind: "failed",
+                    error: error.clone(),
+                    attempts: Some(attempt),
+                }
             }
-            Outcome::Failed { error, .. } => {
-                Disposition::Retry { attempt, delay: policy.delay_after(attempt, jitter_unit), error: error.clone() }
-            }
+            Outcome::Failed { error, .. } => Disposition::Retry {
+                attempt,
+                delay: policy.delay_after(attempt, jitter_unit),
+                error: error.clone(),
+            },
         }
     }
 
@@ -113,11 +142,18 @@ mod tests {
     use super::*;
 
     fn policy() -> RetryPolicy {
-        RetryPolicy { max_attempts: 5, base_delay: Duration::from_secs(1), max_delay: Duration::from_secs(10) }
+        RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(10),
+        }
     }
 
     fn failed() -> Outcome {
-        Outcome::Failed { fingerprint: None, error: "database unreachable".into() }
+        Outcome::Failed {
+            fingerprint: None,
+            error: "database unreachable".into(),
+        }
     }
 
     #[test]
@@ -137,18 +173,38 @@ mod tests {
     fn the_last_attempt_dead_letters_as_failed_with_its_count() {
         assert_eq!(
             failed().disposition(5, &policy(), 0.5),
-            Disposition::DeadLetter { kind: "failed", error: "database unreachable".into(), attempts: Some(5) }
+            Disposition::DeadLetter {
+                kind: "failed",
+                error: "database unreachable".into(),
+                attempts: Some(5)
+            }
         );
     }
 
     #[test]
     fn rejections_dead_letter_at_once_and_successes_ack() {
-        let r = Outcome::Rejected(Rejection { kind: RejectionKind::UnknownTenant, error: "no tenant".into() });
-        assert!(matches!(r.disposition(1, &policy(), 0.0), Disposition::DeadLetter { kind: "unknown_tenant", attempts: None, .. }));
+        let r = Outcome::Rejected(Rejection {
+            kind: RejectionKind::UnknownTenant,
+            error: "no tenant".into(),
+        });
+        assert!(matches!(
+            r.disposition(1, &policy(), 0.0),
+            Disposition::DeadLetter {
+                kind: "unknown_tenant",
+                attempts: None,
+                ..
+            }
+        ));
         let fp = Fingerprint::of("t", "web", "c", "m", "x");
-        let dup = Outcome::Duplicate { fingerprint: fp.clone(), of: DuplicateOf::Completed };
+        let dup = Outcome::Duplicate {
+            fingerprint: fp.clone(),
+            of: DuplicateOf::Completed,
+        };
         assert_eq!(dup.disposition(1, &policy(), 0.0), Disposition::Ack);
-        let ok = Outcome::Processed { fingerprint: fp, replayed: false };
+        let ok = Outcome::Processed {
+            fingerprint: fp,
+            replayed: false,
+        };
         assert_eq!(ok.disposition(7, &policy(), 0.0), Disposition::Ack);
     }
 }

@@ -24,7 +24,12 @@ pub struct Unreachable {
 }
 
 /// Retries `attempt` until it succeeds or `deadline` passes.
-pub async fn wait_for<T, E, F, Fut>(service: &'static str, url: &str, deadline: Instant, attempt: F) -> Result<T, Unreachable>
+pub async fn wait_for<T, E, F, Fut>(
+    service: &'static str,
+    url: &str,
+    deadline: Instant,
+    attempt: F,
+) -> Result<T, Unreachable>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
@@ -48,8 +53,18 @@ where
     }
 }
 
-fn unreachable(service: &'static str, url: &str, started: Instant, last_error: String) -> Unreachable {
-    Unreachable { service, url: redact_url(url), waited_secs: started.elapsed().as_secs(), last_error: redact_url_in(&last_error, url) }
+fn unreachable(
+    service: &'static str,
+    url: &str,
+    started: Instant,
+    last_error: String,
+) -> Unreachable {
+    Unreachable {
+        service,
+        url: redact_url(url),
+        waited_secs: started.elapsed().as_secs(),
+        last_error: redact_url_in(&last_error, url),
+    }
 }
 
 /// Client libraries sometimes quote the URL they were given; never echo its password.
@@ -80,9 +95,15 @@ pub async fn redis(config: &Config, deadline: Instant) -> Result<ConnectionManag
     let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(Duration::from_secs(2)));
-    wait_for("redis", url, deadline, || ConnectionManager::new_with_config(client.clone(), manager_config.clone())).await
+    wait_for("redis", url, deadline, || {
+        ConnectionManager::new_with_config(client.clone(), manager_config.clone())
+    })
+    .await
 }
 
 pub async fn rabbitmq(config: &Config, deadline: Instant) -> Result<Broker, Unreachable> {
-    wait_for("rabbitmq", &config.amqp.url, deadline, || Broker::connect(&config.amqp)).await
+    wait_for("rabbitmq", &config.amqp.url, deadline, || {
+        Broker::connect(&config.amqp)
+    })
+    .await
 }

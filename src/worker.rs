@@ -42,6 +42,19 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Deliveries settled so far, whatever their outcome.
+    pub fn total(&self) -> u64 {
+        [
+            &self.processed,
+            &self.duplicate,
+            &self.rejected,
+            &self.failed,
+        ]
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed))
+        .sum()
+    }
+
     fn count(&self, outcome: &Outcome) {
         let counter = match outcome {
             Outcome::Processed { .. } => &self.processed,
@@ -55,14 +68,22 @@ impl Tally {
 
 /// Runs until `shutdown` is cancelled. Returns an error only when the services
 /// cannot be reached at start; after that, broker outages are ridden out.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Arc<Tally>, RunError> {
+/// `tally` counts outcomes as they happen (tests and the binary read it).
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    tally: Arc<Tally>,
+) -> Result<(), RunError> {
     let worker_id = config.worker_id();
     let deadline = Instant::now() + config.startup_timeout();
     let pool = services::postgres(&config, deadline).await?;
     let redis = services::redis(&config, deadline).await?;
     let mut broker = services::rabbitmq(&config, deadline).await?;
     if config.amqp.declare_topology {
-        broker.declare(config.worker.max_attempts).await.map_err(RunError::Topology)?;
+        broker
+            .declare(config.worker.max_attempts)
+            .await
+            .map_err(RunError::Topology)?;
     }
 
     let dedup = Dedup::new(redis, &config.redis, &worker_id);
@@ -73,7 +94,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Arc<Tall
         tracing::warn!(error = %e, "first liveness heartbeat failed; will keep trying");
     }
 
-    let tally = Arc::new(Tally::default());
     let crash_at = std::env::var("WORKER_TEST_CRASH_AT").ok();
     tracing::info!(%worker_id, concurrency = config.worker.concurrency, prefetch = config.amqp.prefetch, "worker started");
     loop {
@@ -84,7 +104,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Arc<Tall
             publisher: broker.publisher(),
             crash_at: crash_at.clone(),
         };
-        let session = Session { config: &config, worker_id: &worker_id, pipeline, tally: tally.clone() };
+        let session = Session {
+            config: &config,
+            worker_id: &worker_id,
+            pipeline,
+            tally: tally.clone(),
+        };
         session.consume(&broker, &shutdown).await;
         broker.close().await;
         if shutdown.is_cancelled() {
@@ -102,7 +127,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Arc<Tall
     if let Err(e) = dedup.sign_off().await {
         tracing::warn!(error = %e, "could not withdraw the liveness key; it expires by itself");
     }
-    Ok(tally)
+    Ok(())
 }
 
 struct Session<'a> {
@@ -158,15 +183,18 @@ impl Session<'_> {
             });
         }
 
-        if shutdown.is_cancelled() {
-            if let Err(e) = broker.stop_consuming(self.worker_id).await {
-                tracing::warn!(error = %e, "could not cancel the consumer");
-            }
+        if shutdown.is_cancelled()
+            && let Err(e) = broker.stop_consuming(self.worker_id).await
+        {
+            tracing::warn!(error = %e, "could not cancel the consumer");
         }
         tasks.close();
         let grace = Duration::from_secs(self.config.worker.shutdown_timeout_secs);
         if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
-            tracing::warn!(in_flight = tasks.len(), "in-flight messages did not finish in time; handing them back");
+            tracing::warn!(
+                in_flight = tasks.len(),
+                "in-flight messages did not finish in time; handing them back"
+            );
             hard_stop.cancel();
             tasks.wait().await;
         }
@@ -180,7 +208,10 @@ async fn handle(pipeline: &Pipeline, incoming: Incoming, policy: &RetryPolicy, t
     let outcome = AssertUnwindSafe(pipeline.process(&incoming))
         .catch_unwind()
         .await
-        .unwrap_or_else(|_| Outcome::Failed { fingerprint: None, error: "processing panicked".into() });
+        .unwrap_or_else(|_| Outcome::Failed {
+            fingerprint: None,
+            error: "processing panicked".into(),
+        });
     tally.count(&outcome);
     log_outcome(&outcome, &incoming, attempt);
     let disposition = outcome.disposition(attempt, policy, fastrand::f64());
@@ -192,7 +223,10 @@ async fn handle(pipeline: &Pipeline, incoming: Incoming, policy: &RetryPolicy, t
 fn log_outcome(outcome: &Outcome, incoming: &Incoming, attempt: u32) {
     let message_id = incoming.message_id().unwrap_or("-");
     match outcome {
-        Outcome::Processed { fingerprint, replayed } => {
+        Outcome::Processed {
+            fingerprint,
+            replayed,
+        } => {
             tracing::debug!(%fingerprint, replayed, "processed");
         }
         Outcome::Duplicate { fingerprint, of } => tracing::debug!(%fingerprint, ?of, "duplicate"),

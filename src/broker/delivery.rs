@@ -49,19 +49,51 @@ impl Incoming {
 
     /// The producer's `message_id` property, for logs when the body is unreadable.
     pub fn message_id(&self) -> Option<&str> {
-        self.delivery.properties.message_id().as_ref().map(|m| m.as_str())
+        self.delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str())
     }
 
     /// Carries out the disposition: moves the message where it says (confirmed),
     /// then acks. If the move fails the delivery is handed back to the queue.
-    pub async fn settle(self, publisher: &Publisher, disposition: &Disposition) -> Result<(), BrokerError> {
+    pub async fn settle(
+        self,
+        publisher: &Publisher,
+        disposition: &Disposition,
+    ) -> Result<(), BrokerError> {
         let moved = match disposition {
             Disposition::Ack => Ok(()),
-            Disposition::Retry { attempt, delay, error } => {
-                publisher.retry_later(&self.delivery.data, &self.delivery.properties, *attempt, *delay, error).await
+            Disposition::Retry {
+                attempt,
+                delay,
+                error,
+            } => {
+                publisher
+                    .retry_later(
+                        &self.delivery.data,
+                        &self.delivery.properties,
+                        *attempt,
+                        *delay,
+                        error,
+                    )
+                    .await
             }
-            Disposition::DeadLetter { kind, error, attempts } => {
-                publisher.dead_letter(&self.delivery.data, &self.delivery.properties, kind, error, *attempts).await
+            Disposition::DeadLetter {
+                kind,
+                error,
+                attempts,
+            } => {
+                publisher
+                    .dead_letter(
+                        &self.delivery.data,
+                        &self.delivery.properties,
+                        kind,
+                        error,
+                        *attempts,
+                    )
+                    .await
             }
         };
         match moved {
@@ -71,7 +103,12 @@ impl Incoming {
             }
             Err(e) => {
                 tokio::time::sleep(HAND_BACK_PAUSE).await;
-                self.delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
+                self.delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await?;
                 Err(e)
             }
         }
@@ -79,7 +116,12 @@ impl Incoming {
 
     /// Hands the delivery back to the queue untouched (e.g. at shutdown).
     pub async fn hand_back(self) -> Result<(), BrokerError> {
-        self.delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
+        self.delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await?;
         Ok(())
     }
 }

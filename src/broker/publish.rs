@@ -47,7 +47,13 @@ impl Publisher {
             .with_message_id(short(reply.reply_id))
             .with_correlation_id(short(reply.in_reply_to))
             .with_timestamp(now_secs());
-        self.publish(&self.outbound_exchange, reply.routing_key, reply.body, properties).await
+        self.publish(
+            &self.outbound_exchange,
+            reply.routing_key,
+            reply.body,
+            properties,
+        )
+        .await
     }
 
     /// Moves a message, body and properties unchanged, to the dead queue with the
@@ -66,7 +72,10 @@ impl Publisher {
         if let Some(n) = attempts {
             headers.insert("x-attempts".into(), AMQPValue::LongLongInt(i64::from(n)));
         }
-        let properties = properties.clone().with_headers(headers).with_delivery_mode(PERSISTENT);
+        let properties = properties
+            .clone()
+            .with_headers(headers)
+            .with_delivery_mode(PERSISTENT);
         self.publish("", &self.dead_queue, body, properties).await
     }
 
@@ -81,24 +90,46 @@ impl Publisher {
         error: &str,
     ) -> Result<(), BrokerError> {
         let mut headers = properties.headers().clone().unwrap_or_default();
-        headers.insert("x-attempts".into(), AMQPValue::LongLongInt(i64::from(attempt)));
+        headers.insert(
+            "x-attempts".into(),
+            AMQPValue::LongLongInt(i64::from(attempt)),
+        );
         headers.insert("x-last-error".into(), long(error));
         let properties = properties
             .clone()
             .with_headers(headers)
             .with_delivery_mode(PERSISTENT)
             .with_expiration(short(&delay.as_millis().to_string()));
-        self.publish("", &retry_queue(&self.config, attempt), body, properties).await
+        self.publish("", &retry_queue(&self.config, attempt), body, properties)
+            .await
     }
 
-    async fn publish(&self, exchange: &str, routing_key: &str, body: &[u8], properties: BasicProperties) -> Result<(), BrokerError> {
-        let target = || format!("{} with routing key {routing_key}", if exchange.is_empty() { "the default exchange" } else { exchange });
+    async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), BrokerError> {
+        let target = || {
+            format!(
+                "{} with routing key {routing_key}",
+                if exchange.is_empty() {
+                    "the default exchange"
+                } else {
+                    exchange
+                }
+            )
+        };
         let confirm = self
             .channel
             .basic_publish(
                 short(exchange),
                 short(routing_key),
-                BasicPublishOptions { mandatory: true, ..Default::default() },
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
                 body,
                 properties,
             )
@@ -136,4 +167,3 @@ fn now_secs() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
-

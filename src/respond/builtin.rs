@@ -23,13 +23,23 @@ impl Builtin {
             .any(|word| HANDOFF_WORDS.contains(&word));
         let name = ctx.inbound.customer_name.as_deref().unwrap_or("there");
         if ctx.conversation.status == "handoff" {
-            return answer("Thanks, a member of our team has your conversation and will reply here shortly.", true, 1.0);
+            return answer(
+                "Thanks, a member of our team has your conversation and will reply here shortly.",
+                true,
+                1.0,
+            );
         }
         if asks_for_human {
-            return answer("I'm connecting you with a member of our team. They will reply here shortly.", true, 1.0);
+            return answer(
+                "I'm connecting you with a member of our team. They will reply here shortly.",
+                true,
+                1.0,
+            );
         }
         answer(
-            &format!("Hi {name}, thanks for your message. We'll get back to you with the details shortly."),
+            &format!(
+                "Hi {name}, thanks for your message. We'll get back to you with the details shortly."
+            ),
             false,
             0.5,
         )
@@ -37,7 +47,12 @@ impl Builtin {
 }
 
 fn answer(text: &str, handoff: bool, confidence: f32) -> Answer {
-    Answer { text: text.to_owned(), handoff, confidence, references: Value::Array(Vec::new()) }
+    Answer {
+        text: text.to_owned(),
+        handoff,
+        confidence,
+        references: Value::Array(Vec::new()),
+    }
 }
 
 impl Responder for Builtin {
@@ -77,8 +92,14 @@ mod tests {
 
     fn reply(text: &str, status: &str) -> Answer {
         let msg = inbound(text);
-        let conv = Conversation { id: Uuid::nil(), status: status.into() };
-        Builtin.answer(&Context { inbound: &msg, conversation: &conv })
+        let conv = Conversation {
+            id: Uuid::nil(),
+            status: status.into(),
+        };
+        Builtin.answer(&Context {
+            inbound: &msg,
+            conversation: &conv,
+        })
     }
 
     #[test]

@@ -1,0 +1,396 @@
+//! Each test gets its own world on the real services: a fresh PostgreSQL database,
+//! its own exchange and queue names on RabbitMQ, and its own Redis key prefix, so
+//! tests run in parallel without seeing each other.
+//!
+//! Base URLs come from AMQP_URL / REDIS_URL / DATABASE_URL when set, else the
+//! local defaults of CONTRACT §1.
+
+use std::future::Future;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chat_worker::broker::Broker;
+use chat_worker::config::Config;
+use chat_worker::store;
+use chat_worker::worker::{self, Tally};
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// How long a test waits for something the system does eventually (a reply, a
+/// dead letter). A bound on a hang, not a performance assertion.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+pub struct TestEnv {
+    pub config: Config,
+    pub pool: PgPool,
+    pub channel: Channel,
+    _connection: Connection,
+    pub redis: redis::aio::ConnectionManager,
+    pub tenant_id: Uuid,
+    pub replies_queue: String,
+    id: String,
+}
+
+pub struct RunningWorker {
+    pub tally: Arc<Tally>,
+    stop: CancellationToken,
+    task: JoinHandle<Result<(), worker::RunError>>,
+}
+
+impl RunningWorker {
+    /// Graceful stop, as SIGTERM does; returns the worker's result.
+    pub async fn stop(self) -> Result<(), worker::RunError> {
+        self.stop.cancel();
+        self.task.await.expect("worker task panicked")
+    }
+}
+
+fn base(var: &str, default: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| default.to_owned())
+}
+
+impl TestEnv {
+    pub async fn new() -> Self {
+        let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let mut config = Config::default();
+        let db_base = base("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/worker");
+        let (server, _) = db_base
+            .rsplit_once('/')
+            .expect("DATABASE_URL has a database part");
+        config.database.url = format!("{server}/cw_test_{id}");
+        config.database.max_connections = 8;
+        config.amqp.url = base("AMQP_URL", &config.amqp.url);
+        config.redis.url = base("REDIS_URL", &config.redis.url);
+        config.amqp.inbound_exchange = format!("t.{id}.chat.inbound");
+        config.amqp.outbound_exchange = format!("t.{id}.chat.outbound");
+        config.amqp.inbound_queue = format!("t.{id}.worker.inbound");
+        config.amqp.dead_queue = format!("t.{id}.worker.dead");
+        config.amqp.retry_queue_prefix = format!("t.{id}.worker.retry");
+        config.redis.key_prefix = format!("t:{id}:");
+        config.redis.liveness_ttl_secs = 2;
+        config.worker.retry_base_delay_ms = 200;
+        config.worker.retry_max_delay_ms = 2_000;
+        config.worker.shutdown_timeout_secs = 20;
+
+        store::create_database_if_missing(&config.database.url)
+            .await
+            .expect("create test database");
+        let pool = store::pool(&config.database.url, 4).expect("pool");
+        store::migrate(&pool).await.expect("migrate");
+
+        let broker = Broker::connect(&config.amqp).await.expect("rabbitmq");
+        broker
+            .declare(config.worker.max_attempts)
+            .await
+            .expect("declare topology");
+        broker.close().await;
+
+        let connection = Connection::connect(&config.amqp.url, ConnectionProperties::default())
+            .await
+            .expect("rabbitmq");
+        let channel = connection.create_channel().await.expect("channel");
+        let replies_queue = format!("t.{id}.replies");
+        channel
+            .queue_declare(
+                replies_queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare replies queue");
+        channel
+            .queue_bind(
+                replies_queue.as_str().into(),
+                config.amqp.outbound_exchange.as_str().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind replies queue");
+
+        let client = redis::Client::open(config.redis.url.as_str()).expect("redis url");
+        let redis = redis::aio::ConnectionManager::new(client)
+            .await
+            .expect("redis");
+
+        let tenant_id = Uuid::new_v4();
+        sqlx::query("INSERT INTO tenants (id, name, is_active) VALUES ($1, 'Test Shop', true)")
+            .bind(tenant_id)
+            .execute(&pool)
+            .await
+            .expect("seed tenant");
+
+        Self {
+            config,
+            pool,
+            channel,
+            _connection: connection,
+            redis,
+            tenant_id,
+            replies_queue,
+            id,
+        }
+    }
+
+    /// A valid inbound message of this test's tenant.
+    pub fn message(&self, message_id: &str, customer: &str, text: &str) -> Value {
+        json!({
+            "message_id": message_id,
+            "tenant_id": self.tenant_id,
+            "channel": "whatsapp",
+            "customer": { "external_id": customer, "name": "Amina" },
+            "conversation_id": null,
+            "text": text,
+            "received_at": "2026-11-21T10:15:30Z",
+            "attachments": [],
+            "metadata": {}
+        })
+    }
+
+    /// Publishes raw bytes to this test's inbound exchange, as a gateway does.
+    pub async fn publish(&self, body: &[u8]) {
+        let routing_key = format!("whatsapp.{}", self.tenant_id);
+        self.channel
+            .basic_publish(
+                self.config.amqp.inbound_exchange.as_str().into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_content_type("application/json".into()),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("publish confirm");
+    }
+
+    pub async fn publish_json(&self, value: &Value) {
+        self.publish(value.to_string().as_bytes()).await;
+    }
+
+    /// Runs a worker in this process on this test's world.
+    pub fn spawn_worker(&self, worker_id: &str) -> RunningWorker {
+        let mut config = self.config.clone();
+        config.worker.id = worker_id.to_owned();
+        let tally = Arc::new(Tally::default());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(worker::run(config, stop.clone(), tally.clone()));
+        RunningWorker { tally, stop, task }
+    }
+
+    /// The `worker` binary with this test's configuration in its environment.
+    pub fn worker_command(&self, worker_id: &str) -> tokio::process::Command {
+        let c = &self.config;
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"));
+        cmd.args(["run", "--worker-id", worker_id])
+            .env("WORKER__DATABASE__URL", &c.database.url)
+            .env("WORKER__AMQP__URL", &c.amqp.url)
+            .env("WORKER__REDIS__URL", &c.redis.url)
+            .env("WORKER__AMQP__INBOUND_EXCHANGE", &c.amqp.inbound_exchange)
+            .env("WORKER__AMQP__OUTBOUND_EXCHANGE", &c.amqp.outbound_exchange)
+            .env("WORKER__AMQP__INBOUND_QUEUE", &c.amqp.inbound_queue)
+            .env("WORKER__AMQP__DEAD_QUEUE", &c.amqp.dead_queue)
+            .env(
+                "WORKER__AMQP__RETRY_QUEUE_PREFIX",
+                &c.amqp.retry_queue_prefix,
+            )
+            .env("WORKER__REDIS__KEY_PREFIX", &c.redis.key_prefix)
+            .env(
+                "WORKER__REDIS__LIVENESS_TTL_SECS",
+                c.redis.liveness_ttl_secs.to_string(),
+            )
+            .env(
+                "WORKER__WORKER__RETRY_BASE_DELAY_MS",
+                c.worker.retry_base_delay_ms.to_string(),
+            )
+            .env(
+                "WORKER__WORKER__RETRY_MAX_DELAY_MS",
+                c.worker.retry_max_delay_ms.to_string(),
+            )
+            .env(
+                "WORKER__WORKER__SHUTDOWN_TIMEOUT_SECS",
+                c.worker.shutdown_timeout_secs.to_string(),
+            )
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Takes every message now in `queue` (acking it), oldest first.
+    pub async fn drain(&self, queue: &str) -> Vec<lapin::message::Delivery> {
+        let mut out = Vec::new();
+        while let Some(message) = self
+            .channel
+            .basic_get(queue.into(), BasicGetOptions::default())
+            .await
+            .expect("basic_get")
+        {
+            message
+                .delivery
+                .ack(BasicAckOptions::default())
+                .await
+                .expect("ack");
+            out.push(message.delivery);
+        }
+        out
+    }
+
+    /// Every reply published so far, as JSON.
+    pub async fn replies(&self) -> Vec<(lapin::message::Delivery, Value)> {
+        self.drain(&self.replies_queue)
+            .await
+            .into_iter()
+            .map(|d| {
+                let body = serde_json::from_slice(&d.data).expect("reply is JSON");
+                (d, body)
+            })
+            .collect()
+    }
+
+    pub async fn dead_letters(&self) -> Vec<lapin::message::Delivery> {
+        self.drain(&self.config.amqp.dead_queue).await
+    }
+
+    pub async fn queue_depth(&self, queue: &str) -> u32 {
+        self.channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("passive declare")
+            .message_count()
+    }
+
+    /// (inbound rows, reply rows) for a fingerprint.
+    pub async fn rows(&self, fingerprint: &str) -> (i64, i64) {
+        sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE direction = 'in'), count(*) FILTER (WHERE direction = 'out')
+               FROM messages WHERE fingerprint = $1",
+        )
+        .bind(fingerprint)
+        .fetch_one(&self.pool)
+        .await
+        .expect("count rows")
+    }
+
+    pub async fn total_rows(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM messages")
+            .fetch_one(&self.pool)
+            .await
+            .expect("count")
+    }
+
+    /// Deletes every Redis key of this test, as a Redis that lost its data would.
+    pub async fn flush_redis(&self) {
+        let pattern = format!("{}*", self.config.redis.key_prefix);
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query_async(&mut self.redis.clone())
+            .await
+            .expect("keys");
+        if !keys.is_empty() {
+            redis::cmd("DEL")
+                .arg(keys)
+                .query_async::<()>(&mut self.redis.clone())
+                .await
+                .expect("del");
+        }
+    }
+
+    /// Removes what the test created on the shared services.
+    pub async fn finish(self) {
+        let c = &self.config.amqp;
+        let mut queues = vec![
+            c.inbound_queue.clone(),
+            c.dead_queue.clone(),
+            self.replies_queue.clone(),
+        ];
+        queues.extend(
+            (1..self.config.worker.max_attempts).map(|n| format!("{}.{n}", c.retry_queue_prefix)),
+        );
+        for queue in queues {
+            let _ = self
+                .channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for exchange in [&c.inbound_exchange, &c.outbound_exchange] {
+            let _ = self
+                .channel
+                .exchange_delete(exchange.as_str().into(), Default::default())
+                .await;
+        }
+        self.flush_redis().await;
+        self.pool.close().await;
+        let admin = self
+            .config
+            .database
+            .url
+            .replace(&format!("cw_test_{}", self.id), "postgres");
+        if let Ok(pool) = store::pool(&admin, 1) {
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS cw_test_{} WITH (FORCE)",
+                self.id
+            ))
+            .execute(&pool)
+            .await;
+        }
+    }
+}
+
+/// Waits until `check` holds, polling; panics with `what` after [`PATIENCE`].
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < PATIENCE, "gave up waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn header<'a>(delivery: &'a lapin::message::Delivery, name: &str) -> Option<&'a AMQPValue> {
+    delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(name))
+}
+
+pub fn header_str(delivery: &lapin::message::Delivery, name: &str) -> Option<String> {
+    match header(delivery, name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+pub fn fingerprint_of(message: &Value) -> String {
+    chat_worker::decode::decode(message.to_string().as_bytes())
+        .expect("valid message")
+        .fingerprint()
+        .to_string()
+}

@@ -1,0 +1,12 @@
+//! Integration tests on the real RabbitMQ, Redis and PostgreSQL. One binary, one
+//! module per behaviour; each test builds its own isolated world (see `harness`).
+
+mod harness;
+
+mod crash;
+mod happy_path;
+mod race;
+mod redis_loss;
+mod rejects;
+mod retries;
+mod shutdown;
