@@ -1,0 +1,110 @@
+//! `make drain`: how fast one `worker run` drains a backlog.
+//!
+//! Publishes N unique messages (from 500 customers of one tenant), then starts the
+//! worker binary, waits for all N replies on a queue bound to the outbound
+//! exchange, stops the worker with SIGTERM, and prints messages per second.
+//! Names, database and prefix come from the environment (see scripts/drain.sh), so
+//! the run never touches the real queues.
+//!
+//! Usage: drain WORKER_BINARY N
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chat_worker::broker::Broker;
+use chat_worker::config::{Config, Overrides};
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::json;
+use uuid::Uuid;
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("drain: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let binary = args.next().context("usage: drain WORKER_BINARY N")?;
+    let n: usize = args.next().context("usage: drain WORKER_BINARY N")?.parse().context("N must be a number")?;
+    let config = Config::load(None, &Overrides::default())?;
+
+    let pool = chat_worker::store::pool(&config.database.url, 2)?;
+    let tenant = Uuid::new_v4();
+    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'Drain Shop')").bind(tenant).execute(&pool).await?;
+
+    let broker = Broker::connect(&config.amqp).await?;
+    broker.declare(config.worker.max_attempts).await?;
+    broker.close().await;
+    let connection = Connection::connect(&config.amqp.url, ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    channel.confirm_select(Default::default()).await?;
+    let replies_queue = format!("{}.drain-replies", config.amqp.outbound_exchange);
+    channel.queue_declare(replies_queue.as_str().into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()).await?;
+    channel
+        .queue_bind(replies_queue.as_str().into(), config.amqp.outbound_exchange.as_str().into(), "#".into(), QueueBindOptions::default(), FieldTable::default())
+        .await?;
+
+    let publish_started = Instant::now();
+    let routing_key = format!("web.{tenant}");
+    let mut confirms = Vec::with_capacity(1024);
+    for i in 0..n {
+        let body = json!({
+            "message_id": format!("drain-{i}"),
+            "tenant_id": tenant,
+            "channel": "web",
+            "customer": { "external_id": format!("visitor-{}", i % 500) },
+            "text": format!("Hello, question {i}"),
+            "received_at": chrono::Utc::now().to_rfc3339(),
+        })
+        .to_string();
+        let confirm = channel
+            .basic_publish(config.amqp.inbound_exchange.as_str().into(), routing_key.as_str().into(), BasicPublishOptions::default(), body.as_bytes(), BasicProperties::default().with_delivery_mode(2))
+            .await?;
+        confirms.push(confirm);
+        if confirms.len() == 1024 {
+            for c in confirms.drain(..) {
+                c.await?;
+            }
+        }
+    }
+    for c in confirms {
+        c.await?;
+    }
+    println!("published {n} messages in {:.2}s", publish_started.elapsed().as_secs_f64());
+
+    let mut consumer = channel
+        .basic_consume(replies_queue.as_str().into(), "drain".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .await?;
+    let started = Instant::now();
+    let mut worker = tokio::process::Command::new(&binary).arg("run").stdin(Stdio::null()).kill_on_drop(true).spawn().context("starting the worker")?;
+    let mut first_reply = None;
+    for received in 0..n {
+        let next = tokio::time::timeout(Duration::from_secs(120), consumer.next()).await;
+        match next {
+            Ok(Some(Ok(_))) => {
+                first_reply.get_or_insert_with(Instant::now);
+            }
+            _ => bail!("only {received} of {n} replies arrived"),
+        }
+    }
+    let elapsed = started.elapsed();
+    let steady = first_reply.map(|t| t.elapsed()).unwrap_or(elapsed);
+    if let Some(pid) = worker.id() {
+        let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    }
+    let status = worker.wait().await?;
+    println!(
+        "drained {n} messages in {:.2}s from worker start: {:.0} messages/s ({:.0}/s from first to last reply); worker exited {status}",
+        elapsed.as_secs_f64(),
+        n as f64 / elapsed.as_secs_f64(),
+        n as f64 / steady.as_secs_f64(),
+    );
+    Ok(())
+}
