@@ -15,7 +15,9 @@ use anyhow::{Context, bail};
 use chat_worker::broker::Broker;
 use chat_worker::config::{Config, Overrides};
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::json;
@@ -32,12 +34,19 @@ async fn main() {
 async fn run() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let binary = args.next().context("usage: drain WORKER_BINARY N")?;
-    let n: usize = args.next().context("usage: drain WORKER_BINARY N")?.parse().context("N must be a number")?;
+    let n: usize = args
+        .next()
+        .context("usage: drain WORKER_BINARY N")?
+        .parse()
+        .context("N must be a number")?;
     let config = Config::load(None, &Overrides::default())?;
 
     let pool = chat_worker::store::pool(&config.database.url, 2)?;
     let tenant = Uuid::new_v4();
-    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'Drain Shop')").bind(tenant).execute(&pool).await?;
+    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'Drain Shop')")
+        .bind(tenant)
+        .execute(&pool)
+        .await?;
 
     let broker = Broker::connect(&config.amqp).await?;
     broker.declare(config.worker.max_attempts).await?;
@@ -46,9 +55,24 @@ async fn run() -> anyhow::Result<()> {
     let channel = connection.create_channel().await?;
     channel.confirm_select(Default::default()).await?;
     let replies_queue = format!("{}.drain-replies", config.amqp.outbound_exchange);
-    channel.queue_declare(replies_queue.as_str().into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()).await?;
     channel
-        .queue_bind(replies_queue.as_str().into(), config.amqp.outbound_exchange.as_str().into(), "#".into(), QueueBindOptions::default(), FieldTable::default())
+        .queue_declare(
+            replies_queue.as_str().into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            replies_queue.as_str().into(),
+            config.amqp.outbound_exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
 
     let publish_started = Instant::now();
@@ -65,7 +89,13 @@ async fn run() -> anyhow::Result<()> {
         })
         .to_string();
         let confirm = channel
-            .basic_publish(config.amqp.inbound_exchange.as_str().into(), routing_key.as_str().into(), BasicPublishOptions::default(), body.as_bytes(), BasicProperties::default().with_delivery_mode(2))
+            .basic_publish(
+                config.amqp.inbound_exchange.as_str().into(),
+                routing_key.as_str().into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                BasicProperties::default().with_delivery_mode(2),
+            )
             .await?;
         confirms.push(confirm);
         if confirms.len() == 1024 {
@@ -77,13 +107,29 @@ async fn run() -> anyhow::Result<()> {
     for c in confirms {
         c.await?;
     }
-    println!("published {n} messages in {:.2}s", publish_started.elapsed().as_secs_f64());
+    println!(
+        "published {n} messages in {:.2}s",
+        publish_started.elapsed().as_secs_f64()
+    );
 
     let mut consumer = channel
-        .basic_consume(replies_queue.as_str().into(), "drain".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .basic_consume(
+            replies_queue.as_str().into(),
+            "drain".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
         .await?;
     let started = Instant::now();
-    let mut worker = tokio::process::Command::new(&binary).arg("run").stdin(Stdio::null()).kill_on_drop(true).spawn().context("starting the worker")?;
+    let mut worker = tokio::process::Command::new(&binary)
+        .arg("run")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the worker")?;
     let mut first_reply = None;
     for received in 0..n {
         let next = tokio::time::timeout(Duration::from_secs(120), consumer.next()).await;
@@ -97,7 +143,9 @@ async fn run() -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     let steady = first_reply.map(|t| t.elapsed()).unwrap_or(elapsed);
     if let Some(pid) = worker.id() {
-        let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
     }
     let status = worker.wait().await?;
     println!(
