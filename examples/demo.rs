@@ -35,10 +35,7 @@ async fn main() {
 
 async fn run() -> anyhow::Result<()> {
     let file = std::env::args().nth(1);
-    let config = Config::load(
-        file.as_deref().map(std::path::Path::new),
-        &Overrides::default(),
-    )?;
+    let config = Config::load(file.as_deref().map(std::path::Path::new), &Overrides::default())?;
     let pool = chat_worker::store::pool(&config.database.url, 2)?;
     seed(&pool).await.context("seeding the demo tenant")?;
 
@@ -61,23 +58,13 @@ async fn run() -> anyhow::Result<()> {
     .enumerate()
     {
         let message = message(&format!("demo-{run_id}-talk-{i}"), "+254700000001", text);
-        publish(
-            &channel,
-            &config,
-            &message.to_string().into_bytes(),
-            &message["message_id"],
-        )
-        .await?;
+        publish(&channel, &config, &message.to_string().into_bytes(), &message["message_id"]).await?;
         let reply = next_reply(&mut replies).await?;
         println!("customer: {text}");
         println!(
             "worker:   {}{}",
             reply["text"].as_str().unwrap_or(""),
-            if reply["handoff"] == true {
-                "  [handoff]"
-            } else {
-                ""
-            }
+            if reply["handoff"] == true { "  [handoff]" } else { "" }
         );
     }
 
@@ -122,16 +109,10 @@ async fn run() -> anyhow::Result<()> {
     let dead = take_dead_letters(&channel, &config, bad.len()).await?;
 
     for (id, (_, copies)) in &published {
-        let text = replied
-            .get(id)
-            .and_then(|r| r["text"].as_str())
-            .unwrap_or("(no reply!)");
+        let text = replied.get(id).and_then(|r| r["text"].as_str()).unwrap_or("(no reply!)");
         let dups = copies - 1;
         let note = if dups > 0 {
-            format!(
-                " ({dups} duplicate{} skipped)",
-                if dups > 1 { "s" } else { "" }
-            )
+            format!(" ({dups} duplicate{} skipped)", if dups > 1 { "s" } else { "" })
         } else {
             String::new()
         };
@@ -165,10 +146,7 @@ async fn run() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64(),
     );
     if pairs as usize != unique {
-        bail!(
-            "{} fingerprints lack exactly one inbound and one reply row",
-            unique - pairs as usize
-        );
+        bail!("{} fingerprints lack exactly one inbound and one reply row", unique - pairs as usize);
     }
     Ok(())
 }
@@ -193,26 +171,10 @@ fn bad_messages(run_id: &str) -> Vec<(String, Vec<u8>, &'static str)> {
     let mut huge = message(&format!("demo-{run_id}-bad-4"), "+254700000999", "hi");
     huge["metadata"] = json!({ "blob": "x".repeat(300 * 1024) });
     vec![
-        (
-            format!("demo-{run_id}-bad-1"),
-            b"{\"message_id\": \"oops\", ".to_vec(),
-            "not JSON",
-        ),
-        (
-            format!("demo-{run_id}-bad-2"),
-            no_text.to_string().into_bytes(),
-            "no text",
-        ),
-        (
-            format!("demo-{run_id}-bad-3"),
-            stranger.to_string().into_bytes(),
-            "unknown tenant",
-        ),
-        (
-            format!("demo-{run_id}-bad-4"),
-            huge.to_string().into_bytes(),
-            "oversized",
-        ),
+        (format!("demo-{run_id}-bad-1"), b"{\"message_id\": \"oops\", ".to_vec(), "not JSON"),
+        (format!("demo-{run_id}-bad-2"), no_text.to_string().into_bytes(), "no text"),
+        (format!("demo-{run_id}-bad-3"), stranger.to_string().into_bytes(), "unknown tenant"),
+        (format!("demo-{run_id}-bad-4"), huge.to_string().into_bytes(), "oversized"),
     ]
 }
 
@@ -232,24 +194,9 @@ async fn seed(pool: &PgPool) -> anyhow::Result<()> {
             .await?;
     if catalog_empty {
         for (name, category, price, description) in [
-            (
-                "Trail Runner X",
-                "running shoes",
-                4500,
-                "Light trail running shoe with a grippy sole",
-            ),
-            (
-                "City Sprint",
-                "running shoes",
-                3900,
-                "Everyday road running shoe",
-            ),
-            (
-                "Marathon Pro",
-                "running shoes",
-                8900,
-                "Carbon-plated racing shoe",
-            ),
+            ("Trail Runner X", "running shoes", 4500, "Light trail running shoe with a grippy sole"),
+            ("City Sprint", "running shoes", 3900, "Everyday road running shoe"),
+            ("Marathon Pro", "running shoes", 8900, "Carbon-plated racing shoe"),
             ("Yoga Mat", "fitness", 1500, "6 mm non-slip mat"),
         ] {
             sqlx::query("INSERT INTO products (tenant_id, name, category, price, currency, description) VALUES ($1, $2, $3, $4, 'KES', $5)")
@@ -271,27 +218,18 @@ async fn seed(pool: &PgPool) -> anyhow::Result<()> {
             .await?;
     }
     // Each demo run starts a fresh conversation (an earlier run may have left one in handoff).
-    sqlx::query(
-        "UPDATE conversations SET status = 'closed' WHERE tenant_id = $1 AND status <> 'closed'",
-    )
-    .bind(tenant)
-    .execute(pool)
-    .await?;
+    sqlx::query("UPDATE conversations SET status = 'closed' WHERE tenant_id = $1 AND status <> 'closed'")
+        .bind(tenant)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
 async fn listen_for_replies(channel: &Channel, config: &Config) -> anyhow::Result<Consumer> {
-    let queue = channel
-        .queue_declare(
-            REPLIES.into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let queue =
+        channel.queue_declare(REPLIES.into(), QueueDeclareOptions::default(), FieldTable::default()).await?;
     let _ = queue;
-    channel
-        .queue_purge(REPLIES.into(), Default::default())
-        .await?;
+    channel.queue_purge(REPLIES.into(), Default::default()).await?;
     channel
         .queue_bind(
             REPLIES.into(),
@@ -305,10 +243,7 @@ async fn listen_for_replies(channel: &Channel, config: &Config) -> anyhow::Resul
         .basic_consume(
             REPLIES.into(),
             "demo".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
             FieldTable::default(),
         )
         .await?)
@@ -322,12 +257,7 @@ async fn next_reply(replies: &mut Consumer) -> anyhow::Result<Value> {
     Ok(serde_json::from_slice(&delivery.data)?)
 }
 
-async fn publish(
-    channel: &Channel,
-    config: &Config,
-    body: &[u8],
-    message_id: &Value,
-) -> anyhow::Result<()> {
+async fn publish(channel: &Channel, config: &Config, body: &[u8], message_id: &Value) -> anyhow::Result<()> {
     let properties = BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type("application/json".into())
@@ -356,12 +286,8 @@ async fn take_dead_letters(
     let deadline = Instant::now() + WAIT;
     while found.len() < expected && Instant::now() < deadline {
         let mut others = Vec::new();
-        while let Some(m) = channel
-            .basic_get(
-                config.amqp.dead_queue.as_str().into(),
-                BasicGetOptions::default(),
-            )
-            .await?
+        while let Some(m) =
+            channel.basic_get(config.amqp.dead_queue.as_str().into(), BasicGetOptions::default()).await?
         {
             let id = m
                 .delivery
@@ -371,24 +297,14 @@ async fn take_dead_letters(
                 .map(|s| s.as_str().to_owned())
                 .unwrap_or_default();
             if id.starts_with("demo-") {
-                found.insert(
-                    id,
-                    (
-                        header(&m.delivery, "x-error-kind"),
-                        header(&m.delivery, "x-error"),
-                    ),
-                );
+                found.insert(id, (header(&m.delivery, "x-error-kind"), header(&m.delivery, "x-error")));
                 m.delivery.ack(BasicAckOptions::default()).await?;
             } else {
                 others.push(m.delivery);
             }
         }
         for d in others {
-            d.nack(BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            })
-            .await?;
+            d.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
         }
         if found.len() < expected {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -398,21 +314,14 @@ async fn take_dead_letters(
 }
 
 fn header(d: &lapin::message::Delivery, name: &str) -> String {
-    match d
-        .properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get(name))
-    {
+    match d.properties.headers().as_ref().and_then(|h| h.inner().get(name)) {
         Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
         _ => String::new(),
     }
 }
 
 fn fingerprint(m: &Value) -> String {
-    decode(m.to_string().as_bytes())
-        .map(|i| i.fingerprint().to_string())
-        .unwrap_or_default()
+    decode(m.to_string().as_bytes()).map(|i| i.fingerprint().to_string()).unwrap_or_default()
 }
 
 fn short(text: &str) -> String {

@@ -15,9 +15,7 @@ use anyhow::{Context, bail};
 use chat_worker::broker::Broker;
 use chat_worker::config::{Config, Overrides};
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::json;
@@ -34,11 +32,8 @@ async fn main() {
 async fn run() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let binary = args.next().context("usage: drain WORKER_BINARY N")?;
-    let n: usize = args
-        .next()
-        .context("usage: drain WORKER_BINARY N")?
-        .parse()
-        .context("N must be a number")?;
+    let n: usize =
+        args.next().context("usage: drain WORKER_BINARY N")?.parse().context("N must be a number")?;
     let config = Config::load(None, &Overrides::default())?;
 
     let pool = chat_worker::store::pool(&config.database.url, 2)?;
@@ -58,10 +53,7 @@ async fn run() -> anyhow::Result<()> {
     channel
         .queue_declare(
             replies_queue.as_str().into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            },
+            QueueDeclareOptions { exclusive: true, ..Default::default() },
             FieldTable::default(),
         )
         .await?;
@@ -107,19 +99,13 @@ async fn run() -> anyhow::Result<()> {
     for c in confirms {
         c.await?;
     }
-    println!(
-        "published {n} messages in {:.2}s",
-        publish_started.elapsed().as_secs_f64()
-    );
+    println!("published {n} messages in {:.2}s", publish_started.elapsed().as_secs_f64());
 
     let mut consumer = channel
         .basic_consume(
             replies_queue.as_str().into(),
             "drain".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
             FieldTable::default(),
         )
         .await?;
@@ -143,9 +129,7 @@ async fn run() -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     let steady = first_reply.map(|t| t.elapsed()).unwrap_or(elapsed);
     if let Some(pid) = worker.id() {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
+        let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
     }
     let status = worker.wait().await?;
     println!(

@@ -125,10 +125,7 @@ impl Default for RedisConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self {
-            url: "postgres://postgres@127.0.0.1:5432/worker".into(),
-            max_connections: 16,
-        }
+        Self { url: "postgres://postgres@127.0.0.1:5432/worker".into(), max_connections: 16 }
     }
 }
 
@@ -164,18 +161,13 @@ impl Config {
             .merge(contract_env())
             .merge(Env::prefixed("WORKER__").split("__").lowercase(true))
             .merge(Serialized::default("worker", flags));
-        let config: Config = figment
-            .extract()
-            .map_err(|e| ConfigError::Layer(one_line(&e.to_string())))?;
+        let config: Config = figment.extract().map_err(|e| ConfigError::Layer(one_line(&e.to_string())))?;
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, problem: &str| ConfigError::Invalid {
-            key,
-            problem: problem.into(),
-        };
+        let invalid = |key, problem: &str| ConfigError::Invalid { key, problem: problem.into() };
         if self.worker.concurrency == 0 {
             return Err(invalid("worker.concurrency", "must be at least 1"));
         }
@@ -206,16 +198,8 @@ impl Config {
             return Err(invalid("database.max_connections", "must be at least 1"));
         }
         check_url("amqp.url", &self.amqp.url, &["amqp", "amqps"])?;
-        check_url(
-            "redis.url",
-            &self.redis.url,
-            &["redis", "rediss", "redis+unix", "unix"],
-        )?;
-        check_url(
-            "database.url",
-            &self.database.url,
-            &["postgres", "postgresql"],
-        )?;
+        check_url("redis.url", &self.redis.url, &["redis", "rediss", "redis+unix", "unix"])?;
+        check_url("database.url", &self.database.url, &["postgres", "postgresql"])?;
         Ok(())
     }
 
@@ -239,13 +223,13 @@ impl Config {
 
 /// The plain variables CONTRACT §1 names (`AMQP_URL`, `REDIS_URL`, `DATABASE_URL`).
 fn contract_env() -> Env {
-    Env::raw()
-        .only(&["AMQP_URL", "REDIS_URL", "DATABASE_URL"])
-        .map(|key| match key.as_str().to_ascii_uppercase().as_str() {
+    Env::raw().only(&["AMQP_URL", "REDIS_URL", "DATABASE_URL"]).map(|key| {
+        match key.as_str().to_ascii_uppercase().as_str() {
             "AMQP_URL" => "amqp.url".into(),
             "REDIS_URL" => "redis.url".into(),
             _ => "database.url".into(),
-        })
+        }
+    })
 }
 
 fn check_url(key: &'static str, raw: &str, schemes: &[&str]) -> Result<(), ConfigError> {
@@ -256,11 +240,7 @@ fn check_url(key: &'static str, raw: &str, schemes: &[&str]) -> Result<(), Confi
     if !schemes.contains(&url.scheme()) {
         return Err(ConfigError::Invalid {
             key,
-            problem: format!(
-                "scheme `{}` is not one of {}",
-                url.scheme(),
-                schemes.join(", ")
-            ),
+            problem: format!("scheme `{}` is not one of {}", url.scheme(), schemes.join(", ")),
         });
     }
     Ok(())
@@ -288,9 +268,7 @@ mod tests {
     #[test]
     fn the_repository_worker_toml_is_exactly_the_defaults() {
         let text = include_str!("../worker.toml");
-        let from_file: Config = Figment::from(Toml::string(text))
-            .extract()
-            .expect("worker.toml parses");
+        let from_file: Config = Figment::from(Toml::string(text)).extract().expect("worker.toml parses");
         assert_eq!(from_file, Config::default());
     }
 
@@ -303,27 +281,15 @@ mod tests {
             let from_file = load_in(jail, Some(file), &none).expect("loads");
             assert_eq!(from_file.worker.concurrency, 7);
             assert_eq!(from_file.worker.max_attempts, 9);
-            assert_eq!(
-                from_file.worker.shutdown_timeout_secs, 30,
-                "untouched keys keep defaults"
-            );
+            assert_eq!(from_file.worker.shutdown_timeout_secs, 30, "untouched keys keep defaults");
 
             jail.set_env("WORKER__WORKER__CONCURRENCY", "8");
             jail.set_env("WORKER__AMQP__PREFETCH", "12");
             let from_env = load_in(jail, Some(file), &none).expect("loads");
-            assert_eq!(
-                (from_env.worker.concurrency, from_env.amqp.prefetch),
-                (8, 12)
-            );
-            assert_eq!(
-                from_env.worker.max_attempts, 9,
-                "file still applies where env is silent"
-            );
+            assert_eq!((from_env.worker.concurrency, from_env.amqp.prefetch), (8, 12));
+            assert_eq!(from_env.worker.max_attempts, 9, "file still applies where env is silent");
 
-            let flags = Overrides {
-                concurrency: Some(3),
-                id: Some("w-flag".into()),
-            };
+            let flags = Overrides { concurrency: Some(3), id: Some("w-flag".into()) };
             let from_flag = load_in(jail, Some(file), &flags).expect("loads");
             assert_eq!(from_flag.worker.concurrency, 3);
             assert_eq!(from_flag.worker_id(), "w-flag");
@@ -337,12 +303,8 @@ mod tests {
             jail.set_env("AMQP_URL", "amqps://u:p@broker:5671/vh");
             jail.set_env("DATABASE_URL", "postgres://db/one");
             jail.set_env("WORKER__DATABASE__URL", "postgres://db/two");
-            let config = load_in(
-                jail,
-                Some("[amqp]\nurl = \"amqp://file\"\n"),
-                &Overrides::default(),
-            )
-            .expect("loads");
+            let config =
+                load_in(jail, Some("[amqp]\nurl = \"amqp://file\"\n"), &Overrides::default()).expect("loads");
             assert_eq!(config.amqp.url, "amqps://u:p@broker:5671/vh");
             assert_eq!(config.database.url, "postgres://db/two");
             Ok(())
@@ -353,40 +315,27 @@ mod tests {
     fn bad_values_name_their_key() {
         Jail::expect_with(|jail| {
             jail.set_env("WORKER__WORKER__CONCURRENCY", "lots");
-            let err = load_in(jail, None, &Overrides::default())
-                .expect_err("rejected")
-                .to_string();
+            let err = load_in(jail, None, &Overrides::default()).expect_err("rejected").to_string();
             assert!(err.to_lowercase().contains("worker.concurrency"), "{err}");
             Ok(())
         });
         Jail::expect_with(|jail| {
-            let err = load_in(jail, Some("[amqp]\nprefetch = 0\n"), &Overrides::default())
-                .expect_err("rejected");
-            assert_eq!(
-                err.to_string(),
-                "config key `amqp.prefetch`: must be at least 1"
-            );
+            let err =
+                load_in(jail, Some("[amqp]\nprefetch = 0\n"), &Overrides::default()).expect_err("rejected");
+            assert_eq!(err.to_string(), "config key `amqp.prefetch`: must be at least 1");
             Ok(())
         });
         Jail::expect_with(|jail| {
-            let err = load_in(
-                jail,
-                Some("[redis]\nurl = \"http://user:secret@x\"\n"),
-                &Overrides::default(),
-            )
-            .expect_err("rejected")
-            .to_string();
+            let err = load_in(jail, Some("[redis]\nurl = \"http://user:secret@x\"\n"), &Overrides::default())
+                .expect_err("rejected")
+                .to_string();
             assert!(err.contains("redis.url") && err.contains("http"), "{err}");
             assert!(!err.contains("secret"), "{err}");
             Ok(())
         });
         Jail::expect_with(|jail| {
-            let err = load_in(
-                jail,
-                Some("[worker]\nconcurency = 3\n"),
-                &Overrides::default(),
-            )
-            .expect_err("typo");
+            let err =
+                load_in(jail, Some("[worker]\nconcurency = 3\n"), &Overrides::default()).expect_err("typo");
             assert!(err.to_string().contains("concurency"), "{err}");
             Ok(())
         });

@@ -12,15 +12,7 @@ use crate::fingerprint::Fingerprint;
 use crate::outcome::{Rejection, RejectionKind};
 
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
-pub const CHANNELS: [&str; 7] = [
-    "whatsapp",
-    "sms",
-    "web",
-    "telegram",
-    "instagram",
-    "messenger",
-    "email",
-];
+pub const CHANNELS: [&str; 7] = ["whatsapp", "sms", "web", "telegram", "instagram", "messenger", "email"];
 
 /// An inbound customer message that passed every field rule of CONTRACT §2.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,24 +49,13 @@ impl Inbound {
 /// Decodes and validates one delivery body.
 pub fn decode(body: &[u8]) -> Result<Inbound, Rejection> {
     if body.len() > MAX_BODY_BYTES {
-        return Err(malformed(format!(
-            "body is {} bytes, over the limit of {MAX_BODY_BYTES}",
-            body.len()
-        )));
+        return Err(malformed(format!("body is {} bytes, over the limit of {MAX_BODY_BYTES}", body.len())));
     }
-    let text = std::str::from_utf8(body).map_err(|e| {
-        malformed(format!(
-            "body is not UTF-8 (invalid byte at offset {})",
-            e.valid_up_to()
-        ))
-    })?;
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| malformed(format!("body is not JSON: {e}")))?;
+    let text = std::str::from_utf8(body)
+        .map_err(|e| malformed(format!("body is not UTF-8 (invalid byte at offset {})", e.valid_up_to())))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| malformed(format!("body is not JSON: {e}")))?;
     let Value::Object(object) = value else {
-        return Err(malformed(format!(
-            "body is JSON {} where an object is required",
-            kind_of(&value)
-        )));
+        return Err(malformed(format!("body is JSON {} where an object is required", kind_of(&value))));
     };
     validate(object)
 }
@@ -93,11 +74,7 @@ fn validate(mut o: Map<String, Value>) -> Result<Inbound, Rejection> {
     let channel = required_string(&o, "channel", &mut errors).filter(|c| {
         let ok = CHANNELS.contains(&c.as_str());
         if !ok {
-            errors.push(format!(
-                "channel `{}` is not one of {}",
-                truncate(c),
-                CHANNELS.join(", ")
-            ));
+            errors.push(format!("channel `{}` is not one of {}", truncate(c), CHANNELS.join(", ")));
         }
         ok
     });
@@ -106,10 +83,7 @@ fn validate(mut o: Map<String, Value>) -> Result<Inbound, Rejection> {
         None | Some(Value::Null) => None,
         Some(Value::String(raw)) => uuid_field("conversation_id", raw.clone(), &mut errors),
         Some(other) => {
-            errors.push(format!(
-                "conversation_id must be a UUID string or null, got {}",
-                kind_of(other)
-            ));
+            errors.push(format!("conversation_id must be a UUID string or null, got {}", kind_of(other)));
             None
         }
     };
@@ -129,10 +103,7 @@ fn validate(mut o: Map<String, Value>) -> Result<Inbound, Rejection> {
         match DateTime::parse_from_rfc3339(&raw) {
             Ok(t) => Some(t.with_timezone(&Utc)),
             Err(e) => {
-                errors.push(format!(
-                    "received_at `{}` is not an RFC 3339 timestamp ({e})",
-                    truncate(&raw)
-                ));
+                errors.push(format!("received_at `{}` is not an RFC 3339 timestamp ({e})", truncate(&raw)));
                 None
             }
         }
@@ -140,14 +111,7 @@ fn validate(mut o: Map<String, Value>) -> Result<Inbound, Rejection> {
     let attachments = optional_of(&mut o, "attachments", Value::Array(Vec::new()), &mut errors);
     let metadata = optional_of(&mut o, "metadata", Value::Object(Map::new()), &mut errors);
 
-    match (
-        message_id,
-        tenant_id,
-        channel,
-        customer_external_id,
-        text,
-        received_at,
-    ) {
+    match (message_id, tenant_id, channel, customer_external_id, text, received_at) {
         (
             Some(message_id),
             Some(tenant_id),
@@ -167,18 +131,11 @@ fn validate(mut o: Map<String, Value>) -> Result<Inbound, Rejection> {
             attachments,
             metadata,
         }),
-        _ => Err(Rejection {
-            kind: RejectionKind::Invalid,
-            error: errors.join("; "),
-        }),
+        _ => Err(Rejection { kind: RejectionKind::Invalid, error: errors.join("; ") }),
     }
 }
 
-fn required_string(
-    o: &Map<String, Value>,
-    field: &str,
-    errors: &mut Vec<String>,
-) -> Option<String> {
+fn required_string(o: &Map<String, Value>, field: &str, errors: &mut Vec<String>) -> Option<String> {
     match o.get(field) {
         Some(Value::String(s)) => Some(s.clone()),
         None | Some(Value::Null) => {
@@ -208,19 +165,14 @@ fn customer(value: Option<&Value>, errors: &mut Vec<String>) -> (Option<String>,
         return (None, None);
     };
     let Value::Object(c) = value else {
-        errors.push(format!(
-            "customer must be an object, got {}",
-            kind_of(value)
-        ));
+        errors.push(format!("customer must be an object, got {}", kind_of(value)));
         return (None, None);
     };
     let external_id = match c.get("external_id") {
         Some(Value::String(id)) if (1..=128).contains(&id.chars().count()) => Some(id.clone()),
         Some(Value::String(id)) => {
-            errors.push(format!(
-                "customer.external_id must be 1..128 characters, got {}",
-                id.chars().count()
-            ));
+            errors
+                .push(format!("customer.external_id must be 1..128 characters, got {}", id.chars().count()));
             None
         }
         None | Some(Value::Null) => {
@@ -228,10 +180,7 @@ fn customer(value: Option<&Value>, errors: &mut Vec<String>) -> (Option<String>,
             None
         }
         Some(other) => {
-            errors.push(format!(
-                "customer.external_id must be a string, got {}",
-                kind_of(other)
-            ));
+            errors.push(format!("customer.external_id must be a string, got {}", kind_of(other)));
             None
         }
     };
@@ -239,10 +188,7 @@ fn customer(value: Option<&Value>, errors: &mut Vec<String>) -> (Option<String>,
         None | Some(Value::Null) => None,
         Some(Value::String(n)) => Some(n.clone()),
         Some(other) => {
-            errors.push(format!(
-                "customer.name must be a string or null, got {}",
-                kind_of(other)
-            ));
+            errors.push(format!("customer.name must be a string or null, got {}", kind_of(other)));
             None
         }
     };
@@ -250,31 +196,19 @@ fn customer(value: Option<&Value>, errors: &mut Vec<String>) -> (Option<String>,
 }
 
 /// `attachments` (an array) and `metadata` (an object) are stored as given.
-fn optional_of(
-    o: &mut Map<String, Value>,
-    field: &str,
-    empty: Value,
-    errors: &mut Vec<String>,
-) -> Value {
+fn optional_of(o: &mut Map<String, Value>, field: &str, empty: Value, errors: &mut Vec<String>) -> Value {
     match o.remove(field) {
         None | Some(Value::Null) => empty,
         Some(v) if std::mem::discriminant(&v) == std::mem::discriminant(&empty) => v,
         Some(other) => {
-            errors.push(format!(
-                "{field} must be {}, got {}",
-                kind_of(&empty),
-                kind_of(&other)
-            ));
+            errors.push(format!("{field} must be {}, got {}", kind_of(&empty), kind_of(&other)));
             empty
         }
     }
 }
 
 fn malformed(error: String) -> Rejection {
-    Rejection {
-        kind: RejectionKind::Malformed,
-        error,
-    }
+    Rejection { kind: RejectionKind::Malformed, error }
 }
 
 fn kind_of(v: &Value) -> &'static str {
@@ -292,11 +226,7 @@ fn kind_of(v: &Value) -> &'static str {
 fn truncate(s: &str) -> String {
     let short: String = s.chars().take(64).collect();
     let short = short.escape_debug().to_string();
-    if s.chars().count() > 64 {
-        format!("{short}…")
-    } else {
-        short
-    }
+    if s.chars().count() > 64 { format!("{short}…") } else { short }
 }
 
 #[cfg(test)]

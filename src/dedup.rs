@@ -106,11 +106,7 @@ return mine and 1 or 0
 "#;
 
 impl Dedup {
-    pub fn new(
-        redis: ConnectionManager,
-        cfg: &crate::config::RedisConfig,
-        worker_id: &str,
-    ) -> Self {
+    pub fn new(redis: ConnectionManager, cfg: &crate::config::RedisConfig, worker_id: &str) -> Self {
         Self {
             redis,
             prefix: cfg.key_prefix.clone(),
@@ -128,12 +124,7 @@ impl Dedup {
 
     /// Checks the state and takes the lock in one round trip.
     pub async fn claim(&self, fp: &Fingerprint) -> Result<Claim, DedupError> {
-        let value = format!(
-            "{}|{}|{}",
-            uuid::Uuid::new_v4().simple(),
-            self.instance,
-            self.worker_id
-        );
+        let value = format!("{}|{}|{}", uuid::Uuid::new_v4().simple(), self.instance, self.worker_id);
         let (verdict, who, attempts): (String, String, u32) = CLAIM
             .key(self.key("state", fp))
             .key(self.key("lock", fp))
@@ -197,10 +188,7 @@ impl Dedup {
     /// should remain) are not mistaken for live ones.
     pub async fn sign_off(&self) -> Result<(), DedupError> {
         let key = format!("{}alive:{}", self.prefix, self.instance);
-        redis::cmd("DEL")
-            .arg(key)
-            .query_async::<()>(&mut self.redis.clone())
-            .await?;
+        redis::cmd("DEL").arg(key).query_async::<()>(&mut self.redis.clone()).await?;
         Ok(())
     }
 
@@ -210,10 +198,8 @@ impl Dedup {
 
     /// The processing state of one message, if Redis still has it.
     pub async fn state(&self, fp: &Fingerprint) -> Result<Option<ProcessingState>, DedupError> {
-        let fields: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(self.key("state", fp))
-            .query_async(&mut self.redis.clone())
-            .await?;
+        let fields: std::collections::HashMap<String, String> =
+            redis::cmd("HGETALL").arg(self.key("state", fp)).query_async(&mut self.redis.clone()).await?;
         let Some(status) = fields.get("status") else {
             return Ok(None);
         };
@@ -233,8 +219,5 @@ fn millis(d: Duration) -> u64 {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

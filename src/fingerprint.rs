@@ -28,10 +28,7 @@ impl Fingerprint {
 
     /// Wraps a fingerprint read back from storage or typed by an operator.
     pub fn parse(text: &str) -> Option<Self> {
-        let ok = text.len() == 64
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let ok = text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         ok.then(|| Fingerprint(text.to_owned()))
     }
 
@@ -64,10 +61,7 @@ mod tests {
             "wamid.HBgMMjU0NzAwMDAwMDAxFQIAEhgg",
             "Do you have running shoes under 5000?",
         );
-        assert_eq!(
-            fp.as_str(),
-            "86acff0386cd6104da65408b802f29df6ca81af393c03a7d4aff623921414521"
-        );
+        assert_eq!(fp.as_str(), "86acff0386cd6104da65408b802f29df6ca81af393c03a7d4aff623921414521");
         assert_eq!(fp.reply_id(), format!("reply:{fp}"));
     }
 

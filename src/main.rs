@@ -27,19 +27,13 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             let rendered = e.render().to_string();
-            let first = rendered
-                .lines()
-                .next()
-                .unwrap_or("error: invalid command line");
+            let first = rendered.lines().next().unwrap_or("error: invalid command line");
             eprintln!("{first} (see `worker --help`)");
             return ExitCode::from(2);
         }
     };
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => return report(&anyhow::Error::new(e).context("starting the async runtime")),
     };
@@ -51,10 +45,7 @@ fn main() -> ExitCode {
 
 async fn execute(cli: Cli) -> anyhow::Result<()> {
     let overrides = match &cli.command {
-        Command::Run(args) => Overrides {
-            concurrency: args.concurrency,
-            id: args.worker_id.clone(),
-        },
+        Command::Run(args) => Overrides { concurrency: args.concurrency, id: args.worker_id.clone() },
         Command::Migrate => Overrides::default(),
     };
     let config = Config::load(cli.config.as_deref(), &overrides)?;
@@ -74,6 +65,7 @@ async fn run(config: Config, _args: RunArgs) -> anyhow::Result<()> {
         duplicate = tally.duplicate.load(Ordering::Relaxed),
         rejected = tally.rejected.load(Ordering::Relaxed),
         failed = tally.failed.load(Ordering::Relaxed),
+        deferred = tally.deferred.load(Ordering::Relaxed),
         "worker stopped"
     );
     Ok(())
@@ -88,16 +80,8 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     .await?;
     let pool = chat_worker::services::postgres(config, deadline).await?;
     store::migrate(&pool).await.context("applying migrations")?;
-    let database = url
-        .rsplit('/')
-        .next()
-        .and_then(|d| d.split('?').next())
-        .unwrap_or("");
-    let what = if created {
-        "created and migrated"
-    } else {
-        "migrated"
-    };
+    let database = url.rsplit('/').next().and_then(|d| d.split('?').next()).unwrap_or("");
+    let what = if created { "created and migrated" } else { "migrated" };
     println!("database {database} {what}: up to date");
     Ok(())
 }
@@ -105,10 +89,8 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
 /// SIGTERM or SIGINT: stop taking new messages and finish the ones in flight.
 async fn stop_on_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         tracing::error!("cannot listen for SIGTERM/SIGINT; stop the worker with SIGKILL");
         return;
     };
@@ -116,20 +98,15 @@ async fn stop_on_signal(shutdown: CancellationToken) {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     };
-    tracing::info!(
-        signal = name,
-        "stopping: no new messages, finishing those in flight"
-    );
+    tracing::info!(signal = name, "stopping: no new messages, finishing those in flight");
     shutdown.cancel();
 }
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter =
-        EnvFilter::try_from_env("WORKER_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        EnvFilter::try_from_env("WORKER_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,lapin=off"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -138,10 +115,7 @@ fn init_logging(format: LogFormat) {
 
 /// One line, the whole cause chain, no backtrace.
 fn report(error: &anyhow::Error) -> ExitCode {
-    let line = format!("{error:#}")
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
+    let line = format!("{error:#}").split_whitespace().collect::<Vec<_>>().join(" ");
     eprintln!("error: {line}");
     ExitCode::FAILURE
 }

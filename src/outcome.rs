@@ -57,6 +57,13 @@ pub enum Outcome {
         of: DuplicateOf,
     },
     Rejected(Rejection),
+    /// A live worker holds the lock, but this delivery may be the copy that worker
+    /// lost (a redelivery or one of our retries): look again later, without
+    /// spending an attempt, rather than ack a copy no one may finish.
+    Deferred {
+        fingerprint: Fingerprint,
+        worker_id: String,
+    },
     /// A transient fault: the message is retried later.
     Failed {
         fingerprint: Option<Fingerprint>,
@@ -73,6 +80,10 @@ pub enum Disposition {
         attempt: u32,
         delay: Duration,
         error: String,
+    },
+    /// Like `Retry`, but the attempt is not counted.
+    Defer {
+        delay: Duration,
     },
     /// Publish unchanged to `worker.dead` with these headers; then ack.
     DeadLetter {
@@ -93,9 +104,7 @@ pub struct RetryPolicy {
 
 impl RetryPolicy {
     pub fn delay_after(&self, attempt: u32, jitter_unit: f64) -> Duration {
-        let exp = self
-            .base_delay
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+        let exp = self.base_delay.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
         let capped = exp.min(self.max_delay);
         capped + capped.mul_f64(0.25 * jitter_unit.clamp(0.0, 1.0))
     }
@@ -106,17 +115,12 @@ impl Outcome {
     pub fn disposition(&self, attempt: u32, policy: &RetryPolicy, jitter_unit: f64) -> Disposition {
         match self {
             Outcome::Processed { .. } | Outcome::Duplicate { .. } => Disposition::Ack,
-            Outcome::Rejected(r) => Disposition::DeadLetter {
-                kind: r.kind.as_str(),
-                error: r.error.clone(),
-                attempts: None,
-            },
+            Outcome::Rejected(r) => {
+                Disposition::DeadLetter { kind: r.kind.as_str(), error: r.error.clone(), attempts: None }
+            }
+            Outcome::Deferred { .. } => Disposition::Defer { delay: policy.delay_after(1, jitter_unit) },
             Outcome::Failed { error, .. } if attempt >= policy.max_attempts => {
-                Disposition::DeadLetter {
-                    kind: "failed",
-                    error: error.clone(),
-                    attempts: Some(attempt),
-                }
+                Disposition::DeadLetter { kind: "failed", error: error.clone(), attempts: Some(attempt) }
             }
             Outcome::Failed { error, .. } => Disposition::Retry {
                 attempt,
@@ -132,6 +136,7 @@ impl Outcome {
             Outcome::Processed { .. } => "processed",
             Outcome::Duplicate { .. } => "duplicate",
             Outcome::Rejected(_) => "rejected",
+            Outcome::Deferred { .. } => "deferred",
             Outcome::Failed { .. } => "failed",
         }
     }
@@ -150,10 +155,7 @@ mod tests {
     }
 
     fn failed() -> Outcome {
-        Outcome::Failed {
-            fingerprint: None,
-            error: "database unreachable".into(),
-        }
+        Outcome::Failed { fingerprint: None, error: "database unreachable".into() }
     }
 
     #[test]
@@ -182,29 +184,27 @@ mod tests {
     }
 
     #[test]
+    fn a_deferred_message_waits_the_base_delay_whatever_its_attempt() {
+        let fp = Fingerprint::of("t", "web", "c", "m", "x");
+        let deferred = Outcome::Deferred { fingerprint: fp, worker_id: "w2".into() };
+        assert_eq!(
+            deferred.disposition(5, &policy(), 0.0),
+            Disposition::Defer { delay: Duration::from_secs(1) }
+        );
+    }
+
+    #[test]
     fn rejections_dead_letter_at_once_and_successes_ack() {
-        let r = Outcome::Rejected(Rejection {
-            kind: RejectionKind::UnknownTenant,
-            error: "no tenant".into(),
-        });
+        let r =
+            Outcome::Rejected(Rejection { kind: RejectionKind::UnknownTenant, error: "no tenant".into() });
         assert!(matches!(
             r.disposition(1, &policy(), 0.0),
-            Disposition::DeadLetter {
-                kind: "unknown_tenant",
-                attempts: None,
-                ..
-            }
+            Disposition::DeadLetter { kind: "unknown_tenant", attempts: None, .. }
         ));
         let fp = Fingerprint::of("t", "web", "c", "m", "x");
-        let dup = Outcome::Duplicate {
-            fingerprint: fp.clone(),
-            of: DuplicateOf::Completed,
-        };
+        let dup = Outcome::Duplicate { fingerprint: fp.clone(), of: DuplicateOf::Completed };
         assert_eq!(dup.disposition(1, &policy(), 0.0), Disposition::Ack);
-        let ok = Outcome::Processed {
-            fingerprint: fp,
-            replayed: false,
-        };
+        let ok = Outcome::Processed { fingerprint: fp, replayed: false };
         assert_eq!(ok.disposition(7, &policy(), 0.0), Disposition::Ack);
     }
 }

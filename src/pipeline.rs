@@ -43,11 +43,7 @@ macro_rules! transient {
         }
     )*};
 }
-transient!(
-    store::StoreError,
-    crate::respond::RespondError,
-    crate::broker::BrokerError
-);
+transient!(store::StoreError, crate::respond::RespondError, crate::broker::BrokerError);
 
 impl Pipeline {
     pub async fn process(&self, incoming: &Incoming) -> Outcome {
@@ -57,10 +53,7 @@ impl Pipeline {
             Err(rejection) => return Outcome::Rejected(rejection),
         };
         let fingerprint = inbound.fingerprint();
-        let failed = |error: String| Outcome::Failed {
-            fingerprint: Some(inbound.fingerprint()),
-            error,
-        };
+        let failed = |error: String| Outcome::Failed { fingerprint: Some(inbound.fingerprint()), error };
 
         // tenant: unknown or inactive tenants are rejected.
         match store::tenant_status(&self.pool, inbound.tenant_id).await {
@@ -73,24 +66,14 @@ impl Pipeline {
         let lease = match self.dedup.claim(&fingerprint).await {
             Ok(Claim::Acquired(lease)) => lease,
             Ok(Claim::Completed { .. }) => {
-                return Outcome::Duplicate {
-                    fingerprint,
-                    of: DuplicateOf::Completed,
-                };
+                return Outcome::Duplicate { fingerprint, of: DuplicateOf::Completed };
             }
             Ok(Claim::Held { worker_id }) if !incoming.seen_before() => {
-                return Outcome::Duplicate {
-                    fingerprint,
-                    of: DuplicateOf::InProgress { worker_id },
-                };
+                return Outcome::Duplicate { fingerprint, of: DuplicateOf::InProgress { worker_id } };
             }
             // A redelivery may be the very copy the holder lost with its channel:
             // acking it could leave no one to publish the reply. Look again later.
-            Ok(Claim::Held { worker_id }) => {
-                return failed(format!(
-                    "in progress on worker {worker_id}; checking again later"
-                ));
-            }
+            Ok(Claim::Held { worker_id }) => return Outcome::Deferred { fingerprint, worker_id },
             Err(e) => return failed(e.to_string()),
         };
         self.crash_point("after_lock");
@@ -103,10 +86,7 @@ impl Pipeline {
                     // The reply is committed and published; a stale state only costs a replay.
                     tracing::warn!(%fingerprint, error = %e, "could not record completion");
                 }
-                Outcome::Processed {
-                    fingerprint,
-                    replayed,
-                }
+                Outcome::Processed { fingerprint, replayed }
             }
             Err(stop) => {
                 if let Err(e) = self.dedup.abandon(&lease).await {
@@ -128,26 +108,18 @@ impl Pipeline {
         lease: &Lease,
     ) -> Result<bool, Stop> {
         let stored_at = Utc::now();
-        let conversation = store::current_conversation(&self.pool, inbound)
-            .await?
-            .ok_or_else(|| {
-                Stop::Reject(Rejection {
-                    kind: RejectionKind::Invalid,
-                    error: format!(
-                        "conversation_id {} is not a conversation of tenant {}",
-                        inbound.conversation_id.unwrap_or_default(),
-                        inbound.tenant_id
-                    ),
-                })
-            })?;
-
-        let answer = self
-            .responder
-            .respond(&Context {
-                inbound,
-                conversation: &conversation,
+        let conversation = store::current_conversation(&self.pool, inbound).await?.ok_or_else(|| {
+            Stop::Reject(Rejection {
+                kind: RejectionKind::Invalid,
+                error: format!(
+                    "conversation_id {} is not a conversation of tenant {}",
+                    inbound.conversation_id.unwrap_or_default(),
+                    inbound.tenant_id
+                ),
             })
-            .await?;
+        })?;
+
+        let answer = self.responder.respond(&Context { inbound, conversation: &conversation }).await?;
         let replied_at = Utc::now();
 
         let exchange = Exchange {
@@ -199,13 +171,6 @@ impl Pipeline {
 }
 
 fn unknown_tenant(inbound: &Inbound, status: TenantStatus) -> Rejection {
-    let why = if status == TenantStatus::Inactive {
-        "is not active"
-    } else {
-        "does not exist"
-    };
-    Rejection {
-        kind: RejectionKind::UnknownTenant,
-        error: format!("tenant {} {why}", inbound.tenant_id),
-    }
+    let why = if status == TenantStatus::Inactive { "is not active" } else { "does not exist" };
+    Rejection { kind: RejectionKind::UnknownTenant, error: format!("tenant {} {why}", inbound.tenant_id) }
 }

@@ -14,14 +14,7 @@ pub fn redact_url(raw: &str) -> String {
                 .query_pairs()
                 .map(|(k, v)| {
                     let secret = k.eq_ignore_ascii_case("password");
-                    (
-                        k.into_owned(),
-                        if secret {
-                            "***".to_owned()
-                        } else {
-                            v.into_owned()
-                        },
-                    )
+                    (k.into_owned(), if secret { "***".to_owned() } else { v.into_owned() })
                 })
                 .collect();
             if !pairs.is_empty() {

@@ -39,16 +39,12 @@ pub fn reply_body(inbound: &Inbound, fp: &Fingerprint, reply: &StoredReply) -> V
         tenant_id: inbound.tenant_id.to_string(),
         conversation_id: reply.conversation_id.to_string(),
         channel: &inbound.channel,
-        customer: Customer {
-            external_id: &inbound.customer_external_id,
-        },
+        customer: Customer { external_id: &inbound.customer_external_id },
         text: &reply.text,
         handoff: reply.handoff,
         confidence: reply.confidence,
         references: &reply.references,
-        created_at: reply
-            .created_at
-            .to_rfc3339_opts(SecondsFormat::Millis, true),
+        created_at: reply.created_at.to_rfc3339_opts(SecondsFormat::Millis, true),
     };
     // Serializing plain strings, numbers and an already-valid JSON value cannot fail.
     serde_json::to_vec(&body).unwrap_or_default()

@@ -15,11 +15,11 @@ use crate::redact::redact_url;
 use crate::store;
 
 #[derive(Debug, thiserror::Error)]
-#[error("{service} at {url} is not reachable after {waited_secs}s: {last_error}")]
+#[error("{service} at {url} is not reachable after {:.1}s: {last_error}", waited.as_secs_f64())]
 pub struct Unreachable {
     pub service: &'static str,
     pub url: String,
-    pub waited_secs: u64,
+    pub waited: Duration,
     pub last_error: String,
 }
 
@@ -42,9 +42,7 @@ where
         .with_max_delay(Duration::from_secs(2))
         .with_jitter()
         .without_max_times();
-    let retried = attempt
-        .retry(backoff)
-        .notify(|e: &E, _| last_error = e.to_string());
+    let retried = attempt.retry(backoff).notify(|e: &E, _| last_error = e.to_string());
     let remaining = deadline.saturating_duration_since(Instant::now());
     match tokio::time::timeout(remaining, retried).await {
         Ok(Ok(value)) => Ok(value),
@@ -53,16 +51,11 @@ where
     }
 }
 
-fn unreachable(
-    service: &'static str,
-    url: &str,
-    started: Instant,
-    last_error: String,
-) -> Unreachable {
+fn unreachable(service: &'static str, url: &str, started: Instant, last_error: String) -> Unreachable {
     Unreachable {
         service,
         url: redact_url(url),
-        waited_secs: started.elapsed().as_secs(),
+        waited: started.elapsed(),
         last_error: redact_url_in(&last_error, url),
     }
 }
@@ -77,7 +70,7 @@ pub async fn postgres(config: &Config, deadline: Instant) -> Result<PgPool, Unre
     let pool = store::pool(url, config.database.max_connections).map_err(|e| Unreachable {
         service: "postgresql",
         url: redact_url(url),
-        waited_secs: 0,
+        waited: Duration::ZERO,
         last_error: e.to_string(),
     })?;
     wait_for("postgresql", url, deadline, || store::ping(&pool)).await?;
@@ -89,11 +82,13 @@ pub async fn redis(config: &Config, deadline: Instant) -> Result<ConnectionManag
     let client = redis::Client::open(url.as_str()).map_err(|e| Unreachable {
         service: "redis",
         url: redact_url(url),
-        waited_secs: 0,
+        waited: Duration::ZERO,
         last_error: e.to_string(),
     })?;
     let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
+        // One try per attempt: `wait_for` does the retrying, and knows the deadline.
+        .set_number_of_retries(1)
         .set_response_timeout(Some(Duration::from_secs(2)));
     wait_for("redis", url, deadline, || {
         ConnectionManager::new_with_config(client.clone(), manager_config.clone())
@@ -102,8 +97,5 @@ pub async fn redis(config: &Config, deadline: Instant) -> Result<ConnectionManag
 }
 
 pub async fn rabbitmq(config: &Config, deadline: Instant) -> Result<Broker, Unreachable> {
-    wait_for("rabbitmq", &config.amqp.url, deadline, || {
-        Broker::connect(&config.amqp)
-    })
-    .await
+    wait_for("rabbitmq", &config.amqp.url, deadline, || Broker::connect(&config.amqp)).await
 }

@@ -39,20 +39,16 @@ pub struct Tally {
     pub duplicate: AtomicU64,
     pub rejected: AtomicU64,
     pub failed: AtomicU64,
+    pub deferred: AtomicU64,
 }
 
 impl Tally {
     /// Deliveries settled so far, whatever their outcome.
     pub fn total(&self) -> u64 {
-        [
-            &self.processed,
-            &self.duplicate,
-            &self.rejected,
-            &self.failed,
-        ]
-        .iter()
-        .map(|c| c.load(Ordering::Relaxed))
-        .sum()
+        [&self.processed, &self.duplicate, &self.rejected, &self.failed, &self.deferred]
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 
     fn count(&self, outcome: &Outcome) {
@@ -61,6 +57,7 @@ impl Tally {
             Outcome::Duplicate { .. } => &self.duplicate,
             Outcome::Rejected(_) => &self.rejected,
             Outcome::Failed { .. } => &self.failed,
+            Outcome::Deferred { .. } => &self.deferred,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -69,21 +66,14 @@ impl Tally {
 /// Runs until `shutdown` is cancelled. Returns an error only when the services
 /// cannot be reached at start; after that, broker outages are ridden out.
 /// `tally` counts outcomes as they happen (tests and the binary read it).
-pub async fn run(
-    config: Config,
-    shutdown: CancellationToken,
-    tally: Arc<Tally>,
-) -> Result<(), RunError> {
+pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>) -> Result<(), RunError> {
     let worker_id = config.worker_id();
     let deadline = Instant::now() + config.startup_timeout();
     let pool = services::postgres(&config, deadline).await?;
     let redis = services::redis(&config, deadline).await?;
     let mut broker = services::rabbitmq(&config, deadline).await?;
     if config.amqp.declare_topology {
-        broker
-            .declare(config.worker.max_attempts)
-            .await
-            .map_err(RunError::Topology)?;
+        broker.declare(config.worker.max_attempts).await.map_err(RunError::Topology)?;
     }
 
     let dedup = Dedup::new(redis, &config.redis, &worker_id);
@@ -104,12 +94,7 @@ pub async fn run(
             publisher: broker.publisher(),
             crash_at: crash_at.clone(),
         };
-        let session = Session {
-            config: &config,
-            worker_id: &worker_id,
-            pipeline,
-            tally: tally.clone(),
-        };
+        let session = Session { config: &config, worker_id: &worker_id, pipeline, tally: tally.clone() };
         session.consume(&broker, &shutdown).await;
         broker.close().await;
         if shutdown.is_cancelled() {
@@ -208,10 +193,7 @@ async fn handle(pipeline: &Pipeline, incoming: Incoming, policy: &RetryPolicy, t
     let outcome = AssertUnwindSafe(pipeline.process(&incoming))
         .catch_unwind()
         .await
-        .unwrap_or_else(|_| Outcome::Failed {
-            fingerprint: None,
-            error: "processing panicked".into(),
-        });
+        .unwrap_or_else(|_| Outcome::Failed { fingerprint: None, error: "processing panicked".into() });
     tally.count(&outcome);
     log_outcome(&outcome, &incoming, attempt);
     let disposition = outcome.disposition(attempt, policy, fastrand::f64());
@@ -223,13 +205,13 @@ async fn handle(pipeline: &Pipeline, incoming: Incoming, policy: &RetryPolicy, t
 fn log_outcome(outcome: &Outcome, incoming: &Incoming, attempt: u32) {
     let message_id = incoming.message_id().unwrap_or("-");
     match outcome {
-        Outcome::Processed {
-            fingerprint,
-            replayed,
-        } => {
+        Outcome::Processed { fingerprint, replayed } => {
             tracing::debug!(%fingerprint, replayed, "processed");
         }
         Outcome::Duplicate { fingerprint, of } => tracing::debug!(%fingerprint, ?of, "duplicate"),
+        Outcome::Deferred { fingerprint, worker_id } => {
+            tracing::info!(%fingerprint, holder = %worker_id, "redelivered while another worker holds it; looking again later");
+        }
         Outcome::Rejected(r) => {
             tracing::warn!(message_id, kind = r.kind.as_str(), error = %r.error, "rejected");
         }

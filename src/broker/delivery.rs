@@ -7,6 +7,7 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use lapin::types::AMQPValue;
 
+use super::publish::SEEN_HEADER;
 use super::{BrokerError, Publisher};
 use crate::outcome::Disposition;
 
@@ -44,55 +45,31 @@ impl Incoming {
     /// working on it: a broker redelivery (its consumer's channel went away) or one
     /// of our retries. A live lock holder is then not trusted to finish.
     pub fn seen_before(&self) -> bool {
-        self.delivery.redelivered || self.attempt() > 1
+        self.delivery.redelivered
+            || self.delivery.properties.headers().as_ref().is_some_and(|h| h.contains_key(SEEN_HEADER))
     }
 
     /// The producer's `message_id` property, for logs when the body is unreadable.
     pub fn message_id(&self) -> Option<&str> {
-        self.delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|m| m.as_str())
+        self.delivery.properties.message_id().as_ref().map(|m| m.as_str())
     }
 
     /// Carries out the disposition: moves the message where it says (confirmed),
     /// then acks. If the move fails the delivery is handed back to the queue.
-    pub async fn settle(
-        self,
-        publisher: &Publisher,
-        disposition: &Disposition,
-    ) -> Result<(), BrokerError> {
+    pub async fn settle(self, publisher: &Publisher, disposition: &Disposition) -> Result<(), BrokerError> {
         let moved = match disposition {
             Disposition::Ack => Ok(()),
-            Disposition::Retry {
-                attempt,
-                delay,
-                error,
-            } => {
+            Disposition::Retry { attempt, delay, error } => {
                 publisher
-                    .retry_later(
-                        &self.delivery.data,
-                        &self.delivery.properties,
-                        *attempt,
-                        *delay,
-                        error,
-                    )
+                    .retry_later(&self.delivery.data, &self.delivery.properties, *attempt, *delay, error)
                     .await
             }
-            Disposition::DeadLetter {
-                kind,
-                error,
-                attempts,
-            } => {
+            Disposition::Defer { delay } => {
+                publisher.defer(&self.delivery.data, &self.delivery.properties, *delay).await
+            }
+            Disposition::DeadLetter { kind, error, attempts } => {
                 publisher
-                    .dead_letter(
-                        &self.delivery.data,
-                        &self.delivery.properties,
-                        kind,
-                        error,
-                        *attempts,
-                    )
+                    .dead_letter(&self.delivery.data, &self.delivery.properties, kind, error, *attempts)
                     .await
             }
         };
@@ -103,12 +80,7 @@ impl Incoming {
             }
             Err(e) => {
                 tokio::time::sleep(HAND_BACK_PAUSE).await;
-                self.delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await?;
+                self.delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
                 Err(e)
             }
         }
@@ -116,12 +88,7 @@ impl Incoming {
 
     /// Hands the delivery back to the queue untouched (e.g. at shutdown).
     pub async fn hand_back(self) -> Result<(), BrokerError> {
-        self.delivery
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            })
-            .await?;
+        self.delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
         Ok(())
     }
 }

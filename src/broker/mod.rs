@@ -21,7 +21,9 @@ pub use publish::Publisher;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    #[error("rabbitmq at {url}: {source}")]
+    /// The URL is kept (redacted) for callers; the message is the cause alone,
+    /// since the caller's context already names the broker.
+    #[error("{source}")]
     Connect { url: String, source: lapin::Error },
     #[error("rabbitmq: {0}")]
     Amqp(#[from] lapin::Error),
@@ -41,10 +43,7 @@ pub struct Broker {
 
 impl Broker {
     pub async fn connect(config: &AmqpConfig) -> Result<Self, BrokerError> {
-        let connect_error = |source| BrokerError::Connect {
-            url: redact_url(&config.url),
-            source,
-        };
+        let connect_error = |source| BrokerError::Connect { url: redact_url(&config.url), source };
         let connection = Connection::connect(
             &config.url,
             ConnectionProperties::default().with_connection_name("chat-worker".into()),
@@ -53,15 +52,8 @@ impl Broker {
         .map_err(connect_error)?;
         let consume_channel = connection.create_channel().await?;
         let publish_channel = connection.create_channel().await?;
-        publish_channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        Ok(Self {
-            connection,
-            consume_channel,
-            publish_channel,
-            config: config.clone(),
-        })
+        publish_channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Self { connection, consume_channel, publish_channel, config: config.clone() })
     }
 
     /// Declares the topology (idempotent). `retry_attempts` retry queues are declared.
@@ -75,9 +67,7 @@ impl Broker {
 
     /// Starts consuming the inbound queue with manual acks and `prefetch` deliveries in flight.
     pub async fn consume(&self, consumer_tag: &str) -> Result<Consumer, BrokerError> {
-        self.consume_channel
-            .basic_qos(self.config.prefetch, BasicQosOptions::default())
-            .await?;
+        self.consume_channel.basic_qos(self.config.prefetch, BasicQosOptions::default()).await?;
         let consumer = self
             .consume_channel
             .basic_consume(
@@ -92,9 +82,7 @@ impl Broker {
 
     /// Stops the broker from sending more deliveries; those in flight can still be settled.
     pub async fn stop_consuming(&self, consumer_tag: &str) -> Result<(), BrokerError> {
-        self.consume_channel
-            .basic_cancel(consumer_tag.into(), Default::default())
-            .await?;
+        self.consume_channel.basic_cancel(consumer_tag.into(), Default::default()).await?;
         Ok(())
     }
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use lapin::options::BasicPublishOptions;
-use lapin::types::{AMQPValue, LongString, ShortString};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel};
 
 use super::BrokerError;
@@ -13,6 +13,10 @@ use super::topology::retry_queue;
 use crate::config::AmqpConfig;
 
 const PERSISTENT: u8 = 2;
+
+/// Set on every message a worker parks in a retry queue: when it comes back, it
+/// is a copy some worker has handled before (see `Incoming::seen_before`).
+pub const SEEN_HEADER: &str = "x-worker-seen";
 
 #[derive(Clone)]
 pub struct Publisher {
@@ -47,13 +51,7 @@ impl Publisher {
             .with_message_id(short(reply.reply_id))
             .with_correlation_id(short(reply.in_reply_to))
             .with_timestamp(now_secs());
-        self.publish(
-            &self.outbound_exchange,
-            reply.routing_key,
-            reply.body,
-            properties,
-        )
-        .await
+        self.publish(&self.outbound_exchange, reply.routing_key, reply.body, properties).await
     }
 
     /// Moves a message, body and properties unchanged, to the dead queue with the
@@ -72,10 +70,7 @@ impl Publisher {
         if let Some(n) = attempts {
             headers.insert("x-attempts".into(), AMQPValue::LongLongInt(i64::from(n)));
         }
-        let properties = properties
-            .clone()
-            .with_headers(headers)
-            .with_delivery_mode(PERSISTENT);
+        let properties = properties.clone().with_headers(headers).with_delivery_mode(PERSISTENT);
         self.publish("", &self.dead_queue, body, properties).await
     }
 
@@ -90,18 +85,37 @@ impl Publisher {
         error: &str,
     ) -> Result<(), BrokerError> {
         let mut headers = properties.headers().clone().unwrap_or_default();
-        headers.insert(
-            "x-attempts".into(),
-            AMQPValue::LongLongInt(i64::from(attempt)),
-        );
+        headers.insert("x-attempts".into(), AMQPValue::LongLongInt(i64::from(attempt)));
         headers.insert("x-last-error".into(), long(error));
+        self.park(body, properties, headers, attempt, delay).await
+    }
+
+    /// Parks a message for `delay` without counting an attempt.
+    pub async fn defer(
+        &self,
+        body: &[u8],
+        properties: &BasicProperties,
+        delay: Duration,
+    ) -> Result<(), BrokerError> {
+        let headers = properties.headers().clone().unwrap_or_default();
+        self.park(body, properties, headers, 1, delay).await
+    }
+
+    async fn park(
+        &self,
+        body: &[u8],
+        properties: &BasicProperties,
+        mut headers: FieldTable,
+        queue_attempt: u32,
+        delay: Duration,
+    ) -> Result<(), BrokerError> {
+        headers.insert(SEEN_HEADER.into(), AMQPValue::Boolean(true));
         let properties = properties
             .clone()
             .with_headers(headers)
             .with_delivery_mode(PERSISTENT)
             .with_expiration(short(&delay.as_millis().to_string()));
-        self.publish("", &retry_queue(&self.config, attempt), body, properties)
-            .await
+        self.publish("", &retry_queue(&self.config, queue_attempt), body, properties).await
     }
 
     async fn publish(
@@ -114,11 +128,7 @@ impl Publisher {
         let target = || {
             format!(
                 "{} with routing key {routing_key}",
-                if exchange.is_empty() {
-                    "the default exchange"
-                } else {
-                    exchange
-                }
+                if exchange.is_empty() { "the default exchange" } else { exchange }
             )
         };
         let confirm = self
@@ -126,10 +136,7 @@ impl Publisher {
             .basic_publish(
                 short(exchange),
                 short(routing_key),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
+                BasicPublishOptions { mandatory: true, ..Default::default() },
                 body,
                 properties,
             )
@@ -162,8 +169,5 @@ fn short(s: &str) -> ShortString {
 }
 
 fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

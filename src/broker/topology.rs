@@ -22,29 +22,14 @@ pub fn retry_queue(config: &AmqpConfig, attempt: u32) -> String {
     format!("{}.{attempt}", config.retry_queue_prefix)
 }
 
-pub async fn declare(
-    channel: &Channel,
-    config: &AmqpConfig,
-    retry_attempts: u32,
-) -> Result<(), BrokerError> {
-    let durable = ExchangeDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
+pub async fn declare(channel: &Channel, config: &AmqpConfig, retry_attempts: u32) -> Result<(), BrokerError> {
+    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
     for exchange in [&config.inbound_exchange, &config.outbound_exchange] {
         channel
-            .exchange_declare(
-                exchange.as_str().into(),
-                ExchangeKind::Topic,
-                durable,
-                FieldTable::default(),
-            )
+            .exchange_declare(exchange.as_str().into(), ExchangeKind::Topic, durable, FieldTable::default())
             .await?;
     }
-    let durable_queue = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
+    let durable_queue = QueueDeclareOptions { durable: true, ..Default::default() };
 
     let mut inbound_args = quorum();
     inbound_args.insert(
@@ -52,17 +37,8 @@ pub async fn declare(
         AMQPValue::LongInt(config.delivery_limit.min(i32::MAX as u32) as i32),
     );
     inbound_args.insert("x-dead-letter-exchange".into(), long_string(""));
-    inbound_args.insert(
-        "x-dead-letter-routing-key".into(),
-        long_string(&config.dead_queue),
-    );
-    channel
-        .queue_declare(
-            config.inbound_queue.as_str().into(),
-            durable_queue,
-            inbound_args,
-        )
-        .await?;
+    inbound_args.insert("x-dead-letter-routing-key".into(), long_string(&config.dead_queue));
+    channel.queue_declare(config.inbound_queue.as_str().into(), durable_queue, inbound_args).await?;
     channel
         .queue_bind(
             config.inbound_queue.as_str().into(),
@@ -73,20 +49,14 @@ pub async fn declare(
         )
         .await?;
 
-    channel
-        .queue_declare(config.dead_queue.as_str().into(), durable_queue, quorum())
-        .await?;
+    channel.queue_declare(config.dead_queue.as_str().into(), durable_queue, quorum()).await?;
 
-    for attempt in 1..retry_attempts.max(1) {
+    // Attempts 1..max-1 can be retried; queue 1 also holds deferred messages.
+    for attempt in 1..=retry_attempts.saturating_sub(1).max(1) {
         let mut args = FieldTable::default();
         args.insert("x-dead-letter-exchange".into(), long_string(""));
-        args.insert(
-            "x-dead-letter-routing-key".into(),
-            long_string(&config.inbound_queue),
-        );
-        channel
-            .queue_declare(retry_queue(config, attempt).into(), durable_queue, args)
-            .await?;
+        args.insert("x-dead-letter-routing-key".into(), long_string(&config.inbound_queue));
+        channel.queue_declare(retry_queue(config, attempt).into(), durable_queue, args).await?;
     }
     Ok(())
 }

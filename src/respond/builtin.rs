@@ -18,9 +18,8 @@ const HANDOFF_WORDS: [&str; 3] = ["human", "agent", "person"];
 impl Builtin {
     pub fn answer(&self, ctx: &Context<'_>) -> Answer {
         let text = ctx.inbound.text.to_lowercase();
-        let asks_for_human = text
-            .split(|c: char| !c.is_alphanumeric())
-            .any(|word| HANDOFF_WORDS.contains(&word));
+        let asks_for_human =
+            text.split(|c: char| !c.is_alphanumeric()).any(|word| HANDOFF_WORDS.contains(&word));
         let name = ctx.inbound.customer_name.as_deref().unwrap_or("there");
         if ctx.conversation.status == "handoff" {
             return answer(
@@ -37,9 +36,7 @@ impl Builtin {
             );
         }
         answer(
-            &format!(
-                "Hi {name}, thanks for your message. We'll get back to you with the details shortly."
-            ),
+            &format!("Hi {name}, thanks for your message. We'll get back to you with the details shortly."),
             false,
             0.5,
         )
@@ -47,12 +44,7 @@ impl Builtin {
 }
 
 fn answer(text: &str, handoff: bool, confidence: f32) -> Answer {
-    Answer {
-        text: text.to_owned(),
-        handoff,
-        confidence,
-        references: Value::Array(Vec::new()),
-    }
+    Answer { text: text.to_owned(), handoff, confidence, references: Value::Array(Vec::new()) }
 }
 
 impl Responder for Builtin {
@@ -92,14 +84,8 @@ mod tests {
 
     fn reply(text: &str, status: &str) -> Answer {
         let msg = inbound(text);
-        let conv = Conversation {
-            id: Uuid::nil(),
-            status: status.into(),
-        };
-        Builtin.answer(&Context {
-            inbound: &msg,
-            conversation: &conv,
-        })
+        let conv = Conversation { id: Uuid::nil(), status: status.into() };
+        Builtin.answer(&Context { inbound: &msg, conversation: &conv })
     }
 
     #[test]

@@ -14,10 +14,7 @@ pub struct Conversation {
 /// The conversation a message belongs to: the one it names (if it is the
 /// tenant's), else the customer's current one on that channel, opened if needed.
 /// `None` only when the message names a conversation the tenant does not have.
-pub async fn current_conversation(
-    pool: &PgPool,
-    msg: &Inbound,
-) -> Result<Option<Conversation>, StoreError> {
+pub async fn current_conversation(pool: &PgPool, msg: &Inbound) -> Result<Option<Conversation>, StoreError> {
     if let Some(id) = msg.conversation_id {
         return named(pool, id, msg.tenant_id).await;
     }
@@ -36,11 +33,7 @@ pub async fn current_conversation(
     )))
 }
 
-async fn named(
-    pool: &PgPool,
-    id: Uuid,
-    tenant_id: Uuid,
-) -> Result<Option<Conversation>, StoreError> {
+async fn named(pool: &PgPool, id: Uuid, tenant_id: Uuid) -> Result<Option<Conversation>, StoreError> {
     let row: Option<(Uuid, String)> =
         sqlx::query_as("SELECT id, status FROM conversations WHERE id = $1 AND tenant_id = $2")
             .bind(id)

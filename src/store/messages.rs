@@ -79,36 +79,20 @@ pub async fn record_exchange(pool: &PgPool, ex: &Exchange<'_>) -> Result<Recorde
             )))),
         };
     }
-    let status = if ex.answer.handoff {
-        Some("handoff")
-    } else {
-        None
-    };
-    sqlx::query(
-        "UPDATE conversations SET updated_at = $2, status = COALESCE($3, status) WHERE id = $1",
-    )
-    .bind(ex.conversation_id)
-    .bind(ex.replied_at)
-    .bind(status)
-    .execute(&mut *tx)
-    .await?;
+    let status = if ex.answer.handoff { Some("handoff") } else { None };
+    sqlx::query("UPDATE conversations SET updated_at = $2, status = COALESCE($3, status) WHERE id = $1")
+        .bind(ex.conversation_id)
+        .bind(ex.replied_at)
+        .bind(status)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(Recorded::New)
 }
 
-type StoredReplyRow = (
-    Uuid,
-    String,
-    Option<bool>,
-    Option<f32>,
-    Option<Value>,
-    DateTime<Utc>,
-);
+type StoredReplyRow = (Uuid, String, Option<bool>, Option<f32>, Option<Value>, DateTime<Utc>);
 
-pub async fn stored_reply(
-    pool: &PgPool,
-    fp: &Fingerprint,
-) -> Result<Option<StoredReply>, StoreError> {
+pub async fn stored_reply(pool: &PgPool, fp: &Fingerprint) -> Result<Option<StoredReply>, StoreError> {
     let row: Option<StoredReplyRow> = sqlx::query_as(
         "SELECT conversation_id, text, handoff, confidence, reply_references, created_at
            FROM messages WHERE fingerprint = $1 AND direction = 'out'",
@@ -116,14 +100,12 @@ pub async fn stored_reply(
     .bind(fp.as_str())
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(
-        |(conversation_id, text, handoff, confidence, references, created_at)| StoredReply {
-            conversation_id,
-            text,
-            handoff: handoff.unwrap_or(false),
-            confidence: confidence.unwrap_or(0.0),
-            references: references.unwrap_or_else(|| Value::Array(Vec::new())),
-            created_at,
-        },
-    ))
+    Ok(row.map(|(conversation_id, text, handoff, confidence, references, created_at)| StoredReply {
+        conversation_id,
+        text,
+        handoff: handoff.unwrap_or(false),
+        confidence: confidence.unwrap_or(0.0),
+        references: references.unwrap_or_else(|| Value::Array(Vec::new())),
+        created_at,
+    }))
 }

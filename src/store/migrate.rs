@@ -14,11 +14,8 @@ use sqlx::{ConnectOptions, Connection, PgPool};
 use super::{StoreError, connect_options};
 
 /// (version, description, sql), in order. Add new files here as well.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "shared tables",
-    include_str!("../../migrations/0001_shared_tables.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "shared tables", include_str!("../../migrations/0001_shared_tables.sql"))];
 
 #[derive(Debug)]
 struct Embedded;
@@ -50,25 +47,20 @@ pub async fn create_database_if_missing(url: &str) -> Result<bool, StoreError> {
         return Ok(false);
     };
     let mut admin = target.clone().database("postgres").connect().await?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&name)
-            .fetch_one(&mut admin)
-            .await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await?;
     if exists {
         return Ok(false);
     }
     let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-    let created = sqlx::raw_sql(&format!("CREATE DATABASE {quoted}"))
-        .execute(&mut admin)
-        .await;
+    let created = sqlx::raw_sql(&format!("CREATE DATABASE {quoted}")).execute(&mut admin).await;
     let _ = admin.close().await;
     match created {
         Ok(_) => Ok(true),
         // 42P04 duplicate_database; 23505 when two hosts race on pg_database's unique index.
-        Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {
-            Ok(false)
-        }
+        Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P04" | "23505")) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }

@@ -27,11 +27,12 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database url: {0}")]
     Url(String),
+    #[error("database `{0}` does not exist: run `worker migrate` to create it")]
+    Missing(String),
 }
 
 pub fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
-    url.parse::<PgConnectOptions>()
-        .map_err(|e| StoreError::Url(crate::redact::redact_url(&e.to_string())))
+    url.parse::<PgConnectOptions>().map_err(|e| StoreError::Url(crate::redact::redact_url(&e.to_string())))
 }
 
 /// A lazily connecting pool: the first query opens connections, so `run` can wait
@@ -45,6 +46,13 @@ pub fn pool(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
 
 /// One round trip, to tell whether the database answers.
 pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
-    sqlx::query("SELECT 1").execute(pool).await?;
-    Ok(())
+    match sqlx::query("SELECT 1").execute(pool).await {
+        Ok(_) => Ok(()),
+        // 3D000 invalid_catalog_name: the database itself is missing.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {
+            let name = pool.connect_options().get_database().unwrap_or("?").to_owned();
+            Err(StoreError::Missing(name))
+        }
+        Err(e) => Err(e.into()),
+    }
 }

@@ -7,15 +7,10 @@ use std::sync::atomic::Ordering;
 use crate::harness::{PATIENCE, TestEnv, eventually, fingerprint_of};
 
 async fn crash_at(env: &TestEnv, point: &str) {
-    let mut child = env
-        .worker_command("doomed")
-        .env("WORKER_TEST_CRASH_AT", point)
-        .spawn()
-        .expect("spawn worker");
-    let status = tokio::time::timeout(PATIENCE, child.wait())
-        .await
-        .expect("worker crashes in time")
-        .expect("wait");
+    let mut child =
+        env.worker_command("doomed").env("WORKER_TEST_CRASH_AT", point).spawn().expect("spawn worker");
+    let status =
+        tokio::time::timeout(PATIENCE, child.wait()).await.expect("worker crashes in time").expect("wait");
     assert!(!status.success(), "the worker died at {point}: {status}");
 }
 
@@ -54,10 +49,8 @@ async fn killed_after_the_commit_before_the_ack_the_committed_reply_is_still_pub
     assert!(env.replies().await.is_empty(), "but before publishing");
 
     let survivor = env.spawn_worker("survivor");
-    eventually("settled by the survivor", || async {
-        survivor.tally.processed.load(Ordering::Relaxed) == 1
-    })
-    .await;
+    eventually("settled by the survivor", || async { survivor.tally.processed.load(Ordering::Relaxed) == 1 })
+        .await;
     survivor.stop().await.expect("clean stop");
 
     assert_eq!(env.rows(&fp).await, (1, 1), "not committed twice");

@@ -8,10 +8,8 @@ async fn a_message_gets_one_stored_and_published_reply_in_the_contract_format() 
     let worker = env.spawn_worker("w1");
     let message = env.message("wamid.1", "+254700000001", "Hello, do you deliver?");
     env.publish_json(&message).await;
-    eventually("the message is processed", || async {
-        worker.tally.processed.load(Ordering::Relaxed) == 1
-    })
-    .await;
+    eventually("the message is processed", || async { worker.tally.processed.load(Ordering::Relaxed) == 1 })
+        .await;
     worker.stop().await.expect("clean stop");
 
     let fp = fingerprint_of(&message);
@@ -20,23 +18,11 @@ async fn a_message_gets_one_stored_and_published_reply_in_the_contract_format() 
     assert_eq!(replies.len(), 1);
     let (delivery, body) = &replies[0];
     let props = &delivery.properties;
-    assert_eq!(
-        props.message_id().as_ref().map(|s| s.as_str().to_owned()),
-        Some(format!("reply:{fp}"))
-    );
-    assert_eq!(
-        props.correlation_id().as_ref().map(|s| s.as_str()),
-        Some("wamid.1")
-    );
-    assert_eq!(
-        props.content_type().as_ref().map(|s| s.as_str()),
-        Some("application/json")
-    );
+    assert_eq!(props.message_id().as_ref().map(|s| s.as_str().to_owned()), Some(format!("reply:{fp}")));
+    assert_eq!(props.correlation_id().as_ref().map(|s| s.as_str()), Some("wamid.1"));
+    assert_eq!(props.content_type().as_ref().map(|s| s.as_str()), Some("application/json"));
     assert_eq!(*props.delivery_mode(), Some(2));
-    assert_eq!(
-        delivery.routing_key.as_str(),
-        format!("whatsapp.{}", env.tenant_id)
-    );
+    assert_eq!(delivery.routing_key.as_str(), format!("whatsapp.{}", env.tenant_id));
 
     assert_eq!(body["reply_id"], format!("reply:{fp}"));
     assert_eq!(body["in_reply_to"], "wamid.1");
@@ -48,11 +34,7 @@ async fn a_message_gets_one_stored_and_published_reply_in_the_contract_format() 
     assert!(body["text"].as_str().is_some_and(|t| !t.is_empty()));
     assert!(body["confidence"].is_number());
     assert!(body["references"].is_array());
-    assert!(
-        body["created_at"]
-            .as_str()
-            .is_some_and(|t| t.ends_with('Z'))
-    );
+    assert!(body["created_at"].as_str().is_some_and(|t| t.ends_with('Z')));
 
     // The reply row answers the inbound row, in the conversation the reply names.
     let (conversation_id, status): (uuid::Uuid, String) = sqlx::query_as(
@@ -65,18 +47,16 @@ async fn a_message_gets_one_stored_and_published_reply_in_the_contract_format() 
     .expect("conversation");
     assert_eq!(body["conversation_id"], conversation_id.to_string());
     assert_eq!(status, "open");
-    let provider_ids: Vec<(String, String)> =
-        sqlx::query_as("SELECT direction, provider_message_id FROM messages WHERE fingerprint = $1 ORDER BY direction")
-            .bind(&fp)
-            .fetch_all(&env.pool)
-            .await
-            .expect("rows");
+    let provider_ids: Vec<(String, String)> = sqlx::query_as(
+        "SELECT direction, provider_message_id FROM messages WHERE fingerprint = $1 ORDER BY direction",
+    )
+    .bind(&fp)
+    .fetch_all(&env.pool)
+    .await
+    .expect("rows");
     assert_eq!(
         provider_ids,
-        [
-            ("in".to_owned(), "wamid.1".to_owned()),
-            ("out".to_owned(), format!("reply:{fp}"))
-        ]
+        [("in".to_owned(), "wamid.1".to_owned()), ("out".to_owned(), format!("reply:{fp}"))]
     );
     env.finish().await;
 }
@@ -87,49 +67,26 @@ async fn a_customers_messages_share_one_conversation_and_asking_for_a_human_hand
     let worker = env.spawn_worker("w1");
     let first = env.message("m-1", "cust-7", "hi there");
     env.publish_json(&first).await;
-    eventually("first processed", || async {
-        worker.tally.processed.load(Ordering::Relaxed) == 1
-    })
-    .await;
+    eventually("first processed", || async { worker.tally.processed.load(Ordering::Relaxed) == 1 }).await;
     let second = env.message("m-2", "cust-7", "I want to talk to a human");
     env.publish_json(&second).await;
-    eventually("second processed", || async {
-        worker.tally.processed.load(Ordering::Relaxed) == 2
-    })
-    .await;
+    eventually("second processed", || async { worker.tally.processed.load(Ordering::Relaxed) == 2 }).await;
     let third = env.message("m-3", "cust-7", "hello? anyone?");
     env.publish_json(&third).await;
-    eventually("third processed", || async {
-        worker.tally.processed.load(Ordering::Relaxed) == 3
-    })
-    .await;
+    eventually("third processed", || async { worker.tally.processed.load(Ordering::Relaxed) == 3 }).await;
     worker.stop().await.expect("clean stop");
 
     let replies = env.replies().await;
-    let conversations: std::collections::BTreeSet<_> = replies
-        .iter()
-        .map(|(_, b)| b["conversation_id"].to_string())
-        .collect();
-    assert_eq!(
-        conversations.len(),
-        1,
-        "one conversation for one customer on one channel"
-    );
-    let handoffs: Vec<bool> = replies
-        .iter()
-        .map(|(_, b)| b["handoff"].as_bool().unwrap_or(false))
-        .collect();
-    assert_eq!(
-        handoffs,
-        [false, true, true],
-        "handoff, then the holding reply"
-    );
-    let status: String = sqlx::query_scalar(
-        "SELECT status FROM conversations WHERE customer_external_id = 'cust-7'",
-    )
-    .fetch_one(&env.pool)
-    .await
-    .expect("status");
+    let conversations: std::collections::BTreeSet<_> =
+        replies.iter().map(|(_, b)| b["conversation_id"].to_string()).collect();
+    assert_eq!(conversations.len(), 1, "one conversation for one customer on one channel");
+    let handoffs: Vec<bool> = replies.iter().map(|(_, b)| b["handoff"].as_bool().unwrap_or(false)).collect();
+    assert_eq!(handoffs, [false, true, true], "handoff, then the holding reply");
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM conversations WHERE customer_external_id = 'cust-7'")
+            .fetch_one(&env.pool)
+            .await
+            .expect("status");
     assert_eq!(status, "handoff");
     env.finish().await;
 }

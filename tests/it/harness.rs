@@ -64,9 +64,7 @@ impl TestEnv {
         let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
         let mut config = Config::default();
         let db_base = base("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/worker");
-        let (server, _) = db_base
-            .rsplit_once('/')
-            .expect("DATABASE_URL has a database part");
+        let (server, _) = db_base.rsplit_once('/').expect("DATABASE_URL has a database part");
         config.database.url = format!("{server}/cw_test_{id}");
         config.database.max_connections = 8;
         config.amqp.url = base("AMQP_URL", &config.amqp.url);
@@ -82,31 +80,22 @@ impl TestEnv {
         config.worker.retry_max_delay_ms = 2_000;
         config.worker.shutdown_timeout_secs = 20;
 
-        store::create_database_if_missing(&config.database.url)
-            .await
-            .expect("create test database");
+        store::create_database_if_missing(&config.database.url).await.expect("create test database");
         let pool = store::pool(&config.database.url, 4).expect("pool");
         store::migrate(&pool).await.expect("migrate");
 
         let broker = Broker::connect(&config.amqp).await.expect("rabbitmq");
-        broker
-            .declare(config.worker.max_attempts)
-            .await
-            .expect("declare topology");
+        broker.declare(config.worker.max_attempts).await.expect("declare topology");
         broker.close().await;
 
-        let connection = Connection::connect(&config.amqp.url, ConnectionProperties::default())
-            .await
-            .expect("rabbitmq");
+        let connection =
+            Connection::connect(&config.amqp.url, ConnectionProperties::default()).await.expect("rabbitmq");
         let channel = connection.create_channel().await.expect("channel");
         let replies_queue = format!("t.{id}.replies");
         channel
             .queue_declare(
                 replies_queue.as_str().into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
+                QueueDeclareOptions { durable: true, ..Default::default() },
                 FieldTable::default(),
             )
             .await
@@ -123,9 +112,7 @@ impl TestEnv {
             .expect("bind replies queue");
 
         let client = redis::Client::open(config.redis.url.as_str()).expect("redis url");
-        let redis = redis::aio::ConnectionManager::new(client)
-            .await
-            .expect("redis");
+        let redis = redis::aio::ConnectionManager::new(client).await.expect("redis");
 
         let tenant_id = Uuid::new_v4();
         sqlx::query("INSERT INTO tenants (id, name, is_active) VALUES ($1, 'Test Shop', true)")
@@ -134,16 +121,7 @@ impl TestEnv {
             .await
             .expect("seed tenant");
 
-        Self {
-            config,
-            pool,
-            channel,
-            _connection: connection,
-            redis,
-            tenant_id,
-            replies_queue,
-            id,
-        }
+        Self { config, pool, channel, _connection: connection, redis, tenant_id, replies_queue, id }
     }
 
     /// A valid inbound message of this test's tenant.
@@ -163,6 +141,10 @@ impl TestEnv {
 
     /// Publishes raw bytes to this test's inbound exchange, as a gateway does.
     pub async fn publish(&self, body: &[u8]) {
+        self.publish_with_headers(body, FieldTable::default()).await;
+    }
+
+    pub async fn publish_with_headers(&self, body: &[u8], headers: FieldTable) {
         let routing_key = format!("whatsapp.{}", self.tenant_id);
         self.channel
             .basic_publish(
@@ -172,7 +154,8 @@ impl TestEnv {
                 body,
                 BasicProperties::default()
                     .with_delivery_mode(2)
-                    .with_content_type("application/json".into()),
+                    .with_content_type("application/json".into())
+                    .with_headers(headers),
             )
             .await
             .expect("publish")
@@ -206,27 +189,12 @@ impl TestEnv {
             .env("WORKER__AMQP__OUTBOUND_EXCHANGE", &c.amqp.outbound_exchange)
             .env("WORKER__AMQP__INBOUND_QUEUE", &c.amqp.inbound_queue)
             .env("WORKER__AMQP__DEAD_QUEUE", &c.amqp.dead_queue)
-            .env(
-                "WORKER__AMQP__RETRY_QUEUE_PREFIX",
-                &c.amqp.retry_queue_prefix,
-            )
+            .env("WORKER__AMQP__RETRY_QUEUE_PREFIX", &c.amqp.retry_queue_prefix)
             .env("WORKER__REDIS__KEY_PREFIX", &c.redis.key_prefix)
-            .env(
-                "WORKER__REDIS__LIVENESS_TTL_SECS",
-                c.redis.liveness_ttl_secs.to_string(),
-            )
-            .env(
-                "WORKER__WORKER__RETRY_BASE_DELAY_MS",
-                c.worker.retry_base_delay_ms.to_string(),
-            )
-            .env(
-                "WORKER__WORKER__RETRY_MAX_DELAY_MS",
-                c.worker.retry_max_delay_ms.to_string(),
-            )
-            .env(
-                "WORKER__WORKER__SHUTDOWN_TIMEOUT_SECS",
-                c.worker.shutdown_timeout_secs.to_string(),
-            )
+            .env("WORKER__REDIS__LIVENESS_TTL_SECS", c.redis.liveness_ttl_secs.to_string())
+            .env("WORKER__WORKER__RETRY_BASE_DELAY_MS", c.worker.retry_base_delay_ms.to_string())
+            .env("WORKER__WORKER__RETRY_MAX_DELAY_MS", c.worker.retry_max_delay_ms.to_string())
+            .env("WORKER__WORKER__SHUTDOWN_TIMEOUT_SECS", c.worker.shutdown_timeout_secs.to_string())
             .stdin(Stdio::null())
             .kill_on_drop(true);
         cmd
@@ -235,17 +203,10 @@ impl TestEnv {
     /// Takes every message now in `queue` (acking it), oldest first.
     pub async fn drain(&self, queue: &str) -> Vec<lapin::message::Delivery> {
         let mut out = Vec::new();
-        while let Some(message) = self
-            .channel
-            .basic_get(queue.into(), BasicGetOptions::default())
-            .await
-            .expect("basic_get")
+        while let Some(message) =
+            self.channel.basic_get(queue.into(), BasicGetOptions::default()).await.expect("basic_get")
         {
-            message
-                .delivery
-                .ack(BasicAckOptions::default())
-                .await
-                .expect("ack");
+            message.delivery.ack(BasicAckOptions::default()).await.expect("ack");
             out.push(message.delivery);
         }
         out
@@ -271,10 +232,7 @@ impl TestEnv {
         self.channel
             .queue_declare(
                 queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
+                QueueDeclareOptions { passive: true, ..Default::default() },
                 FieldTable::default(),
             )
             .await
@@ -295,66 +253,66 @@ impl TestEnv {
     }
 
     pub async fn total_rows(&self) -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM messages")
-            .fetch_one(&self.pool)
+        sqlx::query_scalar("SELECT count(*) FROM messages").fetch_one(&self.pool).await.expect("count")
+    }
+
+    /// Makes a live worker (another process, as far as the workers under test can
+    /// tell) hold the lock of `fingerprint`.
+    pub async fn hold_lock_elsewhere(&self, fingerprint: &str) {
+        let p = &self.config.redis.key_prefix;
+        let mut redis = self.redis.clone();
+        redis::cmd("SET")
+            .arg(format!("{p}alive:elsewhere"))
+            .arg("w-elsewhere")
+            .arg("PX")
+            .arg(120_000)
+            .query_async::<()>(&mut redis)
             .await
-            .expect("count")
+            .expect("set");
+        redis::cmd("SET")
+            .arg(format!("{p}lock:{fingerprint}"))
+            .arg("token|elsewhere|w-elsewhere")
+            .arg("PX")
+            .arg(120_000)
+            .query_async::<()>(&mut redis)
+            .await
+            .expect("set");
+    }
+
+    /// The other worker gives the lock up (e.g. its attempt failed).
+    pub async fn release_lock_elsewhere(&self, fingerprint: &str) {
+        let key = format!("{}lock:{fingerprint}", self.config.redis.key_prefix);
+        redis::cmd("DEL").arg(key).query_async::<()>(&mut self.redis.clone()).await.expect("del");
     }
 
     /// Deletes every Redis key of this test, as a Redis that lost its data would.
     pub async fn flush_redis(&self) {
         let pattern = format!("{}*", self.config.redis.key_prefix);
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(&pattern)
-            .query_async(&mut self.redis.clone())
-            .await
-            .expect("keys");
+        let keys: Vec<String> =
+            redis::cmd("KEYS").arg(&pattern).query_async(&mut self.redis.clone()).await.expect("keys");
         if !keys.is_empty() {
-            redis::cmd("DEL")
-                .arg(keys)
-                .query_async::<()>(&mut self.redis.clone())
-                .await
-                .expect("del");
+            redis::cmd("DEL").arg(keys).query_async::<()>(&mut self.redis.clone()).await.expect("del");
         }
     }
 
     /// Removes what the test created on the shared services.
     pub async fn finish(self) {
         let c = &self.config.amqp;
-        let mut queues = vec![
-            c.inbound_queue.clone(),
-            c.dead_queue.clone(),
-            self.replies_queue.clone(),
-        ];
-        queues.extend(
-            (1..self.config.worker.max_attempts).map(|n| format!("{}.{n}", c.retry_queue_prefix)),
-        );
+        let mut queues = vec![c.inbound_queue.clone(), c.dead_queue.clone(), self.replies_queue.clone()];
+        queues.extend((1..self.config.worker.max_attempts).map(|n| format!("{}.{n}", c.retry_queue_prefix)));
         for queue in queues {
-            let _ = self
-                .channel
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await;
+            let _ = self.channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
         }
         for exchange in [&c.inbound_exchange, &c.outbound_exchange] {
-            let _ = self
-                .channel
-                .exchange_delete(exchange.as_str().into(), Default::default())
-                .await;
+            let _ = self.channel.exchange_delete(exchange.as_str().into(), Default::default()).await;
         }
         self.flush_redis().await;
         self.pool.close().await;
-        let admin = self
-            .config
-            .database
-            .url
-            .replace(&format!("cw_test_{}", self.id), "postgres");
+        let admin = self.config.database.url.replace(&format!("cw_test_{}", self.id), "postgres");
         if let Ok(pool) = store::pool(&admin, 1) {
-            let _ = sqlx::query(&format!(
-                "DROP DATABASE IF EXISTS cw_test_{} WITH (FORCE)",
-                self.id
-            ))
-            .execute(&pool)
-            .await;
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS cw_test_{} WITH (FORCE)", self.id))
+                .execute(&pool)
+                .await;
         }
     }
 }
@@ -373,11 +331,7 @@ where
 }
 
 pub fn header<'a>(delivery: &'a lapin::message::Delivery, name: &str) -> Option<&'a AMQPValue> {
-    delivery
-        .properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get(name))
+    delivery.properties.headers().as_ref().and_then(|h| h.inner().get(name))
 }
 
 pub fn header_str(delivery: &lapin::message::Delivery, name: &str) -> Option<String> {

@@ -5,6 +5,7 @@ mod harness;
 
 mod crash;
 mod happy_path;
+mod in_progress;
 mod race;
 mod redis_loss;
 mod rejects;

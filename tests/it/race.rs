@@ -7,28 +7,16 @@ async fn two_workers_racing_on_30_copies_commit_and_publish_exactly_one_reply() 
     let mut env = TestEnv::new().await;
     // A small prefetch spreads the copies over both workers instead of one taking all.
     env.config.amqp.prefetch = 3;
-    let message = env.message(
-        "wamid.race",
-        "+254700000009",
-        "Do you have running shoes under 5000?",
-    );
+    let message = env.message("wamid.race", "+254700000009", "Do you have running shoes under 5000?");
     for _ in 0..30 {
         env.publish_json(&message).await;
     }
     // Both start on a full queue, so each takes a share of the copies at once.
     let a = env.spawn_worker("racer-a");
     let b = env.spawn_worker("racer-b");
-    eventually("all 30 copies settled", || async {
-        a.tally.total() + b.tally.total() >= 30
-    })
-    .await;
+    eventually("all 30 copies settled", || async { a.tally.total() + b.tally.total() >= 30 }).await;
     let (ta, tb) = (a.tally.clone(), b.tally.clone());
-    assert!(
-        ta.total() > 0 && tb.total() > 0,
-        "both workers took copies: {} / {}",
-        ta.total(),
-        tb.total()
-    );
+    assert!(ta.total() > 0 && tb.total() > 0, "both workers took copies: {} / {}", ta.total(), tb.total());
     a.stop().await.expect("a stops cleanly");
     b.stop().await.expect("b stops cleanly");
 

@@ -5,8 +5,7 @@ use serde_json::json;
 use crate::harness::{TestEnv, eventually, fingerprint_of, header_str};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_kind_of_rejected_input_is_dead_lettered_unchanged_with_its_reason_and_writes_nothing()
-{
+async fn each_kind_of_rejected_input_is_dead_lettered_unchanged_with_its_reason_and_writes_nothing() {
     let env = TestEnv::new().await;
     let inactive = uuid::Uuid::new_v4();
     sqlx::query("INSERT INTO tenants (id, name, is_active) VALUES ($1, 'Closed Shop', false)")
@@ -34,34 +33,15 @@ async fn each_kind_of_rejected_input_is_dead_lettered_unchanged_with_its_reason_
         (b"{\"message_id\": ".to_vec(), "malformed", "not JSON"),
         (b"[\"an\", \"array\"]".to_vec(), "malformed", "object"),
         (oversized, "malformed", "over the limit"),
+        (missing_text.to_string().into_bytes(), "invalid", "text is required"),
         (
-            missing_text.to_string().into_bytes(),
-            "invalid",
-            "text is required",
-        ),
-        (
-            env.message("m-fax", "c1", "hi")
-                .to_string()
-                .replace("whatsapp", "fax")
-                .into_bytes(),
+            env.message("m-fax", "c1", "hi").to_string().replace("whatsapp", "fax").into_bytes(),
             "invalid",
             "channel",
         ),
-        (
-            unknown_tenant.to_string().into_bytes(),
-            "unknown_tenant",
-            "does not exist",
-        ),
-        (
-            inactive_tenant.to_string().into_bytes(),
-            "unknown_tenant",
-            "is not active",
-        ),
-        (
-            foreign_conversation.to_string().into_bytes(),
-            "invalid",
-            "conversation_id",
-        ),
+        (unknown_tenant.to_string().into_bytes(), "unknown_tenant", "does not exist"),
+        (inactive_tenant.to_string().into_bytes(), "unknown_tenant", "is not active"),
+        (foreign_conversation.to_string().into_bytes(), "invalid", "conversation_id"),
     ];
     let good = env.message("m-good", "c2", "a good message among bad ones");
 
@@ -71,10 +51,7 @@ async fn each_kind_of_rejected_input_is_dead_lettered_unchanged_with_its_reason_
     }
     env.publish_json(&good).await;
     let expected = cases.len() as u64 + 1;
-    eventually("every message settled", || async {
-        worker.tally.total() == expected
-    })
-    .await;
+    eventually("every message settled", || async { worker.tally.total() == expected }).await;
     let tally = worker.tally.clone();
     worker.stop().await.expect("clean stop");
     assert_eq!(tally.rejected.load(Ordering::Relaxed), cases.len() as u64);
@@ -87,23 +64,12 @@ async fn each_kind_of_rejected_input_is_dead_lettered_unchanged_with_its_reason_
             .iter()
             .find(|d| &d.data == body)
             .unwrap_or_else(|| panic!("{kind}/{reason}: not dead-lettered byte-identical"));
-        assert_eq!(
-            header_str(letter, "x-error-kind").as_deref(),
-            Some(*kind),
-            "{reason}"
-        );
+        assert_eq!(header_str(letter, "x-error-kind").as_deref(), Some(*kind), "{reason}");
         let error = header_str(letter, "x-error").unwrap_or_default();
-        assert!(
-            error.contains(reason),
-            "x-error `{error}` should mention `{reason}`"
-        );
+        assert!(error.contains(reason), "x-error `{error}` should mention `{reason}`");
         assert!(!error.contains('\n'), "x-error is one line");
     }
-    assert_eq!(
-        env.total_rows().await,
-        2,
-        "only the good message wrote rows"
-    );
+    assert_eq!(env.total_rows().await, 2, "only the good message wrote rows");
     assert_eq!(env.rows(&fingerprint_of(&good)).await, (1, 1));
     env.finish().await;
 }

@@ -33,11 +33,7 @@ async fn a_transient_fault_is_retried_later_and_the_message_then_processed_once(
     let tally = worker.tally.clone();
     worker.stop().await.expect("clean stop");
 
-    assert_eq!(
-        tally.failed.load(Ordering::Relaxed),
-        2,
-        "two failed attempts before"
-    );
+    assert_eq!(tally.failed.load(Ordering::Relaxed), 2, "two failed attempts before");
     assert_eq!(env.rows(&fingerprint_of(&message)).await, (1, 1));
     assert_eq!(env.replies().await.len(), 1);
     assert!(env.dead_letters().await.is_empty());
@@ -53,32 +49,16 @@ async fn a_fault_that_outlasts_max_attempts_dead_letters_the_message_unchanged_a
     let message = env.message("m-doomed", "c1", "hello");
     let body = message.to_string().into_bytes();
     env.publish(&body).await;
-    eventually("three attempts made", || async {
-        worker.tally.failed.load(Ordering::Relaxed) == 3
-    })
-    .await;
-    eventually("dead-lettered", || async {
-        env.queue_depth(&env.config.amqp.dead_queue).await == 1
-    })
-    .await;
+    eventually("three attempts made", || async { worker.tally.failed.load(Ordering::Relaxed) == 3 }).await;
+    eventually("dead-lettered", || async { env.queue_depth(&env.config.amqp.dead_queue).await == 1 }).await;
     worker.stop().await.expect("clean stop");
 
     let dead = env.dead_letters().await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].data, body, "body unchanged");
-    assert_eq!(
-        header_str(&dead[0], "x-error-kind").as_deref(),
-        Some("failed")
-    );
-    assert!(
-        header_str(&dead[0], "x-error")
-            .unwrap_or_default()
-            .contains("injected fault")
-    );
-    assert!(matches!(
-        header(&dead[0], "x-attempts"),
-        Some(lapin::types::AMQPValue::LongLongInt(3))
-    ));
+    assert_eq!(header_str(&dead[0], "x-error-kind").as_deref(), Some("failed"));
+    assert!(header_str(&dead[0], "x-error").unwrap_or_default().contains("injected fault"));
+    assert!(matches!(header(&dead[0], "x-attempts"), Some(lapin::types::AMQPValue::LongLongInt(3))));
     assert_eq!(env.total_rows().await, 0);
     assert!(env.replies().await.is_empty());
     env.finish().await;

@@ -1,0 +1,53 @@
+//! A copy that arrives while another live worker holds the message's lock.
+
+use std::sync::atomic::Ordering;
+
+use lapin::types::{AMQPValue, FieldTable};
+
+use crate::harness::{TestEnv, eventually, fingerprint_of};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_copy_of_a_message_in_progress_elsewhere_is_acked_as_a_duplicate() {
+    let env = TestEnv::new().await;
+    let message = env.message("m-busy", "c1", "hello");
+    let fp = fingerprint_of(&message);
+    env.hold_lock_elsewhere(&fp).await;
+    let worker = env.spawn_worker("w1");
+    env.publish_json(&message).await;
+    eventually("settled", || async { worker.tally.total() == 1 }).await;
+    let tally = worker.tally.clone();
+    worker.stop().await.expect("clean stop");
+    assert_eq!(tally.duplicate.load(Ordering::Relaxed), 1);
+    assert_eq!(env.total_rows().await, 0, "the holder writes, not us");
+    assert_eq!(env.queue_depth(&env.config.amqp.inbound_queue).await, 0, "acked");
+    env.finish().await;
+}
+
+/// A copy some worker handled before (a broker redelivery, or back from a retry
+/// queue) may be the one the lock holder lost with its channel. It is parked
+/// and looked at again, without spending attempts, until the holder finishes or
+/// gives up — then it is processed, never dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seen_copy_of_a_message_in_progress_elsewhere_waits_and_is_processed_once_the_lock_is_free() {
+    let env = TestEnv::new().await;
+    let message = env.message("m-lost", "c1", "hello");
+    let fp = fingerprint_of(&message);
+    env.hold_lock_elsewhere(&fp).await;
+    let worker = env.spawn_worker("w1");
+    let mut seen = FieldTable::default();
+    seen.insert("x-worker-seen".into(), AMQPValue::Boolean(true));
+    env.publish_with_headers(message.to_string().as_bytes(), seen).await;
+    eventually("deferred at least twice", || async { worker.tally.deferred.load(Ordering::Relaxed) >= 2 })
+        .await;
+    assert_eq!(worker.tally.duplicate.load(Ordering::Relaxed), 0, "never acked as a duplicate");
+
+    env.release_lock_elsewhere(&fp).await;
+    eventually("processed", || async { worker.tally.processed.load(Ordering::Relaxed) == 1 }).await;
+    let tally = worker.tally.clone();
+    worker.stop().await.expect("clean stop");
+    assert_eq!(tally.failed.load(Ordering::Relaxed), 0, "waiting spent no attempts");
+    assert_eq!(env.rows(&fp).await, (1, 1));
+    assert_eq!(env.replies().await.len(), 1);
+    assert!(env.dead_letters().await.is_empty());
+    env.finish().await;
+}
