@@ -90,3 +90,21 @@ async fn a_customers_messages_share_one_conversation_and_asking_for_a_human_hand
     assert_eq!(status, "handoff");
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_first_messages_of_one_customer_open_one_conversation() {
+    let env = TestEnv::new().await;
+    for i in 0..40 {
+        env.publish_json(&env.message(&format!("m-{i}"), "new-customer", &format!("message {i}"))).await;
+    }
+    let worker = env.spawn_worker("w1");
+    eventually("all processed", || async { worker.tally.processed.load(Ordering::Relaxed) == 40 }).await;
+    worker.stop().await.expect("clean stop");
+    let conversations: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM conversations WHERE customer_external_id = 'new-customer'")
+            .fetch_one(&env.pool)
+            .await
+            .expect("count");
+    assert_eq!(conversations, 1);
+    env.finish().await;
+}

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod cli;
 mod crash;
 mod happy_path;
 mod in_progress;
