@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use crate::broker::publish::OutboundReply;
 use crate::broker::{Incoming, Publisher};
 use crate::decode::{Inbound, decode};
-use crate::dedup::{Claim, Dedup, Lease};
+use crate::dedup::{Claim, Dedup};
 use crate::fingerprint::Fingerprint;
 use crate::outcome::{DuplicateOf, Outcome, Rejection, RejectionKind};
 use crate::reply::reply_body;
@@ -53,13 +53,12 @@ impl Pipeline {
             Err(rejection) => return Outcome::Rejected(rejection),
         };
         let fingerprint = inbound.fingerprint();
-        let failed = |error: String| Outcome::Failed { fingerprint: Some(inbound.fingerprint()), error };
 
         // tenant: unknown or inactive tenants are rejected.
         match store::tenant_status(&self.pool, inbound.tenant_id).await {
             Ok(TenantStatus::Active) => {}
             Ok(status) => return Outcome::Rejected(unknown_tenant(&inbound, status)),
-            Err(e) => return failed(e.to_string()),
+            Err(e) => return failed(&fingerprint, e),
         }
 
         // dedup + lock: completed, or in progress on a live worker, is a duplicate.
@@ -74,13 +73,15 @@ impl Pipeline {
             // A redelivery may be the very copy the holder lost with its channel:
             // acking it could leave no one to publish the reply. Look again later.
             Ok(Claim::Held { worker_id }) => return Outcome::Deferred { fingerprint, worker_id },
-            Err(e) => return failed(e.to_string()),
+            Err(e) => return failed(&fingerprint, e),
         };
+        if let Some(gone) = &lease.took_over_from {
+            tracing::info!(%fingerprint, worker = %gone, "took over the lock of a worker that is gone");
+        }
         self.crash_point("after_lock");
 
-        // conversation, respond, persist, publish — under the lock.
-        let result = self.answer(&inbound, &fingerprint, &lease).await;
-        match result {
+        // conversation, respond, persist, publish: under the lock.
+        match self.reply_under_lock(&inbound, &fingerprint).await {
             Ok(replayed) => {
                 if let Err(e) = self.dedup.complete(&lease).await {
                     // The reply is committed and published; a stale state only costs a replay.
@@ -94,19 +95,14 @@ impl Pipeline {
                 }
                 match stop {
                     Stop::Reject(rejection) => Outcome::Rejected(rejection),
-                    Stop::Fail(error) => failed(error),
+                    Stop::Fail(error) => failed(&fingerprint, error),
                 }
             }
         }
     }
 
     /// Returns whether the reply had been committed before (and was re-published).
-    async fn answer(
-        &self,
-        inbound: &Inbound,
-        fingerprint: &Fingerprint,
-        lease: &Lease,
-    ) -> Result<bool, Stop> {
+    async fn reply_under_lock(&self, inbound: &Inbound, fingerprint: &Fingerprint) -> Result<bool, Stop> {
         let stored_at = Utc::now();
         let conversation = store::current_conversation(&self.pool, inbound).await?.ok_or_else(|| {
             Stop::Reject(Rejection {
@@ -145,7 +141,7 @@ impl Pipeline {
             ),
             Recorded::Existing(reply) => (reply, true),
         };
-        if replayed && lease.took_over_from.is_none() {
+        if replayed {
             tracing::info!(%fingerprint, "already committed; publishing the stored reply again");
         }
         self.crash_point("after_commit");
@@ -168,6 +164,10 @@ impl Pipeline {
             std::process::abort();
         }
     }
+}
+
+fn failed(fingerprint: &Fingerprint, error: impl ToString) -> Outcome {
+    Outcome::Failed { fingerprint: Some(fingerprint.clone()), error: error.to_string() }
 }
 
 fn unknown_tenant(inbound: &Inbound, status: TenantStatus) -> Rejection {
