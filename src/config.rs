@@ -21,6 +21,9 @@ pub struct Config {
     pub amqp: AmqpConfig,
     pub redis: RedisConfig,
     pub database: DatabaseConfig,
+    pub cache: CacheConfig,
+    pub context: ContextConfig,
+    pub responder: ResponderConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -79,6 +82,89 @@ pub struct RedisConfig {
 pub struct DatabaseConfig {
     pub url: String,
     pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Products and services.
+    pub catalog_ttl_secs: u64,
+    /// A tenant's row: active flag and agent settings.
+    pub settings_ttl_secs: u64,
+    pub knowledge_ttl_secs: u64,
+    /// Memory bound of the in-process tier (approximate bytes).
+    pub local_max_bytes: u64,
+    /// Load every active tenant into both tiers when `run` starts (in the background).
+    pub warm_at_start: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContextConfig {
+    /// Latest messages of the conversation given to the responder.
+    pub history_limit: u32,
+    /// How long a conversation's latest numbered list stays in Redis (PostgreSQL has it after).
+    pub reference_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponderKind {
+    Builtin,
+    Openai,
+    Http,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResponderConfig {
+    pub kind: ResponderKind,
+    /// `openai`: the API base (…/v1); `http`: the agent service's URL.
+    pub url: String,
+    /// `openai`: the model name.
+    pub model: String,
+    /// Environment variable holding the API key (`openai`; sent as a bearer token by `http` too, if set).
+    pub api_key_env: String,
+    pub timeout_ms: u64,
+    /// Confidence below which the builtin responder hands off (a tenant's
+    /// `settings.handoff_threshold` overrides it).
+    pub handoff_threshold: f32,
+    /// `openai`: prices per 1,000 tokens, for the recorded cost (0 = unknown).
+    pub prompt_cost_per_1k: f64,
+    pub completion_cost_per_1k: f64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            catalog_ttl_secs: 60,
+            settings_ttl_secs: 300,
+            knowledge_ttl_secs: 600,
+            local_max_bytes: 32 * 1024 * 1024,
+            warm_at_start: true,
+        }
+    }
+}
+
+impl Default for ContextConfig {
+    fn default() -> Self {
+        Self { history_limit: 20, reference_ttl_secs: 300 }
+    }
+}
+
+impl Default for ResponderConfig {
+    fn default() -> Self {
+        Self {
+            kind: ResponderKind::Builtin,
+            url: String::new(),
+            model: String::new(),
+            api_key_env: "OPENAI_API_KEY".into(),
+            timeout_ms: 30_000,
+            handoff_threshold: 0.4,
+            prompt_cost_per_1k: 0.0,
+            completion_cost_per_1k: 0.0,
+        }
+    }
 }
 
 impl Default for WorkerConfig {
@@ -196,6 +282,30 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        if self.cache.local_max_bytes < 1024 * 1024 {
+            return Err(invalid("cache.local_max_bytes", "must be at least 1048576 (1 MiB)"));
+        }
+        if self.cache.catalog_ttl_secs == 0 || self.cache.settings_ttl_secs == 0 || self.cache.knowledge_ttl_secs == 0 {
+            return Err(invalid("cache.catalog_ttl_secs", "cache TTLs must be at least 1 second"));
+        }
+        if self.context.history_limit > 1000 {
+            return Err(invalid("context.history_limit", "must be at most 1000"));
+        }
+        if self.responder.timeout_ms == 0 {
+            return Err(invalid("responder.timeout_ms", "must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&self.responder.handoff_threshold) {
+            return Err(invalid("responder.handoff_threshold", "must be between 0 and 1"));
+        }
+        match self.responder.kind {
+            ResponderKind::Builtin => {}
+            ResponderKind::Openai | ResponderKind::Http => {
+                check_url("responder.url", &self.responder.url, &["http", "https"])?;
+                if self.responder.kind == ResponderKind::Openai && self.responder.model.is_empty() {
+                    return Err(invalid("responder.model", "is required when responder.kind = \"openai\""));
+                }
+            }
         }
         check_url("amqp.url", &self.amqp.url, &["amqp", "amqps"])?;
         check_url("redis.url", &self.redis.url, &["redis", "rediss", "redis+unix", "unix"])?;

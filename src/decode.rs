@@ -15,7 +15,7 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 pub const CHANNELS: [&str; 7] = ["whatsapp", "sms", "web", "telegram", "instagram", "messenger", "email"];
 
 /// An inbound customer message that passed every field rule of CONTRACT §2.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Inbound {
     pub message_id: String,
     pub tenant_id: Uuid,

@@ -12,7 +12,8 @@
 //! Each verb is one script, so a claim is one round trip. Redis is a fast path,
 //! not the guarantee: the uniqueness constraint in PostgreSQL is (see `store`).
 
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::Script;
@@ -43,6 +44,8 @@ pub struct Lease {
     pub attempts: u32,
     /// The lock belonged to a worker that is gone and was taken over.
     pub took_over_from: Option<String>,
+    /// What the claim's `also_get` found.
+    pub fetched: Option<Vec<u8>>,
 }
 
 /// The processing state of one message, as `worker state` shows it.
@@ -64,6 +67,7 @@ pub struct Dedup {
     lock_ttl: Duration,
     state_ttl: Duration,
     liveness_ttl: Duration,
+    round_trips: Arc<AtomicU64>,
 }
 
 static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIM_LUA));
@@ -72,14 +76,14 @@ static FINISH: LazyLock<Script> = LazyLock::new(|| Script::new(FINISH_LUA));
 const CLAIM_LUA: &str = r#"
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'completed' then
-  return {'completed', redis.call('HGET', KEYS[1], 'worker_id') or '', 0}
+  return {'completed', redis.call('HGET', KEYS[1], 'worker_id') or '', 0, false}
 end
 local holder = redis.call('GET', KEYS[2])
 local previous = ''
 if holder then
   local _, inst, wid = string.match(holder, '^([^|]*)|([^|]*)|(.*)$')
   if inst and redis.call('EXISTS', ARGV[6] .. inst) == 1 then
-    return {'held', wid, 0}
+    return {'held', wid, 0, false}
   end
   previous = wid or holder
 end
@@ -88,11 +92,14 @@ local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', 'processing', 'worker_id', ARGV[2], 'started_at', ARGV[5])
 redis.call('HDEL', KEYS[1], 'completed_at')
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-if holder then return {'taken_over', previous, attempts} end
-return {'acquired', '', attempts}
+local fetched = false
+if ARGV[7] ~= '' then fetched = redis.call('GET', ARGV[7]) end
+if holder then return {'taken_over', previous, attempts, fetched} end
+return {'acquired', '', attempts, fetched}
 "#;
 
-/// ARGV: lock value, final status, now ms, state ttl ms.
+/// ARGV: lock value, final status, now ms, state ttl ms, then optionally a key,
+/// value and TTL ms to set in the same round trip.
 /// `completed` is recorded whoever holds the lock (the reply is out); `failed` only
 /// by the holder, so a late worker never overwrites the state of the one that took over.
 const FINISH_LUA: &str = r#"
@@ -102,6 +109,7 @@ if ARGV[2] == 'completed' or mine then
   redis.call('HSET', KEYS[1], 'status', ARGV[2], 'completed_at', ARGV[3])
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
 end
+if ARGV[5] then redis.call('SET', ARGV[5], ARGV[6], 'PX', ARGV[7]) end
 return mine and 1 or 0
 "#;
 
@@ -115,6 +123,7 @@ impl Dedup {
             lock_ttl: Duration::from_secs(cfg.lock_ttl_secs),
             state_ttl: Duration::from_secs(cfg.state_ttl_secs),
             liveness_ttl: Duration::from_secs(cfg.liveness_ttl_secs),
+            round_trips: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -123,9 +132,12 @@ impl Dedup {
     }
 
     /// Checks the state and takes the lock in one round trip.
-    pub async fn claim(&self, fp: &Fingerprint) -> Result<Claim, DedupError> {
+    /// Checks the state and takes the lock in one round trip; when the lock is
+    /// taken, the value at `also_get` (if any) rides along in the same trip.
+    pub async fn claim(&self, fp: &Fingerprint, also_get: Option<&str>) -> Result<Claim, DedupError> {
         let value = format!("{}|{}|{}", uuid::Uuid::new_v4().simple(), self.instance, self.worker_id);
-        let (verdict, who, attempts): (String, String, u32) = CLAIM
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let (verdict, who, attempts, fetched): (String, String, u32, Option<Vec<u8>>) = CLAIM
             .key(self.key("state", fp))
             .key(self.key("lock", fp))
             .arg(&value)
@@ -134,6 +146,7 @@ impl Dedup {
             .arg(millis(self.state_ttl))
             .arg(now_ms())
             .arg(format!("{}alive:", self.prefix))
+            .arg(also_get.unwrap_or(""))
             .invoke_async(&mut self.redis.clone())
             .await?;
         Ok(match verdict.as_str() {
@@ -144,31 +157,46 @@ impl Dedup {
                 value,
                 attempts,
                 took_over_from: (taken == "taken_over").then_some(who),
+                fetched,
             }),
         })
     }
 
-    /// Records the message as completed and releases the lock.
-    pub async fn complete(&self, lease: &Lease) -> Result<(), DedupError> {
-        self.finish(lease, "completed").await
+    /// Records the message as completed and releases the lock; `also_set`
+    /// (key, value, TTL) is written in the same round trip.
+    pub async fn complete(&self, lease: &Lease, also_set: Option<(&str, &[u8], Duration)>) -> Result<(), DedupError> {
+        self.finish(lease, "completed", also_set).await
     }
 
     /// Records the attempt as failed and releases the lock, if it is still ours.
     pub async fn abandon(&self, lease: &Lease) -> Result<(), DedupError> {
-        self.finish(lease, "failed").await
+        self.finish(lease, "failed", None).await
     }
 
-    async fn finish(&self, lease: &Lease, status: &str) -> Result<(), DedupError> {
-        let _mine: i32 = FINISH
-            .key(self.key("state", &lease.fingerprint))
+    async fn finish(
+        &self,
+        lease: &Lease,
+        status: &str,
+        also_set: Option<(&str, &[u8], Duration)>,
+    ) -> Result<(), DedupError> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let mut invocation = FINISH.key(self.key("state", &lease.fingerprint));
+        invocation
             .key(self.key("lock", &lease.fingerprint))
             .arg(&lease.value)
             .arg(status)
             .arg(now_ms())
-            .arg(millis(self.state_ttl))
-            .invoke_async(&mut self.redis.clone())
-            .await?;
+            .arg(millis(self.state_ttl));
+        if let Some((key, value, ttl)) = also_set {
+            invocation.arg(key).arg(value).arg(millis(ttl));
+        }
+        let _mine: i32 = invocation.invoke_async(&mut self.redis.clone()).await?;
         Ok(())
+    }
+
+    /// Redis round trips made for messages (claims and finishes; not heartbeats).
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
     }
 
     /// Announces this process as alive for `liveness_ttl`; call at least twice per TTL.

@@ -10,7 +10,10 @@
 //! - [`decode`] — bytes -> validated [`decode::Inbound`], or a [`outcome::Rejection`];
 //! - [`fingerprint`] — the message's identity (CONTRACT §2);
 //! - [`dedup`] — processing state and lock in Redis: `claim`, `complete`, `abandon`;
-//! - [`respond`] — the [`respond::Responder`] trait and the built-in responder;
+//! - [`catalog`] — a tenant's profile, catalog and knowledge, cached in two tiers,
+//!   invalidated through PostgreSQL notifications;
+//! - [`references`] — the latest numbered list a conversation was shown;
+//! - [`respond`] — the [`respond::Responder`] trait: builtin, openai, http;
 //! - [`store`] — PostgreSQL: tenants, conversations, `record_exchange`, migrations;
 //! - [`reply`] — the reply body of CONTRACT §4;
 //! - [`broker`] — RabbitMQ: topology, confirmed publishes, settling deliveries;
@@ -25,6 +28,7 @@
 //! - [`redact`] — keeps passwords out of every message.
 
 pub mod broker;
+pub mod catalog;
 pub mod config;
 pub mod decode;
 pub mod dedup;
@@ -32,6 +36,7 @@ pub mod fingerprint;
 pub mod outcome;
 pub mod pipeline;
 pub mod redact;
+pub mod references;
 pub mod reply;
 pub mod respond;
 pub mod services;

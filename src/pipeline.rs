@@ -4,26 +4,39 @@
 //! and the caller settles the delivery from it. Tests drive it one delivery at a time.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use sqlx::PgPool;
 
 use crate::broker::publish::OutboundReply;
 use crate::broker::{Incoming, Publisher};
+use crate::catalog::CatalogCache;
+use crate::catalog::model::TenantProfile;
 use crate::decode::{Inbound, decode};
-use crate::dedup::{Claim, Dedup};
+use crate::dedup::{Claim, Dedup, Lease};
 use crate::fingerprint::Fingerprint;
 use crate::outcome::{DuplicateOf, Outcome, Rejection, RejectionKind};
+use crate::references::{self, NumberedList};
 use crate::reply::reply_body;
 use crate::respond::{Context, Responder};
-use crate::store::{self, Exchange, Recorded, StoredReply, TenantStatus};
+use crate::store::{self, Exchange, Recorded, StoredReply};
 
 #[derive(Clone)]
 pub struct Pipeline {
     pub pool: PgPool,
     pub dedup: Dedup,
+    pub cache: CatalogCache,
     pub responder: Arc<dyn Responder>,
     pub publisher: Publisher,
+    pub settings: PipelineSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    pub key_prefix: String,
+    pub history_limit: u32,
+    pub reference_ttl: Duration,
     /// Test aid: `WORKER_TEST_CRASH_AT=after_lock|after_commit` kills the process there.
     pub crash_at: Option<String>,
 }
@@ -45,6 +58,14 @@ macro_rules! transient {
 }
 transient!(store::StoreError, crate::respond::RespondError, crate::broker::BrokerError);
 
+/// What a successful attempt leaves behind.
+struct Replied {
+    /// The reply had been committed before and was published again.
+    replayed: bool,
+    /// The list this reply showed, to remember for "the second one".
+    list: Option<NumberedList>,
+}
+
 impl Pipeline {
     pub async fn process(&self, incoming: &Incoming) -> Outcome {
         // decode: malformed or invalid messages are rejected.
@@ -54,15 +75,19 @@ impl Pipeline {
         };
         let fingerprint = inbound.fingerprint();
 
-        // tenant: unknown or inactive tenants are rejected.
-        match store::tenant_status(&self.pool, inbound.tenant_id).await {
-            Ok(TenantStatus::Active) => {}
-            Ok(status) => return Outcome::Rejected(unknown_tenant(&inbound, status)),
+        // tenant: unknown or inactive tenants are rejected (from the cached profile).
+        let profile = match self.cache.profile(inbound.tenant_id).await {
+            Ok(profile) => profile,
             Err(e) => return failed(&fingerprint, e),
-        }
+        };
+        let Some(tenant) = profile.tenant.as_ref().filter(|t| t.is_active) else {
+            return Outcome::Rejected(unknown_tenant(&inbound, profile.tenant.is_some()));
+        };
 
         // dedup + lock: completed, or in progress on a live worker, is a duplicate.
-        let lease = match self.dedup.claim(&fingerprint).await {
+        // The customer's latest list rides along in the same round trip.
+        let list_key = references::redis_key(&self.settings.key_prefix, &inbound);
+        let lease = match self.dedup.claim(&fingerprint, Some(&list_key)).await {
             Ok(Claim::Acquired(lease)) => lease,
             Ok(Claim::Completed { .. }) => {
                 return Outcome::Duplicate { fingerprint, of: DuplicateOf::Completed };
@@ -80,14 +105,16 @@ impl Pipeline {
         }
         self.crash_point("after_lock");
 
-        // conversation, respond, persist, publish: under the lock.
-        match self.reply_under_lock(&inbound, &fingerprint).await {
-            Ok(replayed) => {
-                if let Err(e) = self.dedup.complete(&lease).await {
+        // catalog, history, respond, persist, publish: under the lock.
+        match self.reply_under_lock(&inbound, &fingerprint, tenant, &lease).await {
+            Ok(replied) => {
+                let remember = replied.list.as_ref().and_then(|l| serde_json::to_vec(l).ok());
+                let also_set = remember.as_deref().map(|bytes| (list_key.as_str(), bytes, self.settings.reference_ttl));
+                if let Err(e) = self.dedup.complete(&lease, also_set).await {
                     // The reply is committed and published; a stale state only costs a replay.
                     tracing::warn!(%fingerprint, error = %e, "could not record completion");
                 }
-                Outcome::Processed { fingerprint, replayed }
+                Outcome::Processed { fingerprint, replayed: replied.replayed }
             }
             Err(stop) => {
                 if let Err(e) = self.dedup.abandon(&lease).await {
@@ -101,40 +128,69 @@ impl Pipeline {
         }
     }
 
-    /// Returns whether the reply had been committed before (and was re-published).
-    async fn reply_under_lock(&self, inbound: &Inbound, fingerprint: &Fingerprint) -> Result<bool, Stop> {
+    async fn reply_under_lock(
+        &self,
+        inbound: &Inbound,
+        fingerprint: &Fingerprint,
+        tenant: &TenantProfile,
+        lease: &Lease,
+    ) -> Result<Replied, Stop> {
+        let started = Instant::now();
         let stored_at = Utc::now();
-        let conversation = store::current_conversation(&self.pool, inbound).await?.ok_or_else(|| {
-            Stop::Reject(Rejection {
-                kind: RejectionKind::Invalid,
-                error: format!(
-                    "conversation_id {} is not a conversation of tenant {}",
-                    inbound.conversation_id.unwrap_or_default(),
-                    inbound.tenant_id
-                ),
-            })
-        })?;
+        let list_in_redis: Option<NumberedList> = lease.fetched.as_deref().and_then(|b| serde_json::from_slice(b).ok());
 
-        let answer = self.responder.respond(&Context { inbound, conversation: &conversation }).await?;
+        // catalog (cached) and history (one query), side by side.
+        let history_limit = self.settings.history_limit;
+        let (catalog, knowledge, context) = tokio::try_join!(
+            self.cache.catalog(inbound.tenant_id),
+            self.cache.knowledge(inbound.tenant_id),
+            store::load_context(&self.pool, inbound, history_limit, list_in_redis.is_none()),
+        )?;
+        let context = context.ok_or_else(|| Stop::Reject(foreign_conversation(inbound)))?;
+        let conversation_id = context.conversation.as_ref().map(|c| c.id);
+        let latest_list = conversation_id.and_then(|id| {
+            let from_history = context.history.iter().filter(|m| m.direction == "out").map(|m| NumberedList {
+                conversation_id: Some(id),
+                at: m.created_at,
+                items: m.references.clone(),
+            });
+            references::latest(id, list_in_redis.into_iter().chain(context.stored_list.clone()).chain(from_history))
+        });
+
+        // respond
+        let answer = self
+            .responder
+            .respond(&Context {
+                inbound,
+                conversation_status: context.conversation.as_ref().map_or("open", |c| c.status.as_str()),
+                tenant,
+                catalog: &catalog,
+                knowledge: &knowledge,
+                history: &context.history,
+                latest_list: latest_list.as_ref(),
+            })
+            .await?;
         let replied_at = Utc::now();
 
+        // persist
         let exchange = Exchange {
             inbound,
             fingerprint,
-            conversation_id: conversation.id,
+            conversation_id,
             stored_at,
             answer: &answer,
             replied_at,
             responder: self.responder.name(),
+            latency_ms: i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX),
         };
         let (reply, replayed) = match store::record_exchange(&self.pool, &exchange).await? {
-            Recorded::New => (
+            Recorded::New { conversation_id } => (
                 StoredReply {
-                    conversation_id: conversation.id,
-                    text: answer.text,
+                    conversation_id,
+                    text: answer.text.clone(),
                     handoff: answer.handoff,
                     confidence: answer.confidence,
-                    references: answer.references,
+                    references: serde_json::to_value(&answer.references).unwrap_or_default(),
                     created_at: replied_at,
                 },
                 false,
@@ -146,6 +202,7 @@ impl Pipeline {
         }
         self.crash_point("after_commit");
 
+        // publish
         let body = reply_body(inbound, fingerprint, &reply);
         self.publisher
             .publish_reply(&OutboundReply {
@@ -155,11 +212,16 @@ impl Pipeline {
                 body: &body,
             })
             .await?;
-        Ok(replayed)
+        let list = (!replayed && answer.references.len() >= 2).then(|| NumberedList {
+            conversation_id: Some(reply.conversation_id),
+            at: replied_at,
+            items: answer.references.clone(),
+        });
+        Ok(Replied { replayed, list })
     }
 
     fn crash_point(&self, at: &str) {
-        if self.crash_at.as_deref() == Some(at) {
+        if self.settings.crash_at.as_deref() == Some(at) {
             eprintln!("WORKER_TEST_CRASH_AT={at}: aborting on purpose");
             std::process::abort();
         }
@@ -170,7 +232,18 @@ fn failed(fingerprint: &Fingerprint, error: impl ToString) -> Outcome {
     Outcome::Failed { fingerprint: Some(fingerprint.clone()), error: error.to_string() }
 }
 
-fn unknown_tenant(inbound: &Inbound, status: TenantStatus) -> Rejection {
-    let why = if status == TenantStatus::Inactive { "is not active" } else { "does not exist" };
+fn unknown_tenant(inbound: &Inbound, exists: bool) -> Rejection {
+    let why = if exists { "is not active" } else { "does not exist" };
     Rejection { kind: RejectionKind::UnknownTenant, error: format!("tenant {} {why}", inbound.tenant_id) }
+}
+
+fn foreign_conversation(inbound: &Inbound) -> Rejection {
+    Rejection {
+        kind: RejectionKind::Invalid,
+        error: format!(
+            "conversation_id {} is not a conversation of tenant {}",
+            inbound.conversation_id.unwrap_or_default(),
+            inbound.tenant_id
+        ),
+    }
 }

@@ -20,8 +20,9 @@ use crate::broker::{Broker, Incoming};
 use crate::config::Config;
 use crate::dedup::Dedup;
 use crate::outcome::{Outcome, RetryPolicy};
-use crate::pipeline::Pipeline;
-use crate::respond::Builtin;
+use crate::catalog::{CatalogCache, invalidation};
+use crate::pipeline::{Pipeline, PipelineSettings};
+use crate::respond;
 use crate::services::{self, Unreachable};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,10 @@ pub enum RunError {
     Unreachable(#[from] Unreachable),
     #[error("declaring the rabbitmq topology: {0}")]
     Topology(crate::broker::BrokerError),
+    #[error("listening for catalog changes in postgresql: {0}")]
+    Listener(String),
+    #[error("{0}")]
+    Responder(crate::respond::RespondError),
 }
 
 /// How many deliveries ended in each outcome, logged when the worker stops.
@@ -76,23 +81,43 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
         broker.declare(config.worker.max_attempts).await.map_err(RunError::Topology)?;
     }
 
-    let dedup = Dedup::new(redis, &config.redis, &worker_id);
+    let responder = respond::from_config(&config.responder).map_err(RunError::Responder)?;
+    let dedup = Dedup::new(redis.clone(), &config.redis, &worker_id);
+    let cache = CatalogCache::new(pool.clone(), redis, &config.redis.key_prefix, &config.cache);
     let tracker = TaskTracker::new();
     let heartbeat_stop = CancellationToken::new();
     tracker.spawn(heartbeat(dedup.clone(), heartbeat_stop.clone()));
+    let (synced_tx, synced) = tokio::sync::oneshot::channel();
+    tracker.spawn(invalidation::listen(pool.clone(), cache.clone(), heartbeat_stop.clone(), synced_tx));
+    // Serve nothing from the cache before the versions are known.
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(remaining, synced).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => return Err(RunError::Listener(e.to_string())),
+        _ => return Err(RunError::Listener("no answer before the startup timeout".into())),
+    }
+    if config.cache.warm_at_start {
+        tracker.spawn(warm(pool.clone(), cache.clone()));
+    }
     if let Err(e) = dedup.heartbeat().await {
         tracing::warn!(error = %e, "first liveness heartbeat failed; will keep trying");
     }
 
-    let crash_at = std::env::var("WORKER_TEST_CRASH_AT").ok();
+    let settings = PipelineSettings {
+        key_prefix: config.redis.key_prefix.clone(),
+        history_limit: config.context.history_limit,
+        reference_ttl: Duration::from_secs(config.context.reference_ttl_secs),
+        crash_at: std::env::var("WORKER_TEST_CRASH_AT").ok(),
+    };
     tracing::info!(%worker_id, concurrency = config.worker.concurrency, prefetch = config.amqp.prefetch, "worker started");
     loop {
         let pipeline = Pipeline {
             pool: pool.clone(),
             dedup: dedup.clone(),
-            responder: Arc::new(Builtin),
+            cache: cache.clone(),
+            responder: responder.clone(),
             publisher: broker.publisher(),
-            crash_at: crash_at.clone(),
+            settings: settings.clone(),
         };
         let session = Session { config: &config, worker_id: &worker_id, pipeline, tally: tally.clone() };
         session.consume(&broker, &shutdown).await;
@@ -242,6 +267,30 @@ async fn heartbeat(dedup: Dedup, stop: CancellationToken) {
             }
         }
     }
+}
+
+/// Loads every active tenant into both cache tiers, a few at a time, while the
+/// worker already consumes (a miss meanwhile just loads that tenant itself).
+async fn warm(pool: sqlx::PgPool, cache: CatalogCache) {
+    let started = Instant::now();
+    let tenants = match crate::store::catalog::active_tenants(&pool).await {
+        Ok(tenants) => tenants,
+        Err(e) => {
+            tracing::warn!(error = %e, "cache warming skipped");
+            return;
+        }
+    };
+    let count = tenants.len();
+    let results: Vec<_> = futures_util::stream::iter(tenants)
+        .map(|tenant| {
+            let cache = cache.clone();
+            async move { cache.warm(tenant).await }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    tracing::info!(tenants = count, failed, ms = started.elapsed().as_millis() as u64, "cache warmed");
 }
 
 /// Reconnects to RabbitMQ with backoff; `None` when shutdown is asked for first.

@@ -1,24 +1,41 @@
-//! Stage 6, respond: who writes the reply (CONTRACT §4a), behind one small trait.
+//! Stage "respond": who writes the reply (CONTRACT §4a), behind one small trait.
 //!
-//! A responder sees the built context and returns an [`Answer`]; it never touches
-//! the store or the broker. Errors are transient by definition (a timeout, a
-//! connection error): the pipeline retries the message.
+//! A responder sees the built [`Context`] and returns an [`Answer`]; it never
+//! touches the store or the broker. Its errors are transient (timeouts,
+//! connection errors, 5xx) or not ([`RespondError::Unusable`]: a 4xx or an
+//! answer that cannot be read); both fail the attempt and the message is retried,
+//! then dead-lettered, so nothing is lost while an operator fixes the cause.
 
-mod builtin;
+pub mod builtin;
+pub mod http;
+pub mod openai;
+
+use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use serde_json::Value;
+use serde::Serialize;
 
 pub use builtin::Builtin;
 
+use crate::catalog::model::{Catalog, Knowledge, TenantProfile};
+use crate::config::{ResponderConfig, ResponderKind};
 use crate::decode::Inbound;
-use crate::store::Conversation;
+use crate::references::{NumberedList, Reference};
+use crate::store::HistoryItem;
 
 /// What a responder knows when it answers.
-#[derive(Debug)]
+#[derive(Debug, Serialize)]
 pub struct Context<'a> {
     pub inbound: &'a Inbound,
-    pub conversation: &'a Conversation,
+    /// `open` (also for a conversation about to be opened), `handoff` or `closed`.
+    pub conversation_status: &'a str,
+    pub tenant: &'a TenantProfile,
+    pub catalog: &'a Catalog,
+    pub knowledge: &'a Knowledge,
+    /// The latest messages, oldest first.
+    pub history: &'a [HistoryItem],
+    /// The latest reply that listed two or more items.
+    pub latest_list: Option<&'a NumberedList>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -26,16 +43,68 @@ pub struct Answer {
     pub text: String,
     pub handoff: bool,
     pub confidence: f32,
-    /// `[{kind, id, position}]`: the catalog items the reply is about.
-    pub references: Value,
+    /// The catalog items the reply is about, with their positions.
+    pub references: Vec<Reference>,
+    pub usage: Usage,
+}
+
+/// What answering cost, where the responder knows it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Usage {
+    pub model: Option<String>,
+    pub prompt_tokens: Option<i32>,
+    pub completion_tokens: Option<i32>,
+    pub cost: Option<f64>,
+}
+
+impl Answer {
+    pub fn plain(text: &str, handoff: bool, confidence: f32) -> Self {
+        Self { text: text.to_owned(), handoff, confidence, references: Vec::new(), usage: Usage::default() }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("responder: {0}")]
-pub struct RespondError(pub String);
+pub enum RespondError {
+    /// Timeout, connection error, 5xx: trying again may work.
+    #[error("responder: {0}")]
+    Transient(String),
+    /// A 4xx or an answer that cannot be read: logged with the answer's first bytes.
+    #[error("responder gave an unusable answer: {0}")]
+    Unusable(String),
+}
 
 pub trait Responder: Send + Sync {
-    /// Recorded with each reply (`messages.responder`).
+    /// Recorded with each answer (`agent_interactions.responder`).
     fn name(&self) -> &str;
     fn respond<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, Result<Answer, RespondError>>;
+}
+
+/// The responder `worker.toml` asks for.
+pub fn from_config(config: &ResponderConfig) -> Result<Arc<dyn Responder>, RespondError> {
+    Ok(match config.kind {
+        ResponderKind::Builtin => Arc::new(Builtin { handoff_threshold: config.handoff_threshold }),
+        ResponderKind::Openai => Arc::new(openai::OpenAi::new(config)?),
+        ResponderKind::Http => Arc::new(http::HttpAgent::new(config)?),
+    })
+}
+
+/// The first bytes of an answer, for a log line.
+pub(crate) fn first_bytes(body: &[u8]) -> String {
+    let cut = &body[..body.len().min(200)];
+    String::from_utf8_lossy(cut).escape_debug().to_string()
+}
+
+/// The catalog items a free-text reply names, in the order they appear, so that
+/// `references` is filled whichever responder wrote the text.
+pub(crate) fn references_in(text: &str, catalog: &Catalog) -> Vec<Reference> {
+    let lower = text.to_lowercase();
+    let mut found: Vec<(usize, &str, uuid::Uuid)> = catalog
+        .products
+        .iter()
+        .map(|p| ("product", p.id, &p.name))
+        .chain(catalog.services.iter().map(|s| ("service", s.id, &s.name)))
+        .filter_map(|(kind, id, name)| lower.find(&name.to_lowercase()).map(|at| (at, kind, id)))
+        .collect();
+    found.sort_by_key(|(at, _, _)| *at);
+    found.into_iter().zip(1u32..).map(|((_, kind, id), position)| Reference { kind: kind.into(), id, position }).collect()
 }

@@ -1,6 +1,8 @@
+//! Stage "persist": one transaction per answered message.
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::StoreError;
@@ -13,11 +15,13 @@ use crate::respond::Answer;
 pub struct Exchange<'a> {
     pub inbound: &'a Inbound,
     pub fingerprint: &'a Fingerprint,
-    pub conversation_id: Uuid,
+    /// `None`: open the customer's conversation in the same transaction.
+    pub conversation_id: Option<Uuid>,
     pub stored_at: DateTime<Utc>,
     pub answer: &'a Answer,
     pub replied_at: DateTime<Utc>,
     pub responder: &'a str,
+    pub latency_ms: i32,
 }
 
 /// A reply as committed: what is needed to publish it (again).
@@ -33,26 +37,46 @@ pub struct StoredReply {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Recorded {
-    /// This call committed both rows.
-    New,
+    /// This call committed the rows, in this conversation.
+    New { conversation_id: Uuid },
     /// The fingerprint was committed before (by an earlier attempt or another worker).
     Existing(StoredReply),
 }
 
-/// Commits the inbound row and the reply row in one transaction, or neither.
-/// The unique index on (fingerprint, direction) makes this the point where at most
-/// one reply per fingerprint is decided, whatever Redis believed.
+/// Commits, in one transaction: the conversation if it is new, the inbound row,
+/// the reply row, the agent interaction, and the conversation's status — or
+/// nothing. The unique index on (fingerprint, direction) makes this the point
+/// where at most one reply per fingerprint is decided, whatever Redis believed.
 pub async fn record_exchange(pool: &PgPool, ex: &Exchange<'_>) -> Result<Recorded, StoreError> {
     let mut tx = pool.begin().await?;
-    let inserted: Vec<(String,)> = sqlx::query_as(
-        "INSERT INTO messages (conversation_id, direction, provider_message_id, fingerprint, text, created_at,
-                               received_at, attachments, metadata, handoff, confidence, reply_references, responder)
-         VALUES ($1, 'in', $2, $3, $4, $5, $6, $7, $8, NULL, NULL, NULL, NULL),
-                ($1, 'out', $9, $3, $10, $11, NULL, NULL, NULL, $12, $13, $14, $15)
-         ON CONFLICT (fingerprint, direction) DO NOTHING
-         RETURNING direction",
+    let conversation_id = match ex.conversation_id {
+        Some(id) => id,
+        None => open_conversation(&mut tx, ex.inbound).await?,
+    };
+    let references = serde_json::to_value(&ex.answer.references).unwrap_or_else(|_| Value::Array(Vec::new()));
+    let list_size = i16::try_from(ex.answer.references.len()).unwrap_or(i16::MAX);
+    let usage = &ex.answer.usage;
+    let inserted: i64 = sqlx::query_scalar(
+        "WITH m AS (
+            INSERT INTO messages (conversation_id, direction, provider_message_id, fingerprint, text, created_at,
+                                  received_at, attachments, metadata, handoff, confidence, reply_references,
+                                  reply_list_size, responder)
+            VALUES ($1, 'in', $2, $3, $4, $5, $6, $7, $8, NULL, NULL, NULL, NULL, NULL),
+                   ($1, 'out', $9, $3, $10, $11, NULL, NULL, NULL, $12, $13, $14, $15, $16)
+            ON CONFLICT (fingerprint, direction) DO NOTHING
+            RETURNING 1),
+         i AS (
+            INSERT INTO agent_interactions (tenant_id, conversation_id, fingerprint, responder, model, confidence,
+                                            handoff, prompt_tokens, completion_tokens, cost, latency_ms, created_at)
+            SELECT $17, $1, $3, $16, $18, $13, $12, $19, $20, $21, $22, $11
+             WHERE (SELECT count(*) FROM m) = 2
+            ON CONFLICT (fingerprint) DO NOTHING),
+         c AS (
+            UPDATE conversations SET updated_at = $11, status = CASE WHEN $12 THEN 'handoff' ELSE status END
+             WHERE id = $1 AND (SELECT count(*) FROM m) = 2)
+         SELECT count(*) FROM m",
     )
-    .bind(ex.conversation_id)
+    .bind(conversation_id)
     .bind(&ex.inbound.message_id)
     .bind(ex.fingerprint.as_str())
     .bind(&ex.inbound.text)
@@ -65,11 +89,18 @@ pub async fn record_exchange(pool: &PgPool, ex: &Exchange<'_>) -> Result<Recorde
     .bind(ex.replied_at)
     .bind(ex.answer.handoff)
     .bind(ex.answer.confidence)
-    .bind(&ex.answer.references)
+    .bind(&references)
+    .bind(list_size)
     .bind(ex.responder)
-    .fetch_all(&mut *tx)
+    .bind(ex.inbound.tenant_id)
+    .bind(&usage.model)
+    .bind(usage.prompt_tokens)
+    .bind(usage.completion_tokens)
+    .bind(usage.cost)
+    .bind(ex.latency_ms)
+    .fetch_one(&mut *tx)
     .await?;
-    if inserted.len() != 2 {
+    if inserted != 2 {
         tx.rollback().await?;
         return match stored_reply(pool, ex.fingerprint).await? {
             Some(reply) => Ok(Recorded::Existing(reply)),
@@ -79,15 +110,38 @@ pub async fn record_exchange(pool: &PgPool, ex: &Exchange<'_>) -> Result<Recorde
             )))),
         };
     }
-    let status = if ex.answer.handoff { Some("handoff") } else { None };
-    sqlx::query("UPDATE conversations SET updated_at = $2, status = COALESCE($3, status) WHERE id = $1")
-        .bind(ex.conversation_id)
-        .bind(ex.replied_at)
-        .bind(status)
-        .execute(&mut *tx)
-        .await?;
     tx.commit().await?;
-    Ok(Recorded::New)
+    Ok(Recorded::New { conversation_id })
+}
+
+/// Opens the customer's conversation, or finds the one a concurrent message just
+/// opened (the partial unique index makes them the same).
+async fn open_conversation(tx: &mut Transaction<'_, Postgres>, msg: &Inbound) -> Result<Uuid, StoreError> {
+    let opened: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO conversations (tenant_id, channel, customer_external_id, customer_name)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (tenant_id, channel, customer_external_id) WHERE status <> 'closed' DO NOTHING
+         RETURNING id",
+    )
+    .bind(msg.tenant_id)
+    .bind(&msg.channel)
+    .bind(&msg.customer_external_id)
+    .bind(&msg.customer_name)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(id) = opened {
+        return Ok(id);
+    }
+    let existing: Uuid = sqlx::query_scalar(
+        "SELECT id FROM conversations
+          WHERE tenant_id = $1 AND channel = $2 AND customer_external_id = $3 AND status <> 'closed'",
+    )
+    .bind(msg.tenant_id)
+    .bind(&msg.channel)
+    .bind(&msg.customer_external_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(existing)
 }
 
 type StoredReplyRow = (Uuid, String, Option<bool>, Option<f32>, Option<Value>, DateTime<Utc>);

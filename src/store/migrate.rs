@@ -14,8 +14,10 @@ use sqlx::{ConnectOptions, Connection, PgPool};
 use super::{StoreError, connect_options};
 
 /// (version, description, sql), in order. Add new files here as well.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "shared tables", include_str!("../../migrations/0001_shared_tables.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "shared tables", include_str!("../../migrations/0001_shared_tables.sql")),
+    (2, "context", include_str!("../../migrations/0002_context.sql")),
+];
 
 #[derive(Debug)]
 struct Embedded;

@@ -1,23 +1,27 @@
 //! PostgreSQL: the durable record and the last guarantee of "at most one reply".
 //!
 //! One function per query, each taking `&PgPool` or a transaction. Callers see
-//! domain verbs (`tenant_status`, `current_conversation`, `record_exchange`),
+//! domain verbs (`load_catalog`, `load_context`, `record_exchange`, `history_page`),
 //! never rows or SQL.
 
+pub mod catalog;
+mod context;
 mod conversations;
+mod history;
 mod messages;
 mod migrate;
-mod tenants;
 
 use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-pub use conversations::{Conversation, current_conversation};
-pub use messages::{Exchange, Recorded, StoredReply, record_exchange};
+pub use catalog::{load_catalog, load_knowledge, load_profile};
+pub use context::{ConversationContext, HistoryItem, load_context};
+pub use conversations::Conversation;
+pub use history::{HistoryPage, customer_conversation, history_page};
+pub use messages::{Exchange, Recorded, StoredReply, record_exchange, stored_reply};
 pub use migrate::{create_database_if_missing, migrate};
-pub use tenants::{TenantStatus, tenant_status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -27,6 +31,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database url: {0}")]
     Url(String),
+    /// A load that other waiters shared failed (the cache's single flight).
+    #[error("{0}")]
+    Shared(String),
     #[error("database `{0}` does not exist: run `worker migrate` to create it")]
     Missing(String),
 }

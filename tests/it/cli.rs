@@ -97,12 +97,24 @@ async fn migrate_creates_the_database_and_is_safe_from_two_hosts_at_once_and_aga
     .fetch_all(&pool)
     .await
     .expect("tables");
-    assert_eq!(tables, ["conversations", "knowledge_entries", "messages", "products", "services", "tenants"]);
+    assert_eq!(
+        tables,
+        [
+            "agent_interactions",
+            "catalog_versions",
+            "conversations",
+            "knowledge_entries",
+            "messages",
+            "products",
+            "services",
+            "tenants"
+        ]
+    );
     let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
         .fetch_one(&pool)
         .await
         .expect("migrations");
-    assert_eq!(applied, 1, "each migration applied once");
+    assert_eq!(applied, 2, "each migration applied once");
     pool.close().await;
     let admin = chat_worker::store::pool(&url.replace(&name, "postgres"), 1).expect("pool");
     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await;

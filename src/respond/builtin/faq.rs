@@ -1,0 +1,67 @@
+//! Knowledge answers: the active entry whose title (and content) best covers the question.
+
+use super::text::{matches, stem, terms, words};
+use crate::catalog::model::{Knowledge, KnowledgeEntry};
+
+/// The best entry and how well it matches (0..1), if any matches at all.
+pub fn best<'k>(knowledge: &'k Knowledge, query_terms: &[String]) -> Option<(&'k KnowledgeEntry, f32)> {
+    if query_terms.is_empty() {
+        return None;
+    }
+    knowledge
+        .entries
+        .iter()
+        .filter_map(|entry| {
+            let title = terms(&words(&entry.title));
+            let body: Vec<String> = words(&entry.content).iter().map(|w| stem(w)).collect();
+            if title.is_empty() {
+                return None;
+            }
+            let found = |term: &String, words: &[String]| words.iter().any(|w| matches(term, w));
+            let title_covered =
+                title.iter().filter(|t| found(t, query_terms)).count() as f32 / title.len() as f32;
+            let query_covered = query_terms.iter().filter(|q| found(q, &title) || found(q, &body)).count() as f32
+                / query_terms.len() as f32;
+            let score = 0.7 * title_covered + 0.3 * query_covered;
+            (score > 0.0).then_some((entry, score))
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn knowledge() -> Knowledge {
+        let entry = |title: &str, content: &str| KnowledgeEntry {
+            id: Uuid::new_v4(),
+            entry_type: "faq".into(),
+            title: title.into(),
+            content: content.into(),
+        };
+        Knowledge {
+            version: 1,
+            entries: vec![
+                entry("Opening hours", "We are open Monday to Saturday, 9am to 7pm."),
+                entry("Delivery", "We deliver in Nairobi within 24 hours."),
+            ],
+        }
+    }
+
+    #[test]
+    fn the_question_finds_its_entry() {
+        let k = knowledge();
+        let (entry, score) = best(&k, &terms(&words("What are your opening hours?"))).expect("match");
+        assert_eq!(entry.title, "Opening hours");
+        assert!(score > 0.9, "{score}");
+        let (entry, _) = best(&k, &terms(&words("Do you deliver to Nairobi?"))).expect("match");
+        assert_eq!(entry.title, "Delivery");
+    }
+
+    #[test]
+    fn unrelated_questions_find_nothing() {
+        assert!(best(&knowledge(), &terms(&words("Do you sell bicycles?"))).is_none());
+    }
+}

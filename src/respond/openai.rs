@@ -1,0 +1,141 @@
+//! `responder.kind = "openai"`: any OpenAI-compatible chat-completions endpoint
+//! (OpenAI, vLLM, Ollama, llama.cpp). The context becomes a system message
+//! (tenant, catalog, knowledge) followed by the conversation's history.
+
+use std::fmt::Write;
+
+use futures_util::future::BoxFuture;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::http::{client, send, unreadable};
+use super::{Answer, Context, RespondError, Responder, Usage, references_in};
+use crate::config::ResponderConfig;
+
+/// A reply that starts with this asks for a human.
+const HANDOFF_MARK: &str = "[handoff]";
+/// Catalog lines given to the model at most.
+const MAX_CATALOG_LINES: usize = 200;
+
+pub struct OpenAi {
+    client: reqwest::Client,
+    endpoint: String,
+    model: String,
+    api_key: Option<String>,
+    prompt_cost_per_1k: f64,
+    completion_cost_per_1k: f64,
+}
+
+#[derive(Deserialize)]
+struct Completion {
+    choices: Vec<Choice>,
+    usage: Option<TokenUsage>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    message: ChoiceMessage,
+}
+
+#[derive(Deserialize)]
+struct ChoiceMessage {
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TokenUsage {
+    prompt_tokens: Option<i32>,
+    completion_tokens: Option<i32>,
+}
+
+impl OpenAi {
+    pub fn new(config: &ResponderConfig) -> Result<Self, RespondError> {
+        Ok(Self {
+            client: client(config.timeout_ms)?,
+            endpoint: format!("{}/chat/completions", config.url.trim_end_matches('/')),
+            model: config.model.clone(),
+            api_key: std::env::var(&config.api_key_env).ok().filter(|k| !k.is_empty()),
+            prompt_cost_per_1k: config.prompt_cost_per_1k,
+            completion_cost_per_1k: config.completion_cost_per_1k,
+        })
+    }
+
+    fn messages(&self, ctx: &Context<'_>) -> Vec<Value> {
+        let mut messages = vec![json!({ "role": "system", "content": system_prompt(ctx) })];
+        for m in ctx.history {
+            let role = if m.direction == "in" { "user" } else { "assistant" };
+            messages.push(json!({ "role": role, "content": m.text }));
+        }
+        messages.push(json!({ "role": "user", "content": ctx.inbound.text }));
+        messages
+    }
+}
+
+fn system_prompt(ctx: &Context<'_>) -> String {
+    let mut p = format!(
+        "You are the customer-service assistant of {}. Answer briefly, from the facts below only. \
+         When you list items, number them. If the customer asks for a human, or you cannot help, \
+         start your reply with {HANDOFF_MARK}.\n",
+        ctx.tenant.name
+    );
+    let products = ctx.catalog.products.iter().map(|x| format!("- {} ({}): {} {}", x.name, x.category, x.price, x.currency));
+    let services = ctx.catalog.services.iter().map(|x| format!("- {} (service): {} {}", x.name, x.price, x.currency));
+    let lines: Vec<String> = products.chain(services).take(MAX_CATALOG_LINES).collect();
+    if !lines.is_empty() {
+        let _ = write!(p, "\nCatalog:\n{}\n", lines.join("\n"));
+    }
+    if !ctx.knowledge.entries.is_empty() {
+        p.push_str("\nKnowledge:\n");
+        for e in &ctx.knowledge.entries {
+            let _ = writeln!(p, "- {}: {}", e.title, e.content);
+        }
+    }
+    p
+}
+
+impl Responder for OpenAi {
+    fn name(&self) -> &str {
+        "openai"
+    }
+
+    fn respond<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, Result<Answer, RespondError>> {
+        Box::pin(async move {
+            let body = json!({ "model": self.model, "messages": self.messages(ctx) });
+            let mut request = self.client.post(&self.endpoint).json(&body);
+            if let Some(key) = &self.api_key {
+                request = request.bearer_auth(key);
+            }
+            let raw = send(request, "the chat-completions endpoint").await?;
+            let completion: Completion =
+                serde_json::from_slice(&raw).map_err(|e| unreadable("the chat-completions endpoint", &raw, e))?;
+            let content = completion
+                .choices
+                .into_iter()
+                .next()
+                .and_then(|c| c.message.content)
+                .filter(|c| !c.trim().is_empty())
+                .ok_or_else(|| unreadable("the chat-completions endpoint", &raw, "no message content"))?;
+            let trimmed = content.trim();
+            let (handoff, text) = match trimmed.strip_prefix(HANDOFF_MARK) {
+                Some(rest) => (true, rest.trim().to_owned()),
+                None => (false, trimmed.to_owned()),
+            };
+            let (prompt_tokens, completion_tokens) =
+                completion.usage.map(|u| (u.prompt_tokens, u.completion_tokens)).unwrap_or((None, None));
+            let cost = match (prompt_tokens, completion_tokens) {
+                (Some(p), Some(c)) if self.prompt_cost_per_1k > 0.0 || self.completion_cost_per_1k > 0.0 => Some(
+                    f64::from(p) / 1000.0 * self.prompt_cost_per_1k + f64::from(c) / 1000.0 * self.completion_cost_per_1k,
+                ),
+                _ => None,
+            };
+            Ok(Answer {
+                references: references_in(&text, ctx.catalog),
+                text,
+                handoff,
+                // The model does not say how sure it is; a handoff is the model being unsure.
+                confidence: if handoff { 0.3 } else { 0.8 },
+                usage: Usage { model: Some(self.model.clone()), prompt_tokens, completion_tokens, cost },
+            })
+        })
+    }
+}

@@ -1,0 +1,97 @@
+//! `worker history`: a customer's conversation, oldest first, one page at a time.
+//!
+//! Pages are numbered from 1. A page is read from the (conversation_id,
+//! created_at, id) index, so only the index entries before the page are
+//! skipped — cheap even at 10,000 messages; the total is one count.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::StoreError;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryMessage {
+    pub id: Uuid,
+    pub direction: String,
+    pub text: String,
+    pub provider_message_id: String,
+    pub fingerprint: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// CONTRACT §6's `worker history --json` object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryPage {
+    pub conversation_id: Uuid,
+    pub page: u32,
+    pub page_size: u32,
+    pub total: i64,
+    pub pages: i64,
+    pub has_next: bool,
+    pub has_previous: bool,
+    pub messages: Vec<HistoryMessage>,
+}
+
+/// The customer's current conversation on the channel, else their latest one.
+pub async fn customer_conversation(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    channel: &str,
+    customer: &str,
+) -> Result<Option<Uuid>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM conversations WHERE tenant_id = $1 AND channel = $2 AND customer_external_id = $3
+          ORDER BY (status <> 'closed') DESC, updated_at DESC LIMIT 1",
+    )
+    .bind(tenant_id)
+    .bind(channel)
+    .bind(customer)
+    .fetch_optional(pool)
+    .await?)
+}
+
+type MessageRow = (Uuid, String, String, String, String, DateTime<Utc>);
+
+pub async fn history_page(
+    pool: &PgPool,
+    conversation_id: Uuid,
+    page: u32,
+    page_size: u32,
+) -> Result<HistoryPage, StoreError> {
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE conversation_id = $1")
+        .bind(conversation_id)
+        .fetch_one(pool)
+        .await?;
+    let rows: Vec<MessageRow> = sqlx::query_as(
+        "SELECT id, direction, text, provider_message_id, fingerprint, created_at FROM messages
+          WHERE conversation_id = $1 ORDER BY created_at, id LIMIT $2 OFFSET $3",
+    )
+    .bind(conversation_id)
+    .bind(i64::from(page_size))
+    .bind(i64::from(page.saturating_sub(1)) * i64::from(page_size))
+    .fetch_all(pool)
+    .await?;
+    let pages = (total + i64::from(page_size) - 1) / i64::from(page_size);
+    Ok(HistoryPage {
+        conversation_id,
+        page,
+        page_size,
+        total,
+        pages,
+        has_next: i64::from(page) < pages,
+        has_previous: page > 1 && total > 0,
+        messages: rows
+            .into_iter()
+            .map(|(id, direction, text, provider_message_id, fingerprint, created_at)| HistoryMessage {
+                id,
+                direction,
+                text,
+                provider_message_id,
+                fingerprint,
+                created_at,
+            })
+            .collect(),
+    })
+}
