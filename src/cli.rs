@@ -42,6 +42,49 @@ pub enum Command {
     Run(RunArgs),
     /// Create the database if it does not exist and apply migrations (safe to repeat, and from several hosts at once).
     Migrate,
+    /// Show a customer's conversation, oldest first, one page at a time.
+    History(HistoryArgs),
+    /// Control the catalog cache (products, services, knowledge, tenant settings).
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Tenant id (UUID).
+    #[arg(long, value_name = "UUID")]
+    pub tenant: uuid::Uuid,
+    /// Channel: whatsapp, sms, web, telegram, instagram, messenger or email.
+    #[arg(long, value_name = "CHANNEL")]
+    pub channel: String,
+    /// The customer's external id (phone number, user id).
+    #[arg(long, value_name = "ID")]
+    pub customer: String,
+    /// Page number, from 1.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub page: u32,
+    /// Messages per page (1 to 1000).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub page_size: u32,
+    /// Print one JSON object: {conversation_id, page, page_size, total, pages, has_next, has_previous, messages}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Load tenants' catalogs into the shared (Redis) tier, all active tenants or one.
+    Warm {
+        /// Only this tenant (UUID).
+        #[arg(long, value_name = "UUID")]
+        tenant: Option<uuid::Uuid>,
+    },
+    /// Make every running worker drop what it cached for a tenant, now.
+    Invalidate {
+        /// The tenant (UUID).
+        #[arg(long, value_name = "UUID")]
+        tenant: uuid::Uuid,
+    },
 }
 
 #[derive(Debug, Args)]

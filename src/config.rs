@@ -286,7 +286,10 @@ impl Config {
         if self.cache.local_max_bytes < 1024 * 1024 {
             return Err(invalid("cache.local_max_bytes", "must be at least 1048576 (1 MiB)"));
         }
-        if self.cache.catalog_ttl_secs == 0 || self.cache.settings_ttl_secs == 0 || self.cache.knowledge_ttl_secs == 0 {
+        if self.cache.catalog_ttl_secs == 0
+            || self.cache.settings_ttl_secs == 0
+            || self.cache.knowledge_ttl_secs == 0
+        {
             return Err(invalid("cache.catalog_ttl_secs", "cache TTLs must be at least 1 second"));
         }
         if self.context.history_limit > 1000 {

@@ -164,7 +164,11 @@ impl Dedup {
 
     /// Records the message as completed and releases the lock; `also_set`
     /// (key, value, TTL) is written in the same round trip.
-    pub async fn complete(&self, lease: &Lease, also_set: Option<(&str, &[u8], Duration)>) -> Result<(), DedupError> {
+    pub async fn complete(
+        &self,
+        lease: &Lease,
+        also_set: Option<(&str, &[u8], Duration)>,
+    ) -> Result<(), DedupError> {
         self.finish(lease, "completed", also_set).await
     }
 

@@ -109,7 +109,8 @@ impl Pipeline {
         match self.reply_under_lock(&inbound, &fingerprint, tenant, &lease).await {
             Ok(replied) => {
                 let remember = replied.list.as_ref().and_then(|l| serde_json::to_vec(l).ok());
-                let also_set = remember.as_deref().map(|bytes| (list_key.as_str(), bytes, self.settings.reference_ttl));
+                let also_set =
+                    remember.as_deref().map(|bytes| (list_key.as_str(), bytes, self.settings.reference_ttl));
                 if let Err(e) = self.dedup.complete(&lease, also_set).await {
                     // The reply is committed and published; a stale state only costs a replay.
                     tracing::warn!(%fingerprint, error = %e, "could not record completion");
@@ -137,7 +138,8 @@ impl Pipeline {
     ) -> Result<Replied, Stop> {
         let started = Instant::now();
         let stored_at = Utc::now();
-        let list_in_redis: Option<NumberedList> = lease.fetched.as_deref().and_then(|b| serde_json::from_slice(b).ok());
+        let list_in_redis: Option<NumberedList> =
+            lease.fetched.as_deref().and_then(|b| serde_json::from_slice(b).ok());
 
         // catalog (cached) and history (one query), side by side.
         let history_limit = self.settings.history_limit;
@@ -149,12 +151,13 @@ impl Pipeline {
         let context = context.ok_or_else(|| Stop::Reject(foreign_conversation(inbound)))?;
         let conversation_id = context.conversation.as_ref().map(|c| c.id);
         let latest_list = conversation_id.and_then(|id| {
-            let from_history = context.history.iter().filter(|m| m.direction == "out").map(|m| NumberedList {
-                conversation_id: Some(id),
-                at: m.created_at,
-                items: m.references.clone(),
+            let from_history = context.history.iter().filter(|m| m.direction == "out").map(|m| {
+                NumberedList { conversation_id: Some(id), at: m.created_at, items: m.references.clone() }
             });
-            references::latest(id, list_in_redis.into_iter().chain(context.stored_list.clone()).chain(from_history))
+            references::latest(
+                id,
+                list_in_redis.into_iter().chain(context.stored_list.clone()).chain(from_history),
+            )
         });
 
         // respond

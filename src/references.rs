@@ -34,7 +34,10 @@ pub fn redis_key(prefix: &str, inbound: &Inbound) -> String {
 }
 
 /// The newest list among the candidates that belongs to `conversation_id`.
-pub fn latest(conversation_id: Uuid, candidates: impl IntoIterator<Item = NumberedList>) -> Option<NumberedList> {
+pub fn latest(
+    conversation_id: Uuid,
+    candidates: impl IntoIterator<Item = NumberedList>,
+) -> Option<NumberedList> {
     candidates
         .into_iter()
         .filter(|l| l.conversation_id.is_none_or(|c| c == conversation_id) && l.items.len() >= 2)
@@ -46,8 +49,13 @@ mod tests {
     use super::*;
 
     fn list(conv: Uuid, secs: i64, n: u32) -> NumberedList {
-        let items = (1..=n).map(|p| Reference { kind: "product".into(), id: Uuid::new_v4(), position: p }).collect();
-        NumberedList { conversation_id: Some(conv), at: DateTime::from_timestamp(secs, 0).unwrap_or_default(), items }
+        let items =
+            (1..=n).map(|p| Reference { kind: "product".into(), id: Uuid::new_v4(), position: p }).collect();
+        NumberedList {
+            conversation_id: Some(conv),
+            at: DateTime::from_timestamp(secs, 0).unwrap_or_default(),
+            items,
+        }
     }
 
     #[test]

@@ -17,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::broker::{Broker, Incoming};
+use crate::catalog::{CatalogCache, invalidation};
 use crate::config::Config;
 use crate::dedup::Dedup;
 use crate::outcome::{Outcome, RetryPolicy};
-use crate::catalog::{CatalogCache, invalidation};
 use crate::pipeline::{Pipeline, PipelineSettings};
 use crate::respond;
 use crate::services::{self, Unreachable};

@@ -163,6 +163,19 @@ impl CatalogCache {
         self.inner.knowledge.local.invalidate_all();
     }
 
+    /// Deletes the tenant's entries from the shared (Redis) tier.
+    pub async fn forget_shared(&self, tenant: Uuid) {
+        let keys: Vec<String> = ["profile", "catalog", "knowledge"]
+            .iter()
+            .map(|k| format!("{}{k}:{tenant}", self.inner.prefix))
+            .collect();
+        let deleted: Result<(), _> =
+            redis::cmd("DEL").arg(keys).query_async(&mut self.inner.redis.clone()).await;
+        if let Err(e) = deleted {
+            tracing::warn!(error = %e, "could not delete the shared cache entries; they are ignored as outdated");
+        }
+    }
+
     fn latest(&self, tenant: Uuid) -> i64 {
         self.inner.versions.lock().unwrap_or_else(|p| p.into_inner()).get(&tenant).copied().unwrap_or(0)
     }
@@ -203,7 +216,12 @@ impl CatalogCache {
         Ok(entry)
     }
 
-    async fn from_redis_or_db<T, F, Fut>(&self, tier: &Tier<T>, tenant: Uuid, load: &F) -> Result<T, StoreError>
+    async fn from_redis_or_db<T, F, Fut>(
+        &self,
+        tier: &Tier<T>,
+        tenant: Uuid,
+        load: &F,
+    ) -> Result<T, StoreError>
     where
         T: Versioned + Serialize + DeserializeOwned,
         F: Fn() -> Fut,
@@ -241,8 +259,13 @@ impl CatalogCache {
         let Ok(bytes) = serde_json::to_vec(value) else { return };
         self.inner.stats.redis_round_trips.fetch_add(1, Ordering::Relaxed);
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        let set: Result<(), _> =
-            redis::cmd("SET").arg(key).arg(bytes).arg("PX").arg(ms).query_async(&mut self.inner.redis.clone()).await;
+        let set: Result<(), _> = redis::cmd("SET")
+            .arg(key)
+            .arg(bytes)
+            .arg("PX")
+            .arg(ms)
+            .query_async(&mut self.inner.redis.clone())
+            .await;
         if let Err(e) = set {
             self.inner.stats.redis_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "redis cache write failed");

@@ -28,7 +28,12 @@ pub fn parse(payload: &str) -> Option<(Uuid, i64)> {
 
 /// Listens until `stop`. `synced` is told once the first subscription and
 /// version sync are done (or failed), so the worker can wait for it at start.
-pub async fn listen(pool: PgPool, cache: CatalogCache, stop: CancellationToken, synced: oneshot::Sender<Result<(), StoreError>>) {
+pub async fn listen(
+    pool: PgPool,
+    cache: CatalogCache,
+    stop: CancellationToken,
+    synced: oneshot::Sender<Result<(), StoreError>>,
+) {
     let mut synced = Some(synced);
     let mut pause = Duration::from_millis(200);
     loop {

@@ -91,7 +91,8 @@ impl Responder for HttpAgent {
                 request = request.bearer_auth(token);
             }
             let body = send(request, "the agent service").await?;
-            let reply: AgentReply = serde_json::from_slice(&body).map_err(|e| unreadable("the agent service", &body, e))?;
+            let reply: AgentReply =
+                serde_json::from_slice(&body).map_err(|e| unreadable("the agent service", &body, e))?;
             if !(0.0..=1.0).contains(&reply.confidence) {
                 return Err(unreadable("the agent service", &body, "confidence outside 0..1"));
             }

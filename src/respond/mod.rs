@@ -106,5 +106,9 @@ pub(crate) fn references_in(text: &str, catalog: &Catalog) -> Vec<Reference> {
         .filter_map(|(kind, id, name)| lower.find(&name.to_lowercase()).map(|at| (at, kind, id)))
         .collect();
     found.sort_by_key(|(at, _, _)| *at);
-    found.into_iter().zip(1u32..).map(|((_, kind, id), position)| Reference { kind: kind.into(), id, position }).collect()
+    found
+        .into_iter()
+        .zip(1u32..)
+        .map(|((_, kind, id), position)| Reference { kind: kind.into(), id, position })
+        .collect()
 }

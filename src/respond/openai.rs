@@ -78,8 +78,13 @@ fn system_prompt(ctx: &Context<'_>) -> String {
          start your reply with {HANDOFF_MARK}.\n",
         ctx.tenant.name
     );
-    let products = ctx.catalog.products.iter().map(|x| format!("- {} ({}): {} {}", x.name, x.category, x.price, x.currency));
-    let services = ctx.catalog.services.iter().map(|x| format!("- {} (service): {} {}", x.name, x.price, x.currency));
+    let products = ctx
+        .catalog
+        .products
+        .iter()
+        .map(|x| format!("- {} ({}): {} {}", x.name, x.category, x.price, x.currency));
+    let services =
+        ctx.catalog.services.iter().map(|x| format!("- {} (service): {} {}", x.name, x.price, x.currency));
     let lines: Vec<String> = products.chain(services).take(MAX_CATALOG_LINES).collect();
     if !lines.is_empty() {
         let _ = write!(p, "\nCatalog:\n{}\n", lines.join("\n"));
@@ -106,8 +111,8 @@ impl Responder for OpenAi {
                 request = request.bearer_auth(key);
             }
             let raw = send(request, "the chat-completions endpoint").await?;
-            let completion: Completion =
-                serde_json::from_slice(&raw).map_err(|e| unreadable("the chat-completions endpoint", &raw, e))?;
+            let completion: Completion = serde_json::from_slice(&raw)
+                .map_err(|e| unreadable("the chat-completions endpoint", &raw, e))?;
             let content = completion
                 .choices
                 .into_iter()
@@ -123,9 +128,12 @@ impl Responder for OpenAi {
             let (prompt_tokens, completion_tokens) =
                 completion.usage.map(|u| (u.prompt_tokens, u.completion_tokens)).unwrap_or((None, None));
             let cost = match (prompt_tokens, completion_tokens) {
-                (Some(p), Some(c)) if self.prompt_cost_per_1k > 0.0 || self.completion_cost_per_1k > 0.0 => Some(
-                    f64::from(p) / 1000.0 * self.prompt_cost_per_1k + f64::from(c) / 1000.0 * self.completion_cost_per_1k,
-                ),
+                (Some(p), Some(c)) if self.prompt_cost_per_1k > 0.0 || self.completion_cost_per_1k > 0.0 => {
+                    Some(
+                        f64::from(p) / 1000.0 * self.prompt_cost_per_1k
+                            + f64::from(c) / 1000.0 * self.completion_cost_per_1k,
+                    )
+                }
                 _ => None,
             };
             Ok(Answer {

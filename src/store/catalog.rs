@@ -23,8 +23,7 @@ pub async fn load_profile(pool: &PgPool, tenant_id: Uuid) -> Result<Profile, Sto
 }
 
 pub async fn load_catalog(pool: &PgPool, tenant_id: Uuid) -> Result<Catalog, StoreError> {
-    let sql =
-        "SELECT COALESCE((SELECT version FROM catalog_versions WHERE tenant_id = $1), 0),
+    let sql = "SELECT COALESCE((SELECT version FROM catalog_versions WHERE tenant_id = $1), 0),
            COALESCE((SELECT jsonb_agg(jsonb_build_object('id', id, 'name', name, 'description', description,
                        'category', category, 'price', price::float8, 'currency', currency) ORDER BY name, id)
                        FROM products WHERE tenant_id = $1 AND is_active), '[]'::jsonb),
@@ -38,8 +37,7 @@ pub async fn load_catalog(pool: &PgPool, tenant_id: Uuid) -> Result<Catalog, Sto
 }
 
 pub async fn load_knowledge(pool: &PgPool, tenant_id: Uuid) -> Result<Knowledge, StoreError> {
-    let sql =
-        "SELECT COALESCE((SELECT version FROM catalog_versions WHERE tenant_id = $1), 0),
+    let sql = "SELECT COALESCE((SELECT version FROM catalog_versions WHERE tenant_id = $1), 0),
            COALESCE((SELECT jsonb_agg(jsonb_build_object('id', id, 'entry_type', entry_type, 'title', title,
                        'content', content) ORDER BY title, id)
                        FROM knowledge_entries WHERE tenant_id = $1 AND is_active), '[]'::jsonb)";

@@ -79,7 +79,11 @@ pub async fn load_context(
         Some((id, status, Json(history), list)) => Some(ConversationContext {
             conversation: Some(Conversation { id, status }),
             history,
-            stored_list: list.map(|Json(l)| NumberedList { conversation_id: Some(id), at: l.at, items: l.items }),
+            stored_list: list.map(|Json(l)| NumberedList {
+                conversation_id: Some(id),
+                at: l.at,
+                items: l.items,
+            }),
         }),
         None if msg.conversation_id.is_some() => None,
         None => Some(ConversationContext::default()),

@@ -48,6 +48,9 @@ pub fn pool(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
+        // No ping before each use: a round trip per query saved; a dead
+        // connection fails its query, which is retried, and is then replaced.
+        .test_before_acquire(false)
         .connect_lazy_with(connect_options(url)?))
 }
 

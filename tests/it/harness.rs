@@ -212,6 +212,70 @@ impl TestEnv {
         out
     }
 
+    /// Publishes `text` from `customer` and waits for its reply (replies to other
+    /// messages published meanwhile are taken and dropped).
+    pub async fn converse(&self, customer: &str, text: &str) -> Value {
+        let message_id = format!("m-{}", Uuid::new_v4().simple());
+        self.publish_json(&self.message(&message_id, customer, text)).await;
+        self.reply_to(&message_id).await
+    }
+
+    pub async fn reply_to(&self, message_id: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            for (_, body) in self.replies().await {
+                if body["in_reply_to"] == message_id {
+                    return body;
+                }
+            }
+            assert!(started.elapsed() < PATIENCE, "no reply to {message_id}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A small shop: four products, one service, two FAQ entries. Returns product ids by name.
+    pub async fn seed_catalog(&self, tenant: Uuid) -> std::collections::HashMap<String, Uuid> {
+        let mut ids = std::collections::HashMap::new();
+        for (name, category, price, description) in [
+            ("Trail Runner X", "running shoes", 4500, "Light trail running shoe"),
+            ("City Sprint", "running shoes", 3900, "Everyday road running shoe"),
+            ("Marathon Pro", "running shoes", 8900, "Carbon-plated racing shoe"),
+            ("Yoga Mat", "fitness", 1500, "6 mm non-slip mat"),
+        ] {
+            let id: Uuid = sqlx::query_scalar(
+                "INSERT INTO products (tenant_id, name, category, price, currency, description)
+                 VALUES ($1, $2, $3, $4, 'KES', $5) RETURNING id",
+            )
+            .bind(tenant)
+            .bind(name)
+            .bind(category)
+            .bind(price)
+            .bind(description)
+            .fetch_one(&self.pool)
+            .await
+            .expect("seed product");
+            ids.insert(name.to_owned(), id);
+        }
+        sqlx::query(
+            "INSERT INTO services (tenant_id, name, price, currency, duration_minutes, description)
+             VALUES ($1, 'Gait analysis', 1000, 'KES', 30, 'Find the right shoe for your stride')",
+        )
+        .bind(tenant)
+        .execute(&self.pool)
+        .await
+        .expect("seed service");
+        sqlx::query(
+            "INSERT INTO knowledge_entries (tenant_id, entry_type, title, content) VALUES
+               ($1, 'faq', 'Opening hours', 'We are open Monday to Saturday, 9am to 7pm.'),
+               ($1, 'policy', 'Returns', 'Unworn items can be returned within 30 days.')",
+        )
+        .bind(tenant)
+        .execute(&self.pool)
+        .await
+        .expect("seed knowledge");
+        ids
+    }
+
     /// Every reply published so far, as JSON.
     pub async fn replies(&self) -> Vec<(lapin::message::Delivery, Value)> {
         self.drain(&self.replies_queue)

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod budget;
 mod cli;
 mod crash;
 mod happy_path;
@@ -12,3 +13,4 @@ mod redis_loss;
 mod rejects;
 mod retries;
 mod shutdown;
+mod wire;

@@ -20,7 +20,8 @@ pub fn best<'k>(knowledge: &'k Knowledge, query_terms: &[String]) -> Option<(&'k
             let found = |term: &String, words: &[String]| words.iter().any(|w| matches(term, w));
             let title_covered =
                 title.iter().filter(|t| found(t, query_terms)).count() as f32 / title.len() as f32;
-            let query_covered = query_terms.iter().filter(|q| found(q, &title) || found(q, &body)).count() as f32
+            let query_covered = query_terms.iter().filter(|q| found(q, &title) || found(q, &body)).count()
+                as f32
                 / query_terms.len() as f32;
             let score = 0.7 * title_covered + 0.3 * query_covered;
             (score > 0.0).then_some((entry, score))

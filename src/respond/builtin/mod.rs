@@ -22,8 +22,24 @@ use crate::references::Reference;
 
 const HANDOFF_WORDS: &[&str] = &["human", "agent", "person", "humans", "agents", "people"];
 const GREETINGS: &[&str] = &[
-    "hi", "hello", "hey", "hiya", "good", "morning", "afternoon", "evening", "thanks", "thank", "you", "ok",
-    "okay", "bye", "goodbye", "there", "great", "cool",
+    "hi",
+    "hello",
+    "hey",
+    "hiya",
+    "good",
+    "morning",
+    "afternoon",
+    "evening",
+    "thanks",
+    "thank",
+    "you",
+    "ok",
+    "okay",
+    "bye",
+    "goodbye",
+    "there",
+    "great",
+    "cool",
 ];
 const MAX_LISTED: usize = 5;
 
@@ -42,10 +58,18 @@ impl Builtin {
     pub fn answer(&self, ctx: &Context<'_>) -> Answer {
         let words = text::words(&ctx.inbound.text);
         if ctx.conversation_status == "handoff" {
-            return Answer::plain("Thanks, a member of our team has your conversation and will reply here shortly.", true, 1.0);
+            return Answer::plain(
+                "Thanks, a member of our team has your conversation and will reply here shortly.",
+                true,
+                1.0,
+            );
         }
         if words.iter().any(|w| HANDOFF_WORDS.contains(&w.as_str())) {
-            return Answer::plain("I'm connecting you with a member of our team. They will reply here shortly.", true, 1.0);
+            return Answer::plain(
+                "I'm connecting you with a member of our team. They will reply here shortly.",
+                true,
+                1.0,
+            );
         }
         if let Some(pointer) = position::parse(&ctx.inbound.text)
             && let Some(answer) = self.resolve(ctx, pointer)
@@ -89,7 +113,8 @@ impl Builtin {
         let chosen = match pointer {
             Pointer::Nth(n) if (n as usize) <= list.len() => list.get(n as usize - 1),
             Pointer::Nth(_) if !list.is_empty() => {
-                let text = format!("I listed {} options; reply with a number from 1 to {}.", list.len(), list.len());
+                let text =
+                    format!("I listed {} options; reply with a number from 1 to {}.", list.len(), list.len());
                 return Some(Answer::plain(&text, false, 0.6));
             }
             Pointer::Nth(_) => None,
@@ -145,7 +170,9 @@ fn list(hits: &[Hit], bound: Bound, confidence: f32) -> Answer {
     let shown = &hits[..hits.len().min(MAX_LISTED)];
     let currency = shown.first().map(|h| h.currency.as_str()).unwrap_or("");
     let bound_text = match (bound.min, bound.max) {
-        (Some(lo), Some(hi)) => format!(" between {} and {} {currency}", text::format_price(lo), text::format_price(hi)),
+        (Some(lo), Some(hi)) => {
+            format!(" between {} and {} {currency}", text::format_price(lo), text::format_price(hi))
+        }
         (None, Some(hi)) => format!(" under {} {currency}", text::format_price(hi)),
         (Some(lo), None) => format!(" over {} {currency}", text::format_price(lo)),
         (None, None) => String::new(),
@@ -160,12 +187,25 @@ fn list(hits: &[Hit], bound: Bound, confidence: f32) -> Answer {
         .zip(1..)
         .map(|(h, n)| format!("{n}. {} — {} {}", h.name, text::format_price(h.price), h.currency))
         .collect();
-    let more = if hits.len() > shown.len() { format!("\n…and {} more.", hits.len() - shown.len()) } else { String::new() };
+    let more = if hits.len() > shown.len() {
+        format!("\n…and {} more.", hits.len() - shown.len())
+    } else {
+        String::new()
+    };
     let text = if shown.len() == 1 {
         let only = &shown[0];
-        format!("We have one option{bound_text}: {} — {} {}.", only.name, text::format_price(only.price), only.currency)
+        format!(
+            "We have one option{bound_text}: {} — {} {}.",
+            only.name,
+            text::format_price(only.price),
+            only.currency
+        )
     } else {
-        format!("We have {} options{bound_text}:\n{}{more}\nReply with a number to hear more.", hits.len(), lines.join("\n"))
+        format!(
+            "We have {} options{bound_text}:\n{}{more}\nReply with a number to hear more.",
+            hits.len(),
+            lines.join("\n")
+        )
     };
     Answer { references, ..Answer::plain(&text, false, confidence) }
 }

@@ -13,16 +13,34 @@ pub enum Pointer {
 }
 
 const ORDINALS: &[(&str, u32)] = &[
-    ("first", 1), ("second", 2), ("third", 3), ("fourth", 4), ("fifth", 5), ("sixth", 6), ("seventh", 7),
-    ("eighth", 8), ("ninth", 9), ("tenth", 10), ("1st", 1), ("2nd", 2), ("3rd", 3), ("4th", 4), ("5th", 5),
-    ("6th", 6), ("7th", 7), ("8th", 8), ("9th", 9), ("10th", 10),
+    ("first", 1),
+    ("second", 2),
+    ("third", 3),
+    ("fourth", 4),
+    ("fifth", 5),
+    ("sixth", 6),
+    ("seventh", 7),
+    ("eighth", 8),
+    ("ninth", 9),
+    ("tenth", 10),
+    ("1st", 1),
+    ("2nd", 2),
+    ("3rd", 3),
+    ("4th", 4),
+    ("5th", 5),
+    ("6th", 6),
+    ("7th", 7),
+    ("8th", 8),
+    ("9th", 9),
+    ("10th", 10),
 ];
 
 /// Words that may surround a pointer without making the message about something else.
 const FILLER: &[&str] = &[
     "the", "one", "please", "i", "ll", "will", "take", "want", "choose", "pick", "get", "go", "with", "id",
-    "d", "like", "number", "no", "option", "item", "ok", "okay", "yes", "then", "give", "me", "show", "about",
-    "tell", "more", "how", "much", "is", "it", "for", "a", "buy", "order", "book", "that", "this", "s",
+    "d", "like", "number", "no", "option", "item", "ok", "okay", "yes", "then", "give", "me", "show",
+    "about", "tell", "more", "how", "much", "is", "it", "for", "a", "buy", "order", "book", "that", "this",
+    "s",
 ];
 
 pub fn parse(text: &str) -> Option<Pointer> {
@@ -75,7 +93,13 @@ mod tests {
 
     #[test]
     fn questions_with_numbers_are_not_pointers() {
-        for text in ["Do you have running shoes under 5000?", "1 or 2?", "What are your opening hours?", "hello", "2000"] {
+        for text in [
+            "Do you have running shoes under 5000?",
+            "1 or 2?",
+            "What are your opening hours?",
+            "hello",
+            "2000",
+        ] {
             assert_eq!(parse(text), None, "{text}");
         }
     }

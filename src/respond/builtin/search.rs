@@ -19,12 +19,15 @@ impl Bound {
         for (i, w) in words.iter().enumerate() {
             let next = words.get(i + 1).map(String::as_str);
             match (w.as_str(), next) {
-                ("under" | "below" | "max" | "maximum" | "within", _) | ("less" | "cheaper", Some("than")) | ("up", Some("to")) => {
-                    bound.max = number_after(i).or(bound.max)
+                ("under" | "below" | "max" | "maximum" | "within", _)
+                | ("less" | "cheaper", Some("than"))
+                | ("up", Some("to")) => bound.max = number_after(i).or(bound.max),
+                ("over" | "above" | "from" | "least", _) | ("more", Some("than")) => {
+                    bound.min = number_after(i).or(bound.min)
                 }
-                ("over" | "above" | "from" | "least", _) | ("more", Some("than")) => bound.min = number_after(i).or(bound.min),
                 ("between", _) => {
-                    let numbers: Vec<f64> = words.iter().skip(i + 1).take(3).filter_map(|w| parse_number(w)).collect();
+                    let numbers: Vec<f64> =
+                        words.iter().skip(i + 1).take(3).filter_map(|w| parse_number(w)).collect();
                     if let [a, b] = numbers[..] {
                         bound = Bound { min: Some(a.min(b)), max: Some(a.max(b)) };
                     }
@@ -55,7 +58,8 @@ pub struct Hit {
 }
 
 /// Words that ask for the catalog as a whole rather than for something in it.
-const WHOLE_CATALOG: &[&str] = &["product", "service", "item", "catalog", "catalogue", "offer", "menu", "stock", "stuff"];
+const WHOLE_CATALOG: &[&str] =
+    &["product", "service", "item", "catalog", "catalogue", "offer", "menu", "stock", "stuff"];
 
 /// Matching items, best first, and the share of the search terms that matched something.
 pub fn search(catalog: &Catalog, terms: &[String], bound: Bound) -> (Vec<Hit>, f32) {
@@ -67,7 +71,12 @@ pub fn search(catalog: &Catalog, terms: &[String], bound: Bound) -> (Vec<Hit>, f
         .products
         .iter()
         .map(|p| ("product", p.id, &p.name, p.category.as_str(), &p.description, p.price, &p.currency))
-        .chain(catalog.services.iter().map(|s| ("service", s.id, &s.name, "service", &s.description, s.price, &s.currency)));
+        .chain(
+            catalog
+                .services
+                .iter()
+                .map(|s| ("service", s.id, &s.name, "service", &s.description, s.price, &s.currency)),
+        );
     for (kind, id, name, category, description, price, currency) in candidates {
         if !bound.admits(price) {
             continue;
@@ -147,7 +156,10 @@ mod tests {
     #[test]
     fn bounds_in_words() {
         assert_eq!(Bound::parse(&words("over 4,000")), Bound { min: Some(4000.0), max: None });
-        assert_eq!(Bound::parse(&words("between 1000 and 5k")), Bound { min: Some(1000.0), max: Some(5000.0) });
+        assert_eq!(
+            Bound::parse(&words("between 1000 and 5k")),
+            Bound { min: Some(1000.0), max: Some(5000.0) }
+        );
         assert_eq!(Bound::parse(&words("less than 2000")), Bound { min: None, max: Some(2000.0) });
     }
 

@@ -95,7 +95,12 @@ impl Conversation {
             latest_list: self.list.as_ref(),
         });
         let now = Utc::now();
-        self.history.push(HistoryItem { direction: "in".into(), text: text.into(), references: vec![], created_at: now });
+        self.history.push(HistoryItem {
+            direction: "in".into(),
+            text: text.into(),
+            references: vec![],
+            created_at: now,
+        });
         self.history.push(HistoryItem {
             direction: "out".into(),
             text: answer.text.clone(),
@@ -103,7 +108,8 @@ impl Conversation {
             created_at: now,
         });
         if answer.references.len() >= 2 {
-            self.list = Some(NumberedList { conversation_id: None, at: now, items: answer.references.clone() });
+            self.list =
+                Some(NumberedList { conversation_id: None, at: now, items: answer.references.clone() });
         }
         if answer.handoff {
             self.status = "handoff".into();

@@ -1,0 +1,20 @@
+//! One module per command of the binary (CONTRACT §6).
+
+mod cache;
+mod history;
+mod migrate;
+mod run;
+
+pub use cache::cache;
+pub use history::history;
+pub use migrate::migrate;
+pub use run::run;
+
+use chat_worker::config::Config;
+use sqlx::PgPool;
+
+/// The database, waited for up to `startup_timeout_secs`.
+async fn database(config: &Config) -> anyhow::Result<PgPool> {
+    let deadline = std::time::Instant::now() + config.startup_timeout();
+    Ok(chat_worker::services::postgres(config, deadline).await?)
+}

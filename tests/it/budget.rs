@@ -1,0 +1,80 @@
+//! The per-message budget on the warm path (issue 3): 0 catalog queries, 1 history
+//! query, 1 write transaction, and 2 Redis round trips (claim, finish) — counted
+//! on the wire by proxies between the worker and PostgreSQL / Redis.
+
+use std::sync::atomic::Ordering;
+
+use crate::harness::{TestEnv, eventually};
+use crate::wire;
+
+fn host_port(url: &str, default: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default().or(u.port())?)))
+        .unwrap_or_else(|| default.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_message_costs_one_history_query_one_write_transaction_and_two_redis_round_trips() {
+    let mut env = TestEnv::new().await;
+    env.seed_catalog(env.tenant_id).await;
+    let pg = wire::postgres(&host_port(&env.config.database.url, "127.0.0.1:5432")).await;
+    let redis = wire::redis(&host_port(&env.config.redis.url, "127.0.0.1:6379")).await;
+    let database = env.config.database.url.rsplit('/').next().unwrap_or_default().to_owned();
+    env.config.database.url = format!("postgres://postgres@{}/{database}?sslmode=disable", pg.addr);
+    env.config.redis.url = format!("redis://{}/0", redis.addr);
+    let worker = env.spawn_worker("counted");
+
+    // Warm up: the customer's conversation exists, the tenant is cached, and every
+    // pooled connection has prepared its statements (a one-time round trip each).
+    for _ in 0..WARM_UP {
+        env.converse("budget-customer", "Do you have running shoes under 5000?").await;
+    }
+    let (pg_before, redis_before, trips_before) = (pg.log.len(), redis.log.len(), pg.log.round_trips());
+
+    const N: usize = 10;
+    const WARM_UP: usize = 12;
+    for i in 0..N {
+        let text = if i % 2 == 0 { "What are your opening hours?" } else { "the second one" };
+        env.converse("budget-customer", text).await;
+    }
+    eventually("all processed", || async {
+        worker.tally.processed.load(Ordering::Relaxed) == (N + WARM_UP) as u64
+    })
+    .await;
+
+    let statements: Vec<String> = pg.log.snapshot()[pg_before..].to_vec();
+    let pg_round_trips = pg.log.round_trips() - trips_before;
+    let commands: Vec<String> = redis.log.snapshot()[redis_before..]
+        .iter()
+        // The liveness heartbeat is per process, not per message.
+        .filter(|c| !(c.starts_with("SET ") && c.contains(":alive:")))
+        .cloned()
+        .collect();
+    worker.stop().await.expect("clean stop");
+
+    let count = |pred: &dyn Fn(&str) -> bool| statements.iter().filter(|s| pred(s)).count();
+    let catalog = count(&|s| {
+        s.contains("FROM products") || s.contains("FROM knowledge_entries") || s.contains("tenants t")
+    });
+    let history = count(&|s| s.starts_with("WITH conv AS"));
+    let begins = count(&|s| s.trim().eq_ignore_ascii_case("BEGIN"));
+    let writes = count(&|s| s.starts_with("WITH m AS"));
+    let commits = count(&|s| s.trim().eq_ignore_ascii_case("COMMIT"));
+    assert_eq!(catalog, 0, "no catalog queries on the warm path: {statements:#?}");
+    assert_eq!((history, begins, writes, commits), (N, N, N, N), "{statements:#?}");
+    assert_eq!(statements.len(), 4 * N, "nothing else reaches PostgreSQL: {statements:#?}");
+    // sqlx adds a Sync of its own now and then; no pings (test_before_acquire is off).
+    assert!(pg_round_trips <= 6 * N, "{pg_round_trips} PostgreSQL round trips for {N} messages");
+
+    let scripts = commands.iter().filter(|c| c.starts_with("EVALSHA")).count();
+    assert_eq!(scripts, 2 * N, "claim + finish per message: {commands:#?}");
+    assert_eq!(commands.len(), 2 * N, "nothing else reaches Redis: {commands:#?}");
+    println!(
+        "per message: {} PostgreSQL statements in {} round trips, {} Redis commands",
+        statements.len() / N,
+        pg_round_trips / N,
+        commands.len() / N
+    );
+    env.finish().await;
+}
