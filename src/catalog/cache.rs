@@ -206,7 +206,7 @@ impl CatalogCache {
             .local
             .try_get_with(tenant, async {
                 missed.store(true, Ordering::Relaxed);
-                self.from_redis_or_db(tier, tenant, load).await.map(Arc::new)
+                self.load_shared(tier, tenant, load).await.map(Arc::new)
             })
             .await
             .map_err(|e| StoreError::Shared(e.to_string()))?;
@@ -216,12 +216,7 @@ impl CatalogCache {
         Ok(entry)
     }
 
-    async fn from_redis_or_db<T, F, Fut>(
-        &self,
-        tier: &Tier<T>,
-        tenant: Uuid,
-        load: &F,
-    ) -> Result<T, StoreError>
+    async fn load_shared<T, F, Fut>(&self, tier: &Tier<T>, tenant: Uuid, load: &F) -> Result<T, StoreError>
     where
         T: Versioned + Serialize + DeserializeOwned,
         F: Fn() -> Fut,

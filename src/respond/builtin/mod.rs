@@ -80,7 +80,7 @@ impl Builtin {
         let terms = text::terms(&words);
         let bound = Bound::parse(&words);
         let (hits, coverage) = search::search(ctx.catalog, &terms, bound);
-        let listing = (!hits.is_empty()).then(|| (0.5 + 0.45 * coverage, hits));
+        let listing = (!hits.is_empty()).then_some((0.5 + 0.45 * coverage, hits));
         let faq = faq::best(ctx.knowledge, &terms);
         let answer = match (listing, faq) {
             (Some((score, hits)), Some((_, faq_score))) if score >= faq_score => list(&hits, bound, score),

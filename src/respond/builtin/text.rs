@@ -12,10 +12,8 @@ pub fn words(text: &str) -> Vec<String> {
             && chars.get(i + 1).is_some_and(|n| n.is_ascii_digit());
         if c.is_alphanumeric() {
             current.push(c);
-        } else if !digit_comma {
-            if !current.is_empty() {
-                out.push(std::mem::take(&mut current));
-            }
+        } else if !digit_comma && !current.is_empty() {
+            out.push(std::mem::take(&mut current));
         }
     }
     if !current.is_empty() {
