@@ -8,7 +8,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, StreamExt};
@@ -37,9 +37,11 @@ pub enum RunError {
     Responder(crate::respond::RespondError),
 }
 
-/// How many deliveries ended in each outcome, logged when the worker stops.
+/// What the worker has done (deliveries by outcome, logged when it stops) and is
+/// doing (`consuming`: connected and taking deliveries, the basis of readiness).
 #[derive(Debug, Default)]
 pub struct Tally {
+    pub consuming: AtomicBool,
     pub processed: AtomicU64,
     pub duplicate: AtomicU64,
     pub rejected: AtomicU64,
@@ -157,6 +159,7 @@ impl Session<'_> {
                 return;
             }
         };
+        self.tally.consuming.store(true, Ordering::Relaxed);
         let permits = Arc::new(Semaphore::new(self.config.worker.concurrency));
         let tasks = TaskTracker::new();
         let hard_stop = CancellationToken::new();
@@ -198,6 +201,7 @@ impl Session<'_> {
         {
             tracing::warn!(error = %e, "could not cancel the consumer");
         }
+        self.tally.consuming.store(false, Ordering::Relaxed);
         tasks.close();
         let grace = Duration::from_secs(self.config.worker.shutdown_timeout_secs);
         if tokio::time::timeout(grace, tasks.wait()).await.is_err() {

@@ -39,6 +39,8 @@ pub struct TestEnv {
     pub tenant_id: Uuid,
     pub replies_queue: String,
     id: String,
+    /// Suffixes of workers started with their own queues, to clean up.
+    suffixes: std::sync::Mutex<Vec<String>>,
 }
 
 pub struct RunningWorker {
@@ -121,7 +123,17 @@ impl TestEnv {
             .await
             .expect("seed tenant");
 
-        Self { config, pool, channel, _connection: connection, redis, tenant_id, replies_queue, id }
+        Self {
+            config,
+            pool,
+            channel,
+            _connection: connection,
+            redis,
+            tenant_id,
+            replies_queue,
+            id,
+            suffixes: std::sync::Mutex::new(Vec::new()),
+        }
     }
 
     /// A valid inbound message of this test's tenant.
@@ -175,6 +187,56 @@ impl TestEnv {
         let stop = CancellationToken::new();
         let task = tokio::spawn(worker::run(config, stop.clone(), tally.clone()));
         RunningWorker { tally, stop, task }
+    }
+
+    /// A worker with its own inbound exchange and queue (suffixed), sharing this
+    /// test's database, Redis prefix and outbound exchange: a second worker a
+    /// test can talk to directly.
+    pub fn spawn_worker_on(&self, worker_id: &str, suffix: &str) -> RunningWorker {
+        self.suffixes.lock().unwrap_or_else(|p| p.into_inner()).push(suffix.to_owned());
+        let mut config = self.config.clone();
+        config.worker.id = worker_id.to_owned();
+        config.amqp.inbound_exchange = format!("{}.{suffix}", self.config.amqp.inbound_exchange);
+        config.amqp.inbound_queue = format!("{}.{suffix}", self.config.amqp.inbound_queue);
+        // Retry queues dead-letter back to their inbound queue, so they are the worker's own too.
+        config.amqp.retry_queue_prefix = format!("{}.{suffix}", self.config.amqp.retry_queue_prefix);
+        let tally = Arc::new(Tally::default());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(worker::run(config, stop.clone(), tally.clone()));
+        RunningWorker { tally, stop, task }
+    }
+
+    /// Waits until a worker consumes (its own topology is declared by then).
+    pub async fn ready(&self, worker: &mut RunningWorker) {
+        let started = Instant::now();
+        while !worker.tally.consuming.load(std::sync::atomic::Ordering::Relaxed) {
+            if worker.task.is_finished() {
+                let result = (&mut worker.task).await;
+                panic!("the worker stopped before consuming: {result:?}");
+            }
+            assert!(started.elapsed() < PATIENCE, "the worker never started consuming");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Like `converse`, through the worker started with `spawn_worker_on(_, suffix)`.
+    pub async fn converse_via(&self, suffix: &str, customer: &str, text: &str) -> Value {
+        let message_id = format!("m-{}", Uuid::new_v4().simple());
+        let body = self.message(&message_id, customer, text).to_string();
+        let exchange = format!("{}.{suffix}", self.config.amqp.inbound_exchange);
+        self.channel
+            .basic_publish(
+                exchange.as_str().into(),
+                format!("whatsapp.{}", self.tenant_id).into(),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                body.as_bytes(),
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        self.reply_to(&message_id).await
     }
 
     /// The `worker` binary with this test's configuration in its environment.
@@ -362,12 +424,29 @@ impl TestEnv {
     /// Removes what the test created on the shared services.
     pub async fn finish(self) {
         let c = &self.config.amqp;
-        let mut queues = vec![c.inbound_queue.clone(), c.dead_queue.clone(), self.replies_queue.clone()];
-        queues.extend((1..self.config.worker.max_attempts).map(|n| format!("{}.{n}", c.retry_queue_prefix)));
+        let suffixes: Vec<String> =
+            std::mem::take(&mut *self.suffixes.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut inbound =
+            vec![(c.inbound_exchange.clone(), c.inbound_queue.clone(), c.retry_queue_prefix.clone())];
+        for s in suffixes {
+            let suffixed = |name: &str| format!("{name}.{s}");
+            inbound.push((
+                suffixed(&c.inbound_exchange),
+                suffixed(&c.inbound_queue),
+                suffixed(&c.retry_queue_prefix),
+            ));
+        }
+        let mut queues = vec![c.dead_queue.clone(), self.replies_queue.clone()];
+        let mut exchanges = vec![c.outbound_exchange.clone()];
+        for (exchange, queue, retry_prefix) in inbound {
+            exchanges.push(exchange);
+            queues.push(queue);
+            queues.extend((1..self.config.worker.max_attempts.max(2)).map(|n| format!("{retry_prefix}.{n}")));
+        }
         for queue in queues {
             let _ = self.channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
         }
-        for exchange in [&c.inbound_exchange, &c.outbound_exchange] {
+        for exchange in exchanges {
             let _ = self.channel.exchange_delete(exchange.as_str().into(), Default::default()).await;
         }
         self.flush_redis().await;

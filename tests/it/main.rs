@@ -4,7 +4,9 @@
 mod harness;
 
 mod budget;
+mod catalog_cache;
 mod cli;
+mod conversation;
 mod crash;
 mod happy_path;
 mod in_progress;

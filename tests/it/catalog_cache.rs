@@ -1,0 +1,148 @@
+//! The catalog cache on the real services: single flight, Redis outage, and
+//! invalidation of direct SQL changes across running workers.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use chat_worker::catalog::CatalogCache;
+use chat_worker::config::CacheConfig;
+use std::sync::atomic::Ordering;
+
+use crate::harness::TestEnv;
+use crate::wire;
+
+async fn redis_manager(url: &str) -> redis::aio::ConnectionManager {
+    let client = redis::Client::open(url).expect("redis url");
+    redis::aio::ConnectionManager::new(client).await.expect("redis")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_concurrent_misses_for_one_tenant_cost_one_catalog_query() {
+    let env = TestEnv::new().await;
+    env.seed_catalog(env.tenant_id).await;
+    let upstream = env
+        .config
+        .database
+        .url
+        .split('@')
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap_or("127.0.0.1:5432")
+        .to_owned();
+    let pg = wire::postgres(&upstream).await;
+    let database = env.config.database.url.rsplit('/').next().unwrap_or_default().to_owned();
+    let pool =
+        chat_worker::store::pool(&format!("postgres://postgres@{}/{database}?sslmode=disable", pg.addr), 16)
+            .expect("pool");
+    let cache = CatalogCache::new(
+        pool,
+        redis_manager(&env.config.redis.url).await,
+        &env.config.redis.key_prefix,
+        &CacheConfig::default(),
+    );
+
+    let lookups = (0..500).map(|_| {
+        let cache = cache.clone();
+        let tenant = env.tenant_id;
+        tokio::spawn(async move { cache.catalog(tenant).await.map(|c| c.products.len()) })
+    });
+    for lookup in futures_util::future::join_all(lookups).await {
+        assert_eq!(lookup.expect("task").expect("catalog"), 4);
+    }
+    let catalog_queries = pg.log.snapshot().iter().filter(|s| s.contains("FROM products")).count();
+    assert_eq!(catalog_queries, 1, "500 concurrent misses share one load");
+    assert_eq!(cache.stats().loads.load(Ordering::Relaxed), 1);
+    assert_eq!(cache.stats().local_hits.load(Ordering::Relaxed), 499);
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_degrades_to_the_database_and_never_fails_a_lookup() {
+    let env = TestEnv::new().await;
+    env.seed_catalog(env.tenant_id).await;
+    // A Redis of the test's own, so stopping it disturbs no other test.
+    let port = {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        socket.local_addr().expect("addr").port()
+    };
+    let mut server = tokio::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server (installed by scripts/services.sh)");
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let started = Instant::now();
+    let manager = loop {
+        let client = redis::Client::open(url.as_str()).expect("url");
+        if let Ok(m) = redis::aio::ConnectionManager::new(client).await {
+            break m;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "own redis-server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let config = CacheConfig { catalog_ttl_secs: 1, ..CacheConfig::default() };
+    let cache = CatalogCache::new(env.pool.clone(), manager, "outage:", &config);
+    assert_eq!(cache.catalog(env.tenant_id).await.expect("with redis").products.len(), 4);
+
+    server.kill().await.expect("stop redis");
+    // Every lookup succeeds; once the 1 s local entry expires they go to Redis,
+    // find it gone, and are answered by PostgreSQL.
+    let killed = Instant::now();
+    while cache.stats().redis_errors.load(Ordering::Relaxed) == 0 {
+        let catalog = cache.catalog(env.tenant_id).await.expect("the database answers when Redis does not");
+        assert_eq!(catalog.products.len(), 4);
+        assert!(killed.elapsed() < crate::harness::PATIENCE, "the cache never tried Redis again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(cache.stats().loads.load(Ordering::Relaxed) >= 2, "reloaded from PostgreSQL");
+    env.finish().await;
+}
+
+/// A change made with plain SQL, by any program, reaches both running workers'
+/// caches (both tiers) within the 2 seconds CONTRACT §5 promises — with a catalog
+/// TTL of 60 s, only invalidation can do that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_sql_changes_reach_two_running_workers_within_two_seconds() {
+    let env = TestEnv::new().await;
+    env.seed_catalog(env.tenant_id).await;
+    let mut a = env.spawn_worker_on("worker-a", "a");
+    let mut b = env.spawn_worker_on("worker-b", "b");
+    env.ready(&mut a).await;
+    env.ready(&mut b).await;
+    for worker in ["a", "b"] {
+        let reply = env.converse_via(worker, "shopper", "Do you sell a yoga mat?").await;
+        assert!(reply["text"].as_str().unwrap_or("").contains("1,500 KES"), "{reply}");
+    }
+
+    let changes: [(&str, &str, bool); 3] = [
+        ("UPDATE products SET price = 1700 WHERE name = 'Yoga Mat'", "1,700 KES", true),
+        (
+            "INSERT INTO products (tenant_id, name, category, price, currency) SELECT tenant_id, 'Yoga Block', 'fitness', 900, 'KES' FROM products WHERE name = 'Yoga Mat'",
+            "Yoga Block",
+            true,
+        ),
+        ("DELETE FROM products WHERE name = 'Yoga Mat'", "Yoga Mat —", false),
+    ];
+    for (sql, marker, present) in changes {
+        sqlx::query(sql).execute(&env.pool).await.expect("change");
+        let changed_at = Instant::now();
+        for worker in ["a", "b"] {
+            loop {
+                let reply = env.converse_via(worker, "shopper", "Do you sell yoga things?").await;
+                let text = reply["text"].as_str().unwrap_or("").to_owned();
+                if text.contains(marker) == present {
+                    break;
+                }
+                assert!(
+                    changed_at.elapsed() <= Duration::from_secs(2),
+                    "worker {worker} still answers from before `{sql}` after {:?}: {text}",
+                    changed_at.elapsed()
+                );
+            }
+        }
+    }
+    a.stop().await.expect("a stops");
+    b.stop().await.expect("b stops");
+    env.finish().await;
+}
