@@ -241,10 +241,16 @@ impl TestEnv {
 
     /// The `worker` binary with this test's configuration in its environment.
     pub fn worker_command(&self, worker_id: &str) -> tokio::process::Command {
+        let mut cmd = self.worker_binary();
+        cmd.args(["run", "--worker-id", worker_id]);
+        cmd
+    }
+
+    /// The `worker` binary, configured for this test's world, with no command yet.
+    pub fn worker_binary(&self) -> tokio::process::Command {
         let c = &self.config;
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"));
-        cmd.args(["run", "--worker-id", worker_id])
-            .env("WORKER__DATABASE__URL", &c.database.url)
+        cmd.env("WORKER__DATABASE__URL", &c.database.url)
             .env("WORKER__AMQP__URL", &c.amqp.url)
             .env("WORKER__REDIS__URL", &c.redis.url)
             .env("WORKER__AMQP__INBOUND_EXCHANGE", &c.amqp.inbound_exchange)
