@@ -13,9 +13,12 @@ pub enum Answer {
     Slow(Duration, String),
 }
 
+/// Each request's first line and body.
+type Requests = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 pub struct Stub {
     pub url: String,
-    pub requests: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    pub requests: Requests,
 }
 
 impl Stub {
