@@ -187,35 +187,49 @@ async fn seed(pool: &PgPool) -> anyhow::Result<()> {
     .bind(tenant)
     .execute(pool)
     .await?;
-    let catalog_empty: bool =
-        sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM products WHERE tenant_id = $1)")
-            .bind(tenant)
-            .fetch_one(pool)
-            .await?;
-    if catalog_empty {
-        for (name, category, price, description) in [
-            ("Trail Runner X", "running shoes", 4500, "Light trail running shoe with a grippy sole"),
-            ("City Sprint", "running shoes", 3900, "Everyday road running shoe"),
-            ("Marathon Pro", "running shoes", 8900, "Carbon-plated racing shoe"),
-            ("Yoga Mat", "fitness", 1500, "6 mm non-slip mat"),
-        ] {
-            sqlx::query("INSERT INTO products (tenant_id, name, category, price, currency, description) VALUES ($1, $2, $3, $4, 'KES', $5)")
-                .bind(tenant)
-                .bind(name)
-                .bind(category)
-                .bind(price)
-                .bind(description)
-                .execute(pool)
-                .await?;
-        }
-        sqlx::query("INSERT INTO services (tenant_id, name, price, currency, duration_minutes, description) VALUES ($1, 'Gait analysis', 1000, 'KES', 30, 'Find the right shoe for your stride')")
-            .bind(tenant)
-            .execute(pool)
-            .await?;
-        sqlx::query("INSERT INTO knowledge_entries (tenant_id, entry_type, title, content) VALUES ($1, 'faq', 'Opening hours', 'We are open Monday to Saturday, 9am to 7pm.')")
-            .bind(tenant)
-            .execute(pool)
-            .await?;
+    // Idempotent: each item is added only if the shop does not have it yet.
+    for (name, category, price, description) in [
+        ("Trail Runner X", "running shoes", 4500, "Light trail running shoe with a grippy sole"),
+        ("City Sprint", "running shoes", 3900, "Everyday road running shoe"),
+        ("Marathon Pro", "running shoes", 8900, "Carbon-plated racing shoe"),
+        ("Yoga Mat", "fitness", 1500, "6 mm non-slip mat"),
+    ] {
+        sqlx::query(
+            "INSERT INTO products (tenant_id, name, category, price, currency, description)
+             SELECT $1, $2, $3, $4, 'KES', $5
+              WHERE NOT EXISTS (SELECT 1 FROM products WHERE tenant_id = $1 AND name = $2)",
+        )
+        .bind(tenant)
+        .bind(name)
+        .bind(category)
+        .bind(price)
+        .bind(description)
+        .execute(pool)
+        .await?;
+    }
+    sqlx::query(
+        "INSERT INTO services (tenant_id, name, price, currency, duration_minutes, description)
+         SELECT $1, 'Gait analysis', 1000, 'KES', 30, 'Find the right shoe for your stride'
+          WHERE NOT EXISTS (SELECT 1 FROM services WHERE tenant_id = $1 AND name = 'Gait analysis')",
+    )
+    .bind(tenant)
+    .execute(pool)
+    .await?;
+    for (title, content) in [
+        ("Opening hours", "We are open Monday to Saturday, 9am to 7pm."),
+        ("Delivery", "We deliver anywhere in Nairobi within 24 hours, free over 5,000 KES."),
+        ("Payment", "We accept M-Pesa, cards and cash on delivery."),
+    ] {
+        sqlx::query(
+            "INSERT INTO knowledge_entries (tenant_id, entry_type, title, content)
+             SELECT $1, 'faq', $2, $3
+              WHERE NOT EXISTS (SELECT 1 FROM knowledge_entries WHERE tenant_id = $1 AND title = $2)",
+        )
+        .bind(tenant)
+        .bind(title)
+        .bind(content)
+        .execute(pool)
+        .await?;
     }
     // Each demo run starts a fresh conversation (an earlier run may have left one in handoff).
     sqlx::query("UPDATE conversations SET status = 'closed' WHERE tenant_id = $1 AND status <> 'closed'")

@@ -179,9 +179,10 @@ pub fn terms(words: &[String]) -> Vec<String> {
 }
 
 /// Whether a search term matches a word of the text: the same stem, or one a
-/// prefix of the other when both are long enough ("deliver" ~ "delivery").
+/// prefix of the other of at least 3 letters ("pay" ~ "payment", "deliver" ~ "delivery").
 pub fn matches(term: &str, word: &str) -> bool {
-    term == word || (term.len() >= 5 && word.len() >= 5 && (word.starts_with(term) || term.starts_with(word)))
+    let (short, long) = if term.len() <= word.len() { (term, word) } else { (word, term) };
+    short == long || (short.len() >= 3 && long.starts_with(short))
 }
 
 /// `5000`, `5,000` (already joined by `words`), `5k`, `4500.50`.
@@ -235,6 +236,12 @@ mod tests {
         assert_eq!(format_price(4500.0), "4,500");
         assert_eq!(format_price(1234567.5), "1,234,567.50");
         assert_eq!(format_price(999.0), "999");
+    }
+
+    #[test]
+    fn prefixes_of_three_letters_or_more_match() {
+        assert!(matches("pay", "payment") && matches("delivery", "deliver") && matches("run", "running"));
+        assert!(!matches("pa", "payment") && !matches("shoe", "mat"));
     }
 
     #[test]
