@@ -37,7 +37,8 @@ async fn run() -> anyhow::Result<()> {
     let redis = chat_worker::services::redis(&config, deadline).await?;
     let tenants = seed(&pool).await.context("seeding")?;
     let messages: Vec<Inbound> = tenants.iter().map(|t| inbound(*t)).collect::<anyhow::Result<_>>()?;
-    let new_cache = || CatalogCache::new(pool.clone(), redis.clone(), &config.redis.key_prefix, &config.cache);
+    let new_cache =
+        || CatalogCache::new(pool.clone(), redis.clone(), &config.redis.key_prefix, &config.cache);
 
     let mut cold = Vec::new();
     let mut redis_tier = Vec::new();
@@ -69,7 +70,9 @@ async fn run() -> anyhow::Result<()> {
         anyhow::ensure!(reply.references.len() >= 2, "the benchmark question lists products");
     }
 
-    println!("context building, {iterations} iterations over 10 tenants (200 products, 50 services, 20 FAQ each; 20 messages of history):");
+    println!(
+        "context building, {iterations} iterations over 10 tenants (200 products, 50 services, 20 FAQ each; 20 messages of history):"
+    );
     println!("{:<44} {:>10} {:>10} {:>10}", "", "p50", "p95", "mean");
     for (name, samples) in [
         ("cold (PostgreSQL: 3 catalog loads + history)", &mut cold),
@@ -128,7 +131,11 @@ async fn seed(pool: &PgPool) -> anyhow::Result<Vec<Uuid>> {
     let mut tenants = Vec::new();
     for t in 0..10 {
         let tenant = Uuid::new_v4();
-        sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, $2)").bind(tenant).bind(format!("Bench shop {t}")).execute(pool).await?;
+        sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, $2)")
+            .bind(tenant)
+            .bind(format!("Bench shop {t}"))
+            .execute(pool)
+            .await?;
         sqlx::query(
             "INSERT INTO products (tenant_id, name, category, price, currency, description)
              SELECT $1, 'Product ' || n, (ARRAY['running shoes','fitness','outdoor','kids'])[n % 4 + 1], 500 + n * 40, 'KES',

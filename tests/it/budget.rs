@@ -78,3 +78,26 @@ async fn a_warm_message_costs_one_history_query_one_write_transaction_and_two_re
     );
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warming_at_start_loads_each_active_tenant_so_its_first_message_costs_no_catalog_query() {
+    let mut env = TestEnv::new().await;
+    env.seed_catalog(env.tenant_id).await;
+    let pg = wire::postgres(&host_port(&env.config.database.url, "127.0.0.1:5432")).await;
+    let database = env.config.database.url.rsplit('/').next().unwrap_or_default().to_owned();
+    env.config.database.url = format!("postgres://postgres@{}/{database}?sslmode=disable", pg.addr);
+    let is_catalog = |s: &String| {
+        s.contains("FROM products") || s.contains("FROM knowledge_entries") || s.contains("tenants t")
+    };
+    let worker = env.spawn_worker("warm");
+    eventually("the tenant is warmed", || async {
+        pg.log.snapshot().iter().filter(|s| is_catalog(s)).count() == 3
+    })
+    .await;
+
+    env.converse("first-customer", "Do you have running shoes under 5000?").await;
+    let loads = pg.log.snapshot().iter().filter(|s| is_catalog(s)).count();
+    assert_eq!(loads, 3, "profile, catalog and knowledge, once each, before any message");
+    worker.stop().await.expect("clean stop");
+    env.finish().await;
+}

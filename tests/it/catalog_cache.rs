@@ -146,3 +146,44 @@ async fn direct_sql_changes_reach_two_running_workers_within_two_seconds() {
     b.stop().await.expect("b stops");
     env.finish().await;
 }
+
+/// Notifications sent while a worker's listener is disconnected are lost; the
+/// worker re-reads every tenant's version when it reconnects, so a change made
+/// around a lost connection is still seen within the 2 seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_around_a_lost_listener_connection_is_still_seen() {
+    let env = TestEnv::new().await;
+    env.seed_catalog(env.tenant_id).await;
+    let mut worker = env.spawn_worker_on("listener-loss", "l");
+    env.ready(&mut worker).await;
+    let before = env.converse_via("l", "shopper", "yoga mat?").await;
+    assert!(before["text"].as_str().unwrap_or("").contains("1,500 KES"));
+
+    let database = env.config.database.url.rsplit('/').next().unwrap_or_default().to_owned();
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1 AND query ILIKE 'LISTEN%'",
+    )
+    .bind(&database)
+    .fetch_one(&env.pool)
+    .await
+    .expect("terminate the listener's connection");
+    assert_eq!(killed, 1, "the worker's listener connection");
+    sqlx::query("UPDATE products SET price = 1800 WHERE name = 'Yoga Mat'")
+        .execute(&env.pool)
+        .await
+        .expect("change");
+    let changed_at = Instant::now();
+    loop {
+        let reply = env.converse_via("l", "shopper", "yoga mat?").await;
+        if reply["text"].as_str().unwrap_or("").contains("1,800 KES") {
+            break;
+        }
+        assert!(
+            changed_at.elapsed() <= Duration::from_secs(2),
+            "still stale after {:?}: {reply}",
+            changed_at.elapsed()
+        );
+    }
+    worker.stop().await.expect("clean stop");
+    env.finish().await;
+}
