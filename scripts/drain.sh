@@ -5,26 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-10000}"
 cargo build --quiet --release --bin worker --example drain
-
-run="drain$(date +%s)"
-base_db="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/worker}"
-export WORKER__DATABASE__URL="${base_db%/*}/chat_worker_$run"
-export WORKER__AMQP__INBOUND_EXCHANGE="$run.chat.inbound"
-export WORKER__AMQP__OUTBOUND_EXCHANGE="$run.chat.outbound"
-export WORKER__AMQP__INBOUND_QUEUE="$run.worker.inbound"
-export WORKER__AMQP__DEAD_QUEUE="$run.worker.dead"
-export WORKER__AMQP__RETRY_QUEUE_PREFIX="$run.worker.retry"
-export WORKER__REDIS__KEY_PREFIX="$run:"
-export WORKER_LOG="${WORKER_LOG:-warn}"
-
-cleanup() {
-  psql "${base_db%/*}/postgres" -qc "DROP DATABASE IF EXISTS chat_worker_$run WITH (FORCE)" >/dev/null 2>&1 || true
-  if command -v rabbitmqctl >/dev/null; then
-    for q in inbound dead retry.1 retry.2 retry.3 retry.4; do rabbitmqctl -q delete_queue "$run.worker.$q" >/dev/null 2>&1 || true; done
-  fi
-  redis-cli --scan --pattern "$run:*" 2>/dev/null | xargs -r redis-cli del >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-
+source scripts/isolated.sh drain
 target/release/worker migrate >/dev/null
 target/release/examples/drain target/release/worker "$N"

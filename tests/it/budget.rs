@@ -7,22 +7,14 @@ use std::sync::atomic::Ordering;
 use crate::harness::{TestEnv, eventually};
 use crate::wire;
 
-fn host_port(url: &str, default: &str) -> String {
-    url::Url::parse(url)
-        .ok()
-        .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default().or(u.port())?)))
-        .unwrap_or_else(|| default.to_owned())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_message_costs_one_history_query_one_write_transaction_and_two_redis_round_trips() {
     let mut env = TestEnv::new().await;
     env.seed_catalog(env.tenant_id).await;
-    let pg = wire::postgres(&host_port(&env.config.database.url, "127.0.0.1:5432")).await;
-    let redis = wire::redis(&host_port(&env.config.redis.url, "127.0.0.1:6379")).await;
-    let database = env.config.database.url.rsplit('/').next().unwrap_or_default().to_owned();
-    env.config.database.url = format!("postgres://postgres@{}/{database}?sslmode=disable", pg.addr);
-    env.config.redis.url = format!("redis://{}/0", redis.addr);
+    let (pg_upstream, redis_upstream) = env.upstreams();
+    let pg = wire::postgres(&pg_upstream).await;
+    let redis = wire::redis(&redis_upstream).await;
+    env.route_through(Some(&pg), Some(&redis));
     let worker = env.spawn_worker("counted");
 
     // Warm up: the customer's conversation exists, the tenant is cached, and every
@@ -83,9 +75,8 @@ async fn a_warm_message_costs_one_history_query_one_write_transaction_and_two_re
 async fn warming_at_start_loads_each_active_tenant_so_its_first_message_costs_no_catalog_query() {
     let mut env = TestEnv::new().await;
     env.seed_catalog(env.tenant_id).await;
-    let pg = wire::postgres(&host_port(&env.config.database.url, "127.0.0.1:5432")).await;
-    let database = env.config.database.url.rsplit('/').next().unwrap_or_default().to_owned();
-    env.config.database.url = format!("postgres://postgres@{}/{database}?sslmode=disable", pg.addr);
+    let pg = wire::postgres(&env.upstreams().0).await;
+    env.route_through(Some(&pg), None);
     let is_catalog = |s: &String| {
         s.contains("FROM products") || s.contains("FROM knowledge_entries") || s.contains("tenants t")
     };

@@ -18,25 +18,15 @@ async fn redis_manager(url: &str) -> redis::aio::ConnectionManager {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_concurrent_misses_for_one_tenant_cost_one_catalog_query() {
-    let env = TestEnv::new().await;
+    let mut env = TestEnv::new().await;
     env.seed_catalog(env.tenant_id).await;
-    let upstream = env
-        .config
-        .database
-        .url
-        .split('@')
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap_or("127.0.0.1:5432")
-        .to_owned();
-    let pg = wire::postgres(&upstream).await;
-    let database = env.config.database.url.rsplit('/').next().unwrap_or_default().to_owned();
-    let pool =
-        chat_worker::store::pool(&format!("postgres://postgres@{}/{database}?sslmode=disable", pg.addr), 16)
-            .expect("pool");
+    let pg = wire::postgres(&env.upstreams().0).await;
+    let redis_url = env.config.redis.url.clone();
+    env.route_through(Some(&pg), None);
+    let pool = chat_worker::store::pool(&env.config.database.url, 16).expect("pool");
     let cache = CatalogCache::new(
         pool,
-        redis_manager(&env.config.redis.url).await,
+        redis_manager(&redis_url).await,
         &env.config.redis.key_prefix,
         &CacheConfig::default(),
     );

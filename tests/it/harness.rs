@@ -417,6 +417,31 @@ impl TestEnv {
         redis::cmd("DEL").arg(key).query_async::<()>(&mut self.redis.clone()).await.expect("del");
     }
 
+    /// Routes this test's workers through counting proxies (see `wire`).
+    pub fn route_through(&mut self, pg: Option<&crate::wire::Proxy>, redis: Option<&crate::wire::Proxy>) {
+        if let Some(pg) = pg {
+            let database = self.config.database.url.rsplit('/').next().unwrap_or_default().to_owned();
+            self.config.database.url = format!("postgres://postgres@{}/{database}?sslmode=disable", pg.addr);
+        }
+        if let Some(redis) = redis {
+            self.config.redis.url = format!("redis://{}/0", redis.addr);
+        }
+    }
+
+    /// host:port of the real PostgreSQL and Redis, for proxies to forward to.
+    pub fn upstreams(&self) -> (String, String) {
+        let host_port = |url: &str, default: &str| {
+            url::Url::parse(url)
+                .ok()
+                .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+                .unwrap_or_else(|| default.to_owned())
+        };
+        (
+            host_port(&self.config.database.url, "127.0.0.1:5432"),
+            host_port(&self.config.redis.url, "127.0.0.1:6379"),
+        )
+    }
+
     /// Deletes every Redis key of this test, as a Redis that lost its data would.
     pub async fn flush_redis(&self) {
         let pattern = format!("{}*", self.config.redis.key_prefix);

@@ -1,0 +1,22 @@
+# Sourced by drain.sh and bench.sh: gives one run its own database, exchanges,
+# queues and Redis prefix (through the WORKER__* environment), and removes them
+# when the run exits. Sets $run.
+run="${1:-run}$(date +%s)"
+base_db="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/worker}"
+export WORKER__DATABASE__URL="${base_db%/*}/chat_worker_$run"
+export WORKER__AMQP__INBOUND_EXCHANGE="$run.chat.inbound"
+export WORKER__AMQP__OUTBOUND_EXCHANGE="$run.chat.outbound"
+export WORKER__AMQP__INBOUND_QUEUE="$run.worker.inbound"
+export WORKER__AMQP__DEAD_QUEUE="$run.worker.dead"
+export WORKER__AMQP__RETRY_QUEUE_PREFIX="$run.worker.retry"
+export WORKER__REDIS__KEY_PREFIX="$run:"
+export WORKER_LOG="${WORKER_LOG:-warn}"
+
+cleanup_isolated() {
+  psql "${base_db%/*}/postgres" -qc "DROP DATABASE IF EXISTS chat_worker_$run WITH (FORCE)" >/dev/null 2>&1 || true
+  if command -v rabbitmqctl >/dev/null; then
+    for q in inbound dead retry.1 retry.2 retry.3 retry.4; do rabbitmqctl -q delete_queue "$run.worker.$q" >/dev/null 2>&1 || true; done
+  fi
+  redis-cli --scan --pattern "$run:*" 2>/dev/null | xargs -r redis-cli del >/dev/null 2>&1 || true
+}
+trap cleanup_isolated EXIT
