@@ -47,6 +47,59 @@ pub enum Command {
     /// Control the catalog cache (products, services, knowledge, tenant settings).
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Inspect and force-release processing locks.
+    #[command(subcommand)]
+    Locks(LocksCommand),
+    /// The processing state of one message: status, worker, times, attempts.
+    State {
+        /// The message's fingerprint (64 lowercase hex characters).
+        fingerprint: String,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The dead-letter queue: list it, or send messages back for another try.
+    #[command(subcommand)]
+    Dead(DeadCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LocksCommand {
+    /// Messages in processing, oldest first, with their holder and whether it is alive.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print one JSON object {locks: [...]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release a message's lock, whoever holds it (its state becomes failed; a
+    /// redelivery then processes it). Locks of dead workers are released by the
+    /// workers themselves; this is for the rest.
+    Release {
+        /// The message's fingerprint.
+        fingerprint: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadCommand {
+    /// Show dead letters (message_id, x-error-kind, x-error), leaving them in the queue.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// Print one JSON object {dead: [...]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send dead letters back to the inbound queue (each starts again at attempt 1).
+    Replay {
+        /// At most this many (default: all).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
 }
 
 #[derive(Debug, Args)]

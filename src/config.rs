@@ -43,6 +43,11 @@ pub struct WorkerConfig {
     pub retry_base_delay_ms: u64,
     /// Upper bound of one retry delay.
     pub retry_max_delay_ms: u64,
+    /// Work on one message past this is abandoned (state failed, lock released,
+    /// message retried) and can no longer commit.
+    pub message_deadline_secs: u64,
+    /// Every retry of a message must fit in this, from its first attempt.
+    pub max_message_age_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -61,6 +66,8 @@ pub struct AmqpConfig {
     pub declare_topology: bool,
     /// Broker-side backstop: deliveries of one message (e.g. crashes) before the broker dead-letters it.
     pub delivery_limit: u32,
+    /// The broker's `consumer_timeout` (RabbitMQ's default is 30 min): a lock must expire well before it.
+    pub consumer_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -177,6 +184,8 @@ impl Default for WorkerConfig {
             max_attempts: 5,
             retry_base_delay_ms: 1_000,
             retry_max_delay_ms: 60_000,
+            message_deadline_secs: 45,
+            max_message_age_secs: 3_600,
         }
     }
 }
@@ -193,6 +202,7 @@ impl Default for AmqpConfig {
             retry_queue_prefix: "worker.retry".into(),
             declare_topology: true,
             delivery_limit: 20,
+            consumer_timeout_secs: 1_800,
         }
     }
 }
@@ -202,7 +212,7 @@ impl Default for RedisConfig {
         Self {
             url: "redis://127.0.0.1:6379/0".into(),
             key_prefix: "chat-worker:".into(),
-            lock_ttl_secs: 300,
+            lock_ttl_secs: 60,
             state_ttl_secs: 600,
             liveness_ttl_secs: 15,
         }
@@ -310,10 +320,69 @@ impl Config {
                 }
             }
         }
+        self.check_timeouts()?;
         check_url("amqp.url", &self.amqp.url, &["amqp", "amqps"])?;
         check_url("redis.url", &self.redis.url, &["redis", "rediss", "redis+unix", "unix"])?;
         check_url("database.url", &self.database.url, &["postgres", "postgresql"])?;
         Ok(())
+    }
+
+    /// Timeouts that must fit inside one another, checked at start (issue 4):
+    /// responder timeout < message deadline < lock TTL < broker consumer timeout,
+    /// and the whole retry schedule within the maximum message age.
+    fn check_timeouts(&self) -> Result<(), ConfigError> {
+        let w = &self.worker;
+        let secs = |ms: u64| ms as f64 / 1000.0;
+        let fits = |key: &'static str, ok: bool, problem: String| {
+            if ok { Ok(()) } else { Err(ConfigError::Invalid { key, problem }) }
+        };
+        fits(
+            "worker.message_deadline_secs",
+            w.message_deadline_secs >= 1 && self.responder.timeout_ms < w.message_deadline_secs * 1000,
+            format!(
+                "is {}s; it must exceed responder.timeout_ms ({}s) so a slow responder fails before the deadline",
+                w.message_deadline_secs,
+                secs(self.responder.timeout_ms)
+            ),
+        )?;
+        fits(
+            "redis.lock_ttl_secs",
+            w.message_deadline_secs < self.redis.lock_ttl_secs,
+            format!(
+                "is {}s; it must exceed worker.message_deadline_secs ({}s), or a lock could lapse under live work",
+                self.redis.lock_ttl_secs, w.message_deadline_secs
+            ),
+        )?;
+        fits(
+            "amqp.consumer_timeout_secs",
+            self.redis.lock_ttl_secs < self.amqp.consumer_timeout_secs,
+            format!(
+                "is {}s; it must exceed redis.lock_ttl_secs ({}s), or the broker could take a delivery back while its lock is held",
+                self.amqp.consumer_timeout_secs, self.redis.lock_ttl_secs
+            ),
+        )?;
+        let retries = self.retry_schedule_secs();
+        fits(
+            "worker.max_message_age_secs",
+            retries <= w.max_message_age_secs as f64,
+            format!(
+                "is {}s, but {} attempts of up to {}s each with their retry delays can take {retries:.0}s",
+                w.max_message_age_secs, w.max_attempts, w.message_deadline_secs
+            ),
+        )
+    }
+
+    /// The longest a message can take over all its attempts: each attempt's
+    /// deadline plus every retry delay at its largest jitter.
+    pub fn retry_schedule_secs(&self) -> f64 {
+        let policy = crate::outcome::RetryPolicy {
+            max_attempts: self.worker.max_attempts,
+            base_delay: Duration::from_millis(self.worker.retry_base_delay_ms),
+            max_delay: Duration::from_millis(self.worker.retry_max_delay_ms),
+        };
+        let delays: f64 =
+            (1..self.worker.max_attempts).map(|n| policy.delay_after(n, 1.0).as_secs_f64()).sum();
+        delays + f64::from(self.worker.max_attempts) * self.worker.message_deadline_secs as f64
     }
 
     /// The configured worker id, or `<hostname>-<pid>`.
@@ -422,6 +491,38 @@ mod tests {
             assert_eq!(config.database.url, "postgres://db/two");
             Ok(())
         });
+    }
+
+    #[test]
+    fn timeouts_must_fit_inside_one_another() {
+        Jail::expect_with(|jail| {
+            let err = load_in(
+                jail,
+                Some("[redis]\nlock_ttl_secs = 30\nstate_ttl_secs = 600\n"),
+                &Overrides::default(),
+            )
+            .expect_err("deadline 45 s > lock 30 s");
+            assert!(
+                err.to_string().starts_with("config key `redis.lock_ttl_secs`: is 30s; it must exceed"),
+                "{err}"
+            );
+            let err = load_in(jail, Some("[amqp]\nconsumer_timeout_secs = 60\n"), &Overrides::default())
+                .expect_err("lock 60");
+            assert!(err.to_string().contains("amqp.consumer_timeout_secs"), "{err}");
+            let err = load_in(jail, Some("[worker]\nmax_message_age_secs = 100\n"), &Overrides::default())
+                .expect_err("age");
+            assert!(err.to_string().contains("5 attempts of up to 45s"), "{err}");
+            let err = load_in(jail, Some("[responder]\ntimeout_ms = 50000\n"), &Overrides::default())
+                .expect_err("slow");
+            assert!(err.to_string().contains("worker.message_deadline_secs"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_default_retry_schedule_fits_the_default_age() {
+        let schedule = Config::default().retry_schedule_secs();
+        assert!(schedule < 3600.0 && schedule > 225.0, "{schedule}");
     }
 
     #[test]

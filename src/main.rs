@@ -49,6 +49,9 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => commands::migrate(&config).await,
         Command::History(args) => commands::history(&config, args).await,
         Command::Cache(command) => commands::cache(&config, command).await,
+        Command::Locks(command) => commands::locks(&config, command).await,
+        Command::State { fingerprint, json } => commands::state(&config, fingerprint, *json).await,
+        Command::Dead(command) => commands::dead(&config, command).await,
     }
 }
 

@@ -3,8 +3,12 @@
 //! `process` never acks and never panics on input: it returns the [`Outcome`],
 //! and the caller settles the delivery from it. Tests drive it one delivery at a time.
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
 
 use chrono::Utc;
 use sqlx::PgPool;
@@ -37,6 +41,8 @@ pub struct PipelineSettings {
     pub key_prefix: String,
     pub history_limit: u32,
     pub reference_ttl: Duration,
+    /// Work on one message past this is abandoned.
+    pub deadline: Duration,
     /// Test aid: `WORKER_TEST_CRASH_AT=after_lock|after_commit` kills the process there.
     pub crash_at: Option<String>,
 }
@@ -100,13 +106,15 @@ impl Pipeline {
             Ok(Claim::Held { worker_id }) => return Outcome::Deferred { fingerprint, worker_id },
             Err(e) => return failed(&fingerprint, e),
         };
-        if let Some(gone) = &lease.took_over_from {
-            tracing::info!(%fingerprint, worker = %gone, "took over the lock of a worker that is gone");
-        }
         self.crash_point("after_lock");
 
-        // catalog, history, respond, persist, publish: under the lock.
-        match self.reply_under_lock(&inbound, &fingerprint, tenant, &lease).await {
+        // catalog, history, respond, persist, publish: under the lock, within the
+        // deadline, while the lease renews.
+        let work = async {
+            self.fence_takeover(&lease).await?;
+            self.reply_under_lock(&inbound, &fingerprint, tenant, &lease).await
+        };
+        match self.guarded(work, &lease).await {
             Ok(replied) => {
                 let remember = replied.list.as_ref().and_then(|l| serde_json::to_vec(l).ok());
                 let also_set =
@@ -125,6 +133,53 @@ impl Pipeline {
                     Stop::Reject(rejection) => Outcome::Rejected(rejection),
                     Stop::Fail(error) => failed(&fingerprint, error),
                 }
+            }
+        }
+    }
+
+    /// After taking a message over from a worker that is gone (or whose lease
+    /// lapsed), registers this lease's fencing token in PostgreSQL before any work:
+    /// from then on the previous holder, should it wake up, cannot commit.
+    async fn fence_takeover(&self, lease: &Lease) -> Result<(), Stop> {
+        let Some(gone) = &lease.took_over_from else { return Ok(()) };
+        tracing::info!(fingerprint = %lease.fingerprint, worker = %gone, "taking over from a worker that is gone");
+        if store::register_fence(&self.pool, &lease.fingerprint, lease.fence).await? {
+            Ok(())
+        } else {
+            Err(Stop::Fail("a later holder has taken this message over; this attempt stands down".into()))
+        }
+    }
+
+    /// Runs `work` until it ends, panics, passes the deadline, or loses its lease;
+    /// renews the lease every third of its TTL meanwhile. Work that is cut short
+    /// is dropped, so it can commit nothing afterwards.
+    async fn guarded<T>(
+        &self,
+        work: impl Future<Output = Result<T, Stop>>,
+        lease: &Lease,
+    ) -> Result<T, Stop> {
+        let work = AssertUnwindSafe(work).catch_unwind();
+        let deadline = tokio::time::sleep(self.settings.deadline);
+        tokio::pin!(work, deadline);
+        let every = self.dedup.renew_interval();
+        let mut renewal = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut renewed_at = Instant::now();
+        loop {
+            tokio::select! {
+                done = &mut work => {
+                    return done.unwrap_or_else(|panic| Err(Stop::Fail(format!("processing panicked: {}", panic_text(&panic)))));
+                }
+                _ = &mut deadline => {
+                    return Err(Stop::Fail(format!("deadline of {}s passed; abandoned", self.settings.deadline.as_secs())));
+                }
+                _ = renewal.tick() => match self.dedup.renew(lease).await {
+                    Ok(true) => renewed_at = Instant::now(),
+                    Ok(false) => return Err(Stop::Fail("lease lost to another worker; abandoned".into())),
+                    Err(e) if renewed_at.elapsed() + every >= self.dedup.lock_ttl() => {
+                        return Err(Stop::Fail(format!("lease could not be renewed before it lapses ({e}); abandoned")));
+                    }
+                    Err(e) => tracing::warn!(fingerprint = %lease.fingerprint, error = %e, "lease renewal failed; retrying"),
+                },
             }
         }
     }
@@ -185,6 +240,7 @@ impl Pipeline {
             replied_at,
             responder: self.responder.name(),
             latency_ms: i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX),
+            fence: lease.fence,
         };
         let (reply, replayed) = match store::record_exchange(&self.pool, &exchange).await? {
             Recorded::New { conversation_id } => (
@@ -229,6 +285,14 @@ impl Pipeline {
             std::process::abort();
         }
     }
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 fn failed(fingerprint: &Fingerprint, error: impl ToString) -> Outcome {

@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::broker::{Broker, Incoming};
 use crate::catalog::{CatalogCache, invalidation};
 use crate::config::Config;
-use crate::dedup::Dedup;
+use crate::dedup::{Dedup, sweeper};
 use crate::outcome::{Outcome, RetryPolicy};
 use crate::pipeline::{Pipeline, PipelineSettings};
 use crate::respond;
@@ -98,6 +98,11 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
         Ok(Ok(Err(e))) => return Err(RunError::Listener(e.to_string())),
         _ => return Err(RunError::Listener("no answer before the startup timeout".into())),
     }
+    tracker.spawn(sweeper::run(
+        dedup.clone(),
+        Duration::from_secs(config.redis.liveness_ttl_secs),
+        heartbeat_stop.clone(),
+    ));
     if config.cache.warm_at_start {
         tracker.spawn(warm(pool.clone(), cache.clone()));
     }
@@ -109,6 +114,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
         key_prefix: config.redis.key_prefix.clone(),
         history_limit: config.context.history_limit,
         reference_ttl: Duration::from_secs(config.context.reference_ttl_secs),
+        deadline: Duration::from_secs(config.worker.message_deadline_secs),
         crash_at: std::env::var("WORKER_TEST_CRASH_AT").ok(),
     };
     tracing::info!(%worker_id, concurrency = config.worker.concurrency, prefetch = config.amqp.prefetch, "worker started");

@@ -5,6 +5,7 @@
 //! - [`delivery`] reads what the worker needs from a delivery and settles it as the
 //!   outcome decided.
 
+pub mod dead;
 pub mod delivery;
 pub mod publish;
 pub mod topology;

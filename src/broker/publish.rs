@@ -64,7 +64,7 @@ impl Publisher {
         error: &str,
         attempts: Option<u32>,
     ) -> Result<(), BrokerError> {
-        let mut headers = properties.headers().clone().unwrap_or_default();
+        let mut headers = own_headers(properties);
         headers.insert("x-error-kind".into(), long(kind));
         headers.insert("x-error".into(), long(error));
         if let Some(n) = attempts {
@@ -84,7 +84,7 @@ impl Publisher {
         delay: Duration,
         error: &str,
     ) -> Result<(), BrokerError> {
-        let mut headers = properties.headers().clone().unwrap_or_default();
+        let mut headers = own_headers(properties);
         headers.insert("x-attempts".into(), AMQPValue::LongLongInt(i64::from(attempt)));
         headers.insert("x-last-error".into(), long(error));
         self.park(body, properties, headers, attempt, delay).await
@@ -97,7 +97,7 @@ impl Publisher {
         properties: &BasicProperties,
         delay: Duration,
     ) -> Result<(), BrokerError> {
-        let headers = properties.headers().clone().unwrap_or_default();
+        let headers = own_headers(properties);
         self.park(body, properties, headers, 1, delay).await
     }
 
@@ -150,6 +150,19 @@ impl Publisher {
         }
         Ok(())
     }
+}
+
+/// The message's headers, less the one the broker sets per delivery: a copy we
+/// publish is a new message, and a stale `x-delivery-count` would only mislead.
+fn own_headers(properties: &BasicProperties) -> FieldTable {
+    let headers = properties.headers().clone().unwrap_or_default();
+    let kept: std::collections::BTreeMap<_, _> = headers
+        .inner()
+        .iter()
+        .filter(|(k, _)| k.as_str() != "x-delivery-count")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    FieldTable::from(kept)
 }
 
 /// A header value from untrusted text: long strings have no length limit.

@@ -1,12 +1,16 @@
 //! One module per command of the binary (CONTRACT §6).
 
 mod cache;
+mod dead;
 mod history;
+mod locks;
 mod migrate;
 mod run;
 
 pub use cache::cache;
+pub use dead::dead;
 pub use history::history;
+pub use locks::{locks, state};
 pub use migrate::migrate;
 pub use run::run;
 

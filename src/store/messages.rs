@@ -22,6 +22,8 @@ pub struct Exchange<'a> {
     pub replied_at: DateTime<Utc>,
     pub responder: &'a str,
     pub latency_ms: i32,
+    /// The lock's fencing token: the write is refused if a later holder registered a higher one.
+    pub fence: i64,
 }
 
 /// A reply as committed: what is needed to publish it (again).
@@ -56,13 +58,17 @@ pub async fn record_exchange(pool: &PgPool, ex: &Exchange<'_>) -> Result<Recorde
     let references = serde_json::to_value(&ex.answer.references).unwrap_or_else(|_| Value::Array(Vec::new()));
     let list_size = i16::try_from(ex.answer.references.len()).unwrap_or(i16::MAX);
     let usage = &ex.answer.usage;
-    let inserted: i64 = sqlx::query_scalar(
-        "WITH m AS (
+    let (inserted, fenced): (i64, bool) = sqlx::query_as(
+        "WITH fenced AS (SELECT EXISTS (SELECT 1 FROM fences WHERE fingerprint = $3 AND token > $23) AS yes),
+         m AS (
             INSERT INTO messages (conversation_id, direction, provider_message_id, fingerprint, text, created_at,
                                   received_at, attachments, metadata, handoff, confidence, reply_references,
                                   reply_list_size, responder)
-            VALUES ($1, 'in', $2, $3, $4, $5, $6, $7, $8, NULL, NULL, NULL, NULL, NULL),
-                   ($1, 'out', $9, $3, $10, $11, NULL, NULL, NULL, $12, $13, $14, $15, $16)
+            SELECT v.* FROM (VALUES
+                   ($1::uuid, 'in', $2, $3, $4, $5::timestamptz, $6::timestamptz, $7::jsonb, $8::jsonb,
+                    NULL::boolean, NULL::real, NULL::jsonb, NULL::smallint, NULL::text),
+                   ($1, 'out', $9, $3, $10, $11, NULL, NULL, NULL, $12, $13, $14, $15, $16)) v
+             WHERE NOT (SELECT yes FROM fenced)
             ON CONFLICT (fingerprint, direction) DO NOTHING
             RETURNING 1),
          i AS (
@@ -74,7 +80,7 @@ pub async fn record_exchange(pool: &PgPool, ex: &Exchange<'_>) -> Result<Recorde
          c AS (
             UPDATE conversations SET updated_at = $11, status = CASE WHEN $12 THEN 'handoff' ELSE status END
              WHERE id = $1 AND (SELECT count(*) FROM m) = 2)
-         SELECT count(*) FROM m",
+         SELECT (SELECT count(*) FROM m), (SELECT yes FROM fenced)",
     )
     .bind(conversation_id)
     .bind(&ex.inbound.message_id)
@@ -98,8 +104,13 @@ pub async fn record_exchange(pool: &PgPool, ex: &Exchange<'_>) -> Result<Recorde
     .bind(usage.completion_tokens)
     .bind(usage.cost)
     .bind(ex.latency_ms)
+    .bind(ex.fence)
     .fetch_one(&mut *tx)
     .await?;
+    if fenced {
+        tx.rollback().await?;
+        return Err(StoreError::Fenced(ex.fingerprint.to_string()));
+    }
     if inserted != 2 {
         tx.rollback().await?;
         return match stored_reply(pool, ex.fingerprint).await? {
@@ -112,6 +123,22 @@ pub async fn record_exchange(pool: &PgPool, ex: &Exchange<'_>) -> Result<Recorde
     }
     tx.commit().await?;
     Ok(Recorded::New { conversation_id })
+}
+
+/// Registers a takeover's fencing token before its work starts: from then on, the
+/// holder it took over from cannot commit. Returns `false` if an even later holder
+/// registered first (this one is then stale too).
+pub async fn register_fence(pool: &PgPool, fp: &Fingerprint, token: i64) -> Result<bool, StoreError> {
+    let registered: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO fences AS f (fingerprint, token) VALUES ($1, $2)
+         ON CONFLICT (fingerprint) DO UPDATE SET token = EXCLUDED.token WHERE f.token < EXCLUDED.token
+         RETURNING token",
+    )
+    .bind(fp.as_str())
+    .bind(token)
+    .fetch_optional(pool)
+    .await?;
+    Ok(registered.is_some())
 }
 
 /// Opens the customer's conversation, or finds the one a concurrent message just

@@ -17,6 +17,7 @@ use super::{StoreError, connect_options};
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "shared tables", include_str!("../../migrations/0001_shared_tables.sql")),
     (2, "context", include_str!("../../migrations/0002_context.sql")),
+    (3, "fencing", include_str!("../../migrations/0003_fencing.sql")),
 ];
 
 #[derive(Debug)]

@@ -20,7 +20,7 @@ pub use catalog::{load_catalog, load_knowledge, load_profile};
 pub use context::{ConversationContext, HistoryItem, load_context};
 pub use conversations::Conversation;
 pub use history::{HistoryPage, customer_conversation, history_page};
-pub use messages::{Exchange, Recorded, StoredReply, record_exchange, stored_reply};
+pub use messages::{Exchange, Recorded, StoredReply, record_exchange, register_fence, stored_reply};
 pub use migrate::{create_database_if_missing, migrate};
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +34,9 @@ pub enum StoreError {
     /// A load that other waiters shared failed (the cache's single flight).
     #[error("{0}")]
     Shared(String),
+    /// A later lock holder registered a higher fencing token: this one lost its lease.
+    #[error("lease lost: a later holder of message {0} has taken over; this attempt may not commit")]
+    Fenced(String),
     #[error("database `{0}` does not exist: run `worker migrate` to create it")]
     Missing(String),
 }

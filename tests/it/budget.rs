@@ -51,7 +51,7 @@ async fn a_warm_message_costs_one_history_query_one_write_transaction_and_two_re
     });
     let history = count(&|s| s.starts_with("WITH conv AS"));
     let begins = count(&|s| s.trim().eq_ignore_ascii_case("BEGIN"));
-    let writes = count(&|s| s.starts_with("WITH m AS"));
+    let writes = count(&|s| s.starts_with("WITH fenced AS"));
     let commits = count(&|s| s.trim().eq_ignore_ascii_case("COMMIT"));
     assert_eq!(catalog, 0, "no catalog queries on the warm path: {statements:#?}");
     assert_eq!((history, begins, writes, commits), (N, N, N, N), "{statements:#?}");
