@@ -5,7 +5,7 @@ SHELL := /bin/bash
 # cargo-nextest when present (parallel, per-test isolation), else cargo test.
 TEST_RUNNER := $(shell command -v cargo-nextest >/dev/null 2>&1 && echo "cargo nextest run" || echo "cargo test")
 
-.PHONY: help services test check demo drain bench build clean-services
+.PHONY: help services test check demo drain bench fuzz build clean-services
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ drain: services ## Measure how fast one `worker run` drains N messages (N=10000)
 
 bench: services ## Benchmarks (figures, not gates): context building cold / Redis / warm
 	@scripts/bench.sh
+
+fuzz: ## Fuzz decode + validate (SECONDS=600); crashing inputs land in fuzz/artifacts/
+	@scripts/fuzz.sh $(or $(SECONDS),600)
 
 clean-services: ## Stop the services that `make services` started
 	@scripts/services.sh stop

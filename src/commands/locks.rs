@@ -46,7 +46,9 @@ pub async fn locks(config: &Config, command: &LocksCommand) -> anyhow::Result<()
             let fp = fingerprint(fp)?;
             match dedup.release(&fp, true).await.context("releasing the lock")? {
                 Released::Released => {
-                    println!("released {fp}; its state is now failed, and a redelivery will process it")
+                    println!(
+                        "released {fp}; a redelivery will process it, and its former holder can no longer commit"
+                    )
                 }
                 Released::HeldByLiveWorker | Released::NothingHeld => println!("{fp} was not locked"),
             }

@@ -3,8 +3,9 @@
 //! Owns the Redis keys (all under the configured prefix):
 //! - `lock:<fp>` — `SET NX PX`, value `<token>|<instance>|<worker id>`; renewed
 //!   while its work is alive, released only by compare-and-delete;
-//! - `state:<fp>` — hash {status, worker_id, instance, started_at, completed_at,
-//!   attempts, fence}, kept `state_ttl` after the last change;
+//! - `state:<fp>` — hash {status (processing, completed, failed, released),
+//!   worker_id, instance, started_at, completed_at, attempts, fence}, kept
+//!   `state_ttl` after the last change;
 //! - `inflight` — sorted set of fingerprints being processed, by start time;
 //! - `alive:<instance>` — refreshed by every running process ([`Dedup::heartbeat`]);
 //!   a lock whose holder's key is gone belongs to a dead process and is taken over

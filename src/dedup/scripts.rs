@@ -12,7 +12,8 @@ use redis::Script;
 /// key to fetch along ('' for none), fingerprint, instance.
 /// Returns {verdict, worker, attempts, fetched, fence}: verdict `completed`,
 /// `held` (by a live process), `acquired`, or `taken_over` (from a process that
-/// is gone, or whose lock lapsed mid-processing); `fence` is the acquisition's
+/// is gone, whose lock lapsed mid-processing, or whose lock was released by the
+/// sweeper or an operator: it may still wake up); `fence` is the acquisition's
 /// fencing token: Redis's clock in microseconds, so it only grows, even across a
 /// Redis that lost its data.
 pub static CLAIM: LazyLock<Script> = LazyLock::new(|| {
@@ -30,7 +31,7 @@ if holder then
     return {'held', wid, 0, false, 0}
   end
   previous = wid or holder
-elseif status == 'processing' then
+elseif status == 'processing' or status == 'released' then
   previous = redis.call('HGET', KEYS[1], 'worker_id') or 'unknown'
 end
 local now = redis.call('TIME')
@@ -86,6 +87,8 @@ return 0
 /// Releases a message whose holder is gone (or, with ARGV[4] = 'force', any holder).
 /// ARGV: fingerprint, alive prefix, now ms, 'force' or ''. Returns 1 if released,
 /// 0 if a live process holds it (and force was not asked), -1 if nothing was held.
+/// The state becomes `released`, so the next claim counts as a takeover and
+/// fences off the released holder, should it be merely paused.
 pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -96,7 +99,7 @@ if holder and ARGV[4] ~= 'force' then
 end
 local was_processing = redis.call('HGET', KEYS[1], 'status') == 'processing'
 if holder then redis.call('DEL', KEYS[2]) end
-if was_processing then redis.call('HSET', KEYS[1], 'status', 'failed', 'completed_at', ARGV[3]) end
+if was_processing then redis.call('HSET', KEYS[1], 'status', 'released', 'completed_at', ARGV[3]) end
 redis.call('ZREM', KEYS[3], ARGV[1])
 if holder or was_processing then return 1 end
 return -1

@@ -175,6 +175,22 @@ impl TestEnv {
             .expect("publish confirm");
     }
 
+    /// Publishes raw bytes to another exchange (e.g. a suffixed worker's).
+    pub async fn publish_to(&self, exchange: &str, body: &[u8]) {
+        self.channel
+            .basic_publish(
+                exchange.into(),
+                format!("whatsapp.{}", self.tenant_id).into(),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                body,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+    }
+
     pub async fn publish_json(&self, value: &Value) {
         self.publish(value.to_string().as_bytes()).await;
     }

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# `make fuzz [SECONDS=600]`: fuzz decode + validate with cargo-fuzz (libFuzzer).
+# The machine's Rust is stable; RUSTC_BOOTSTRAP lets cargo-fuzz use the sanitizer flags.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_TO_RUN="${1:-600}"
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+export RUSTC_BOOTSTRAP=1
+cargo fuzz run decode -- -max_total_time="$SECONDS_TO_RUN" -max_len=300000 -rss_limit_mb=2048
