@@ -5,7 +5,7 @@ SHELL := /bin/bash
 # cargo-nextest when present (parallel, per-test isolation), else cargo test.
 TEST_RUNNER := $(shell command -v cargo-nextest >/dev/null 2>&1 && echo "cargo nextest run" || echo "cargo test")
 
-.PHONY: help services test check demo drain bench fuzz build clean-services
+.PHONY: help services test check demo drain bench fuzz chaos chaos-short build clean-services
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,6 +31,12 @@ drain: services ## Measure how fast one `worker run` drains N messages (N=10000)
 
 bench: services ## Benchmarks (figures, not gates): context building cold / Redis / warm
 	@scripts/bench.sh
+
+chaos: ## Fault injection (N=20000): kill workers, flush/restart Redis, drop AMQP connections, restart PostgreSQL
+	@scripts/chaos.sh $(or $(N),20000)
+
+chaos-short: ## The short chaos run CI does (N=3000)
+	@scripts/chaos.sh 3000
 
 fuzz: ## Fuzz decode + validate (SECONDS=600); crashing inputs land in fuzz/artifacts/
 	@scripts/fuzz.sh $(or $(SECONDS),600)

@@ -15,7 +15,7 @@ export WORKER_LOG="${WORKER_LOG:-warn}"
 cleanup_isolated() {
   psql "${base_db%/*}/postgres" -qc "DROP DATABASE IF EXISTS chat_worker_$run WITH (FORCE)" >/dev/null 2>&1 || true
   if command -v rabbitmqctl >/dev/null; then
-    for q in inbound dead retry.1 retry.2 retry.3 retry.4; do rabbitmqctl -q delete_queue "$run.worker.$q" >/dev/null 2>&1 || true; done
+    for q in inbound dead retry.1 retry.2 retry.3 retry.4 retry.5 retry.6 retry.7; do rabbitmqctl -q delete_queue "$run.worker.$q" >/dev/null 2>&1 || true; done
   fi
   redis-cli --scan --pattern "$run:*" 2>/dev/null | xargs -r redis-cli del >/dev/null 2>&1 || true
 }

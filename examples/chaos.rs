@@ -1,0 +1,273 @@
+//! `make chaos`: CONTRACT §3's accounting under faults.
+//!
+//! Publishes N messages (10% of them duplicate copies) to the real broker, runs 3
+//! `worker run` processes, and meanwhile: kills workers with SIGKILL and restarts
+//! them, FLUSHALLs Redis and restarts it, closes every RabbitMQ connection, and
+//! restarts PostgreSQL. Then checks that every unique fingerprint has exactly one
+//! inbound and one reply row, that every reply was published, and that
+//! processed + dead-lettered = unique published; prints one summary line.
+//!
+//! It disturbs the machine's shared services: run it alone (scripts/chaos.sh).
+//! Usage: chaos WORKER_BINARY N
+
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chat_worker::broker::Broker;
+use chat_worker::config::{Config, Overrides};
+use chat_worker::decode::decode;
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use serde_json::json;
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+const WORKERS: usize = 3;
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("chaos: FAILED: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+struct Fleet {
+    binary: String,
+    workers: Vec<Child>,
+}
+
+impl Fleet {
+    fn spawn(&self, n: usize) -> anyhow::Result<Child> {
+        Command::new(&self.binary)
+            .args(["run", "--worker-id", &format!("chaos-{n}")])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting a worker")
+    }
+
+    async fn kill_and_restart(&mut self, n: usize) -> anyhow::Result<()> {
+        self.workers[n].kill().await.context("SIGKILL")?; // tokio's kill is SIGKILL
+        let _ = self.workers[n].wait().await;
+        self.workers[n] = self.spawn(n)?;
+        Ok(())
+    }
+}
+
+fn shell(command: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("bash").args(["-c", command]).status()?;
+    if !status.success() {
+        bail!("`{command}` failed: {status}");
+    }
+    Ok(())
+}
+
+async fn run() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let binary = args.next().context("usage: chaos WORKER_BINARY N")?;
+    let total: usize = args.next().context("usage: chaos WORKER_BINARY N")?.parse()?;
+    let config = Config::load(None, &Overrides::default())?;
+    let started = Instant::now();
+
+    let pool = chat_worker::store::pool(&config.database.url, 2)?;
+    let tenant = Uuid::new_v4();
+    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'Chaos Shop')").bind(tenant).execute(&pool).await?;
+    sqlx::query("INSERT INTO products (tenant_id, name, category, price, currency) VALUES ($1, 'Trail Runner X', 'running shoes', 4500, 'KES')")
+        .bind(tenant)
+        .execute(&pool)
+        .await?;
+    pool.close().await;
+
+    let broker = Broker::connect(&config.amqp).await?;
+    broker.declare(config.worker.max_attempts).await?;
+    broker.close().await;
+    let connection = Connection::connect(&config.amqp.url, ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    channel.confirm_select(Default::default()).await?;
+    let replies_queue = format!("{}.chaos-replies", config.amqp.outbound_exchange);
+    channel.queue_declare(replies_queue.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default()).await?;
+    channel
+        .queue_bind(replies_queue.as_str().into(), config.amqp.outbound_exchange.as_str().into(), "#".into(), QueueBindOptions::default(), FieldTable::default())
+        .await?;
+
+    // 10% of the messages are copies of earlier ones.
+    let unique = total - total / 10;
+    let mut fingerprints = HashSet::new();
+    let mut bodies = Vec::with_capacity(total);
+    for i in 0..total {
+        let n = if i < unique { i } else { (i * 7919) % unique };
+        let body = json!({
+            "message_id": format!("chaos-{n}"), "tenant_id": tenant, "channel": "web",
+            "customer": {"external_id": format!("visitor-{}", n % 300)},
+            "text": if n % 3 == 0 { "running shoes?" } else { "hello" },
+            "received_at": "2026-11-21T10:15:30Z"
+        })
+        .to_string();
+        if let Ok(m) = decode(body.as_bytes()) {
+            fingerprints.insert(m.fingerprint().to_string());
+        }
+        bodies.push(body);
+    }
+    let mut confirms = Vec::new();
+    for body in &bodies {
+        confirms.push(
+            channel
+                .basic_publish(config.amqp.inbound_exchange.as_str().into(), format!("web.{tenant}").into(), BasicPublishOptions::default(), body.as_bytes(), BasicProperties::default().with_delivery_mode(2))
+                .await?,
+        );
+        if confirms.len() >= 1000 {
+            for c in confirms.drain(..) {
+                c.await?;
+            }
+        }
+    }
+    for c in confirms {
+        c.await?;
+    }
+    // The replies survive everything below on a durable queue; read them afterwards.
+    connection.close(200, "published".into()).await?;
+
+    let mut fleet = Fleet { binary, workers: Vec::new() };
+    for n in 0..WORKERS {
+        let child = fleet.spawn(n)?;
+        fleet.workers.push(child);
+    }
+
+    let faults: Vec<(&str, f64)> = vec![
+        ("kill -9 worker 0 and restart it", 0.10),
+        ("FLUSHALL redis", 0.25),
+        ("restart redis", 0.40),
+        ("rabbitmqctl close_all_connections", 0.55),
+        ("restart postgresql", 0.70),
+        ("kill -9 workers 1 and 2 and restart them", 0.85),
+    ];
+    let pg_version = std::fs::read_dir("/etc/postgresql")?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).max().unwrap_or_default();
+    let mut injected = 0;
+    for (fault, at) in &faults {
+        let target = (*at * unique as f64) as i64;
+        wait_for_replies(&config, target, Duration::from_secs(300)).await?;
+        eprintln!("chaos: {fault} (at {} replies)", target);
+        match *fault {
+            "kill -9 worker 0 and restart it" => fleet.kill_and_restart(0).await?,
+            "FLUSHALL redis" => shell("redis-cli FLUSHALL >/dev/null")?,
+            "restart redis" => shell(
+                "redis-cli shutdown nosave >/dev/null 2>&1 || true; sleep 0.5; \
+                 mkdir -p /var/lib/redis /var/log/redis; redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no --dir /var/lib/redis --logfile /var/log/redis/chat-worker.log >/dev/null",
+            )?,
+            "rabbitmqctl close_all_connections" => shell("rabbitmqctl -q close_all_connections 'chaos test' >/dev/null")?,
+            "restart postgresql" => shell(&format!("pg_ctlcluster --skip-systemctl-redirect {pg_version} main restart"))?,
+            _ => {
+                fleet.kill_and_restart(1).await?;
+                fleet.kill_and_restart(2).await?;
+            }
+        }
+        injected += 1;
+    }
+
+    wait_for_replies(&config, unique as i64, Duration::from_secs(600)).await?;
+    let pool = chat_worker::store::pool(&config.database.url, 2)?;
+    // Let duplicates and retries still queued drain before stopping the fleet.
+    let quiet = Instant::now();
+    loop {
+        let depth = queue_depth(&config, &config.amqp.inbound_queue).await.unwrap_or(u32::MAX);
+        if depth == 0 || quiet.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for worker in &mut fleet.workers {
+        if let Some(pid) = worker.id() {
+            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+    }
+    for worker in &mut fleet.workers {
+        let _ = tokio::time::timeout(Duration::from_secs(60), worker.wait()).await;
+    }
+
+    let complete: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT fingerprint FROM messages GROUP BY fingerprint
+           HAVING count(*) FILTER (WHERE direction = 'in') = 1 AND count(*) FILTER (WHERE direction = 'out') = 1) f",
+    )
+    .fetch_one(&pool)
+    .await?;
+    let fingerprints_with_rows: i64 = sqlx::query_scalar("SELECT count(DISTINCT fingerprint) FROM messages").fetch_one(&pool).await?;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM messages").fetch_one(&pool).await?;
+    let dead = queue_depth(&config, &config.amqp.dead_queue).await?;
+    let (published_replies, reply_ids) = read_replies(&config, &replies_queue).await?;
+
+    let processed = complete as usize;
+    let summary = format!(
+        "chaos: published {total}, unique {}, processed {processed}, duplicates skipped {}, dead {dead}, \
+         replies published {published_replies} ({} distinct), faults injected {injected}, {:.1}s",
+        fingerprints.len(),
+        total - processed - dead as usize,
+        reply_ids.len(),
+        started.elapsed().as_secs_f64()
+    );
+    println!("{summary}");
+    let missing: Vec<&String> = fingerprints.iter().filter(|fp| !reply_ids.contains(&format!("reply:{fp}"))).collect();
+    if fingerprints_with_rows != complete || rows != 2 * complete {
+        bail!("{} fingerprints lack exactly one inbound and one reply row", fingerprints_with_rows - complete);
+    }
+    if processed + dead as usize != fingerprints.len() {
+        bail!("processed + dead = {} but {} unique messages were published", processed + dead as usize, fingerprints.len());
+    }
+    if dead == 0 && !missing.is_empty() {
+        bail!("{} processed messages never had their reply published (e.g. {:?})", missing.len(), missing.first());
+    }
+    Ok(())
+}
+
+async fn queue_depth(config: &Config, queue: &str) -> anyhow::Result<u32> {
+    let connection = Connection::connect(&config.amqp.url, ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    let q = channel.queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await?;
+    let _ = connection.close(200, "".into()).await;
+    Ok(q.message_count())
+}
+
+/// Waits until at least `target` reply rows are committed (PostgreSQL may be
+/// restarting meanwhile: errors just mean "look again").
+async fn wait_for_replies(config: &Config, target: i64, limit: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let count = async {
+            let pool = chat_worker::store::pool(&config.database.url, 1)?;
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE direction = 'out'").fetch_one(&pool).await?;
+            pool.close().await;
+            anyhow::Ok(n)
+        }
+        .await
+        .unwrap_or(-1);
+        if count >= target {
+            return Ok(());
+        }
+        if started.elapsed() > limit {
+            bail!("only {count} of {target} replies after {:?}", limit);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Drains the replies queue: how many replies were published, and their ids.
+async fn read_replies(config: &Config, queue: &str) -> anyhow::Result<(usize, HashSet<String>)> {
+    let connection = Connection::connect(&config.amqp.url, ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    let mut consumer = channel.basic_consume(queue.into(), "chaos".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default()).await?;
+    let mut count = 0;
+    let mut ids = HashSet::new();
+    while let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_secs(3), consumer.next()).await {
+        count += 1;
+        if let Some(id) = delivery.properties.message_id() {
+            ids.insert(id.as_str().to_owned());
+        }
+    }
+    let _ = channel.queue_delete(queue.into(), Default::default()).await;
+    let _ = connection.close(200, "".into()).await;
+    Ok((count, ids))
+}
