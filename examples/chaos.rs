@@ -76,7 +76,10 @@ async fn run() -> anyhow::Result<()> {
 
     let pool = chat_worker::store::pool(&config.database.url, 2)?;
     let tenant = Uuid::new_v4();
-    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'Chaos Shop')").bind(tenant).execute(&pool).await?;
+    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'Chaos Shop')")
+        .bind(tenant)
+        .execute(&pool)
+        .await?;
     sqlx::query("INSERT INTO products (tenant_id, name, category, price, currency) VALUES ($1, 'Trail Runner X', 'running shoes', 4500, 'KES')")
         .bind(tenant)
         .execute(&pool)
@@ -90,9 +93,21 @@ async fn run() -> anyhow::Result<()> {
     let channel = connection.create_channel().await?;
     channel.confirm_select(Default::default()).await?;
     let replies_queue = format!("{}.chaos-replies", config.amqp.outbound_exchange);
-    channel.queue_declare(replies_queue.as_str().into(), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default()).await?;
     channel
-        .queue_bind(replies_queue.as_str().into(), config.amqp.outbound_exchange.as_str().into(), "#".into(), QueueBindOptions::default(), FieldTable::default())
+        .queue_declare(
+            replies_queue.as_str().into(),
+            QueueDeclareOptions { durable: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            replies_queue.as_str().into(),
+            config.amqp.outbound_exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
 
     // 10% of the messages are copies of earlier ones.
@@ -117,7 +132,13 @@ async fn run() -> anyhow::Result<()> {
     for body in &bodies {
         confirms.push(
             channel
-                .basic_publish(config.amqp.inbound_exchange.as_str().into(), format!("web.{tenant}").into(), BasicPublishOptions::default(), body.as_bytes(), BasicProperties::default().with_delivery_mode(2))
+                .basic_publish(
+                    config.amqp.inbound_exchange.as_str().into(),
+                    format!("web.{tenant}").into(),
+                    BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    BasicProperties::default().with_delivery_mode(2),
+                )
                 .await?,
         );
         if confirms.len() >= 1000 {
@@ -146,7 +167,11 @@ async fn run() -> anyhow::Result<()> {
         ("restart postgresql", 0.70),
         ("kill -9 workers 1 and 2 and restart them", 0.85),
     ];
-    let pg_version = std::fs::read_dir("/etc/postgresql")?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).max().unwrap_or_default();
+    let pg_version = std::fs::read_dir("/etc/postgresql")?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .max()
+        .unwrap_or_default();
     let mut injected = 0;
     for (fault, at) in &faults {
         let target = (*at * unique as f64) as i64;
@@ -159,8 +184,12 @@ async fn run() -> anyhow::Result<()> {
                 "redis-cli shutdown nosave >/dev/null 2>&1 || true; sleep 0.5; \
                  mkdir -p /var/lib/redis /var/log/redis; redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no --dir /var/lib/redis --logfile /var/log/redis/chat-worker.log >/dev/null",
             )?,
-            "rabbitmqctl close_all_connections" => shell("rabbitmqctl -q close_all_connections 'chaos test' >/dev/null")?,
-            "restart postgresql" => shell(&format!("pg_ctlcluster --skip-systemctl-redirect {pg_version} main restart"))?,
+            "rabbitmqctl close_all_connections" => {
+                shell("rabbitmqctl -q close_all_connections 'chaos test' >/dev/null")?
+            }
+            "restart postgresql" => {
+                shell(&format!("pg_ctlcluster --skip-systemctl-redirect {pg_version} main restart"))?
+            }
             _ => {
                 fleet.kill_and_restart(1).await?;
                 fleet.kill_and_restart(2).await?;
@@ -195,7 +224,8 @@ async fn run() -> anyhow::Result<()> {
     )
     .fetch_one(&pool)
     .await?;
-    let fingerprints_with_rows: i64 = sqlx::query_scalar("SELECT count(DISTINCT fingerprint) FROM messages").fetch_one(&pool).await?;
+    let fingerprints_with_rows: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT fingerprint) FROM messages").fetch_one(&pool).await?;
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM messages").fetch_one(&pool).await?;
     let dead = queue_depth(&config, &config.amqp.dead_queue).await?;
     let (published_replies, reply_ids) = read_replies(&config, &replies_queue).await?;
@@ -210,15 +240,27 @@ async fn run() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     println!("{summary}");
-    let missing: Vec<&String> = fingerprints.iter().filter(|fp| !reply_ids.contains(&format!("reply:{fp}"))).collect();
+    let missing: Vec<&String> =
+        fingerprints.iter().filter(|fp| !reply_ids.contains(&format!("reply:{fp}"))).collect();
     if fingerprints_with_rows != complete || rows != 2 * complete {
-        bail!("{} fingerprints lack exactly one inbound and one reply row", fingerprints_with_rows - complete);
+        bail!(
+            "{} fingerprints lack exactly one inbound and one reply row",
+            fingerprints_with_rows - complete
+        );
     }
     if processed + dead as usize != fingerprints.len() {
-        bail!("processed + dead = {} but {} unique messages were published", processed + dead as usize, fingerprints.len());
+        bail!(
+            "processed + dead = {} but {} unique messages were published",
+            processed + dead as usize,
+            fingerprints.len()
+        );
     }
     if dead == 0 && !missing.is_empty() {
-        bail!("{} processed messages never had their reply published (e.g. {:?})", missing.len(), missing.first());
+        bail!(
+            "{} processed messages never had their reply published (e.g. {:?})",
+            missing.len(),
+            missing.first()
+        );
     }
     Ok(())
 }
@@ -226,7 +268,13 @@ async fn run() -> anyhow::Result<()> {
 async fn queue_depth(config: &Config, queue: &str) -> anyhow::Result<u32> {
     let connection = Connection::connect(&config.amqp.url, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
-    let q = channel.queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await?;
+    let q = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions { passive: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await?;
     let _ = connection.close(200, "".into()).await;
     Ok(q.message_count())
 }
@@ -238,7 +286,9 @@ async fn wait_for_replies(config: &Config, target: i64, limit: Duration) -> anyh
     loop {
         let count = async {
             let pool = chat_worker::store::pool(&config.database.url, 1)?;
-            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE direction = 'out'").fetch_one(&pool).await?;
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE direction = 'out'")
+                .fetch_one(&pool)
+                .await?;
             pool.close().await;
             anyhow::Ok(n)
         }
@@ -258,7 +308,14 @@ async fn wait_for_replies(config: &Config, target: i64, limit: Duration) -> anyh
 async fn read_replies(config: &Config, queue: &str) -> anyhow::Result<(usize, HashSet<String>)> {
     let connection = Connection::connect(&config.amqp.url, ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
-    let mut consumer = channel.basic_consume(queue.into(), "chaos".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default()).await?;
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            "chaos".into(),
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await?;
     let mut count = 0;
     let mut ids = HashSet::new();
     while let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_secs(3), consumer.next()).await {

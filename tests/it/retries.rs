@@ -63,3 +63,38 @@ async fn a_fault_that_outlasts_max_attempts_dead_letters_the_message_unchanged_a
     assert!(env.replies().await.is_empty());
     env.finish().await;
 }
+
+/// Work past the message deadline is abandoned and cannot commit later: here the
+/// write itself is slowed (3 s) beyond the deadline (2 s) every time, so the
+/// message is retried and finally dead-lettered — with nothing committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_past_the_deadline_is_abandoned_and_never_commits() {
+    let mut env = TestEnv::new().await;
+    env.config.worker.message_deadline_secs = 2;
+    env.config.worker.max_attempts = 2;
+    env.config.responder.timeout_ms = 1_000;
+    env.config.redis.lock_ttl_secs = 5;
+    sqlx::raw_sql(
+        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(3); RETURN NULL; END $$;
+         CREATE TRIGGER slow BEFORE INSERT ON messages FOR EACH STATEMENT EXECUTE FUNCTION slow();",
+    )
+    .execute(&env.pool)
+    .await
+    .expect("slow trigger");
+    let worker = env.spawn_worker("w1");
+    let message = env.message("m-late", "c1", "hello");
+    env.publish_json(&message).await;
+    eventually("dead-lettered", || async { env.queue_depth(&env.config.amqp.dead_queue).await == 1 }).await;
+    worker.stop().await.expect("clean stop");
+
+    let dead = env.dead_letters().await;
+    assert!(
+        header_str(&dead[0], "x-error").unwrap_or_default().contains("deadline of 2s passed"),
+        "{:?}",
+        header_str(&dead[0], "x-error")
+    );
+    // The first attempt's slowed write finished long before this point: it did not commit.
+    assert_eq!(env.rows(&fingerprint_of(&message)).await, (0, 0));
+    assert!(env.replies().await.is_empty());
+    env.finish().await;
+}
