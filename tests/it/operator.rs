@@ -1,0 +1,108 @@
+//! The operator's commands on real services: `worker dead list|replay`,
+//! `worker locks list|release`, `worker state`.
+
+use std::sync::atomic::Ordering;
+
+use serde_json::Value;
+
+use crate::harness::{PATIENCE, TestEnv, eventually, fingerprint_of};
+
+async fn worker_cli(env: &TestEnv, args: &[&str]) -> (i32, String, String) {
+    let out = env.worker_binary().args(args).output().await.expect("runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_message_is_listed_without_being_consumed_and_replayed_once_the_fault_is_fixed() {
+    let mut env = TestEnv::new().await;
+    env.config.worker.max_attempts = 1;
+    sqlx::raw_sql(
+        "CREATE FUNCTION broken() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$;
+         CREATE TRIGGER broken BEFORE INSERT ON messages FOR EACH STATEMENT EXECUTE FUNCTION broken();",
+    )
+    .execute(&env.pool)
+    .await
+    .expect("fault");
+    let worker = env.spawn_worker("w1");
+    let message = env.message("m-replay", "c1", "hello");
+    env.publish_json(&message).await;
+    env.publish(b"not json").await;
+    eventually("both dead-lettered", || async { env.queue_depth(&env.config.amqp.dead_queue).await == 2 })
+        .await;
+    worker.stop().await.expect("stop");
+
+    let (code, out, err) = worker_cli(&env, &["dead", "list", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let listed: Value = serde_json::from_str(&out).expect("one JSON object");
+    let dead = listed["dead"].as_array().cloned().unwrap_or_default();
+    assert_eq!(dead.len(), 2);
+    let kinds: Vec<&str> = dead.iter().map(|d| d["error_kind"].as_str().unwrap_or("")).collect();
+    assert!(kinds.contains(&"failed") && kinds.contains(&"malformed"), "{kinds:?}");
+    assert!(dead.iter().any(|d| d["error"].as_str().unwrap_or("").contains("disk full")));
+    assert_eq!(env.queue_depth(&env.config.amqp.dead_queue).await, 2, "listing consumes nothing");
+    let (_, text, _) = worker_cli(&env, &["dead", "list"]).await;
+    assert!(
+        text.contains("failed after 1 attempts: ") && text.contains("malformed: body is not JSON"),
+        "{text}"
+    );
+
+    sqlx::raw_sql("DROP TRIGGER broken ON messages").execute(&env.pool).await.expect("fix");
+    let worker = env.spawn_worker("w2");
+    let (code, out, err) = worker_cli(&env, &["dead", "replay"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("replayed 2 message(s)"), "{out}");
+    eventually("the fixed one processed, the malformed one dead again", || async {
+        worker.tally.processed.load(Ordering::Relaxed) == 1
+            && worker.tally.rejected.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    worker.stop().await.expect("stop");
+    assert_eq!(env.rows(&fingerprint_of(&message)).await, (1, 1));
+    assert_eq!(env.replies().await.len(), 1);
+    let back = env.dead_letters().await;
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].data, b"not json", "replayed and dead again, still unchanged");
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_list_state_and_release_show_and_free_a_stuck_lock() {
+    let env = TestEnv::new().await;
+    let message = env.message("m-locked", "c1", "hello");
+    let fp = fingerprint_of(&message);
+    env.publish_json(&message).await;
+    let mut doomed =
+        env.worker_command("doomed").env("WORKER_TEST_CRASH_AT", "after_lock").spawn().expect("spawn");
+    let _ = tokio::time::timeout(PATIENCE, doomed.wait()).await.expect("crashes");
+
+    let (code, out, err) = worker_cli(&env, &["locks", "list", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let locks: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(locks["locks"][0]["fingerprint"], fp);
+    assert_eq!(locks["locks"][0]["status"], "processing");
+    assert_eq!(locks["locks"][0]["worker_id"], "doomed");
+    assert_eq!(locks["locks"][0]["locked"], true);
+
+    let (_, out, _) = worker_cli(&env, &["state", &fp]).await;
+    assert!(out.contains("status=processing worker=doomed") && out.contains("attempts=1"), "{out}");
+    assert!(out.contains("no reply committed"), "{out}");
+
+    let (code, out, _) = worker_cli(&env, &["locks", "release", &fp]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains(&format!("released {fp}")), "{out}");
+    let (_, out, _) = worker_cli(&env, &["state", &fp, "--json"]).await;
+    let state: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        (state["state"]["status"].as_str(), state["state"]["locked"].as_bool()),
+        (Some("released"), Some(false))
+    );
+
+    let (code, _, err) = worker_cli(&env, &["state", "not-a-fingerprint"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("is not a fingerprint"), "{err}");
+    env.finish().await;
+}
