@@ -191,6 +191,30 @@ impl TestEnv {
             .expect("confirm");
     }
 
+    /// Publishes `n` copies back to back, then waits for all their confirms, so
+    /// they reach the queue together.
+    pub async fn publish_copies(&self, value: &Value, n: usize) {
+        let body = value.to_string();
+        let mut confirms = Vec::with_capacity(n);
+        for _ in 0..n {
+            let confirm = self
+                .channel
+                .basic_publish(
+                    self.config.amqp.inbound_exchange.as_str().into(),
+                    format!("whatsapp.{}", self.tenant_id).into(),
+                    BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .expect("publish");
+            confirms.push(confirm);
+        }
+        for confirm in confirms {
+            confirm.await.expect("confirm");
+        }
+    }
+
     pub async fn publish_json(&self, value: &Value) {
         self.publish(value.to_string().as_bytes()).await;
     }

@@ -8,12 +8,12 @@ async fn two_workers_racing_on_30_copies_commit_and_publish_exactly_one_reply() 
     // A small prefetch spreads the copies over both workers instead of one taking all.
     env.config.amqp.prefetch = 3;
     let message = env.message("wamid.race", "+254700000009", "Do you have running shoes under 5000?");
-    for _ in 0..30 {
-        env.publish_json(&message).await;
-    }
-    // Both start on a full queue, so each takes a share of the copies at once.
-    let a = env.spawn_worker("racer-a");
-    let b = env.spawn_worker("racer-b");
+    // Both consume before the copies arrive, so the broker spreads them over both.
+    let mut a = env.spawn_worker("racer-a");
+    let mut b = env.spawn_worker("racer-b");
+    env.ready(&mut a).await;
+    env.ready(&mut b).await;
+    env.publish_copies(&message, 30).await;
     eventually("all 30 copies settled", || async { a.tally.total() + b.tally.total() >= 30 }).await;
     let (ta, tb) = (a.tally.clone(), b.tally.clone());
     assert!(ta.total() > 0 && tb.total() > 0, "both workers took copies: {} / {}", ta.total(), tb.total());
