@@ -24,6 +24,7 @@ pub struct Config {
     pub cache: CacheConfig,
     pub context: ContextConfig,
     pub responder: ResponderConfig,
+    pub admin: AdminConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -139,6 +140,21 @@ pub struct ResponderConfig {
     /// `openai`: prices per 1,000 tokens, for the recorded cost (0 = unknown).
     pub prompt_cost_per_1k: f64,
     pub completion_cost_per_1k: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `/metrics`, `/healthz`, `/readyz`; port 0 picks a free port (logged at start).
+    pub addr: String,
+    /// How often the inbound queue's depth and consumers are read from the broker.
+    pub queue_poll_secs: u64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { addr: "127.0.0.1:9464".into(), queue_poll_secs: 15 }
+    }
 }
 
 impl Default for CacheConfig {
@@ -320,6 +336,15 @@ impl Config {
                 }
             }
         }
+        if self.admin.addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "admin.addr",
+                "must be host:port, such as 127.0.0.1:9464 (port 0 picks a free one)",
+            ));
+        }
+        if self.admin.queue_poll_secs == 0 {
+            return Err(invalid("admin.queue_poll_secs", "must be at least 1"));
+        }
         self.check_timeouts()?;
         check_url("amqp.url", &self.amqp.url, &["amqp", "amqps"])?;
         check_url("redis.url", &self.redis.url, &["redis", "rediss", "redis+unix", "unix"])?;
@@ -403,7 +428,7 @@ impl Config {
     }
 }
 
-/// The plain variables CONTRACT §1 names (`AMQP_URL`, `REDIS_URL`, `DATABASE_URL`).
+/// The plain variables CONTRACT §1 names (`AMQP_URL`, `REDIS_URL`, `DATABASE_URL`, `WORKER_ADMIN_ADDR`).
 fn contract_env() -> Env {
     Env::raw().only(&["AMQP_URL", "REDIS_URL", "DATABASE_URL"]).map(|key| {
         match key.as_str().to_ascii_uppercase().as_str() {

@@ -25,8 +25,10 @@
 //! - [`worker`] — `worker run`: consume loop, concurrency, shutdown, reconnection;
 //! - [`services`] — waiting for RabbitMQ, Redis and PostgreSQL at start;
 //! - [`config`] — layered configuration (flags > environment > file > defaults);
-//! - [`redact`] — keeps passwords out of every message.
+//! - [`redact`] — keeps passwords out of every message;
+//! - [`telemetry`] — Prometheus metrics; [`admin`] — `/metrics`, `/healthz`, `/readyz`.
 
+pub mod admin;
 pub mod broker;
 pub mod catalog;
 pub mod config;
@@ -41,4 +43,5 @@ pub mod reply;
 pub mod respond;
 pub mod services;
 pub mod store;
+pub mod telemetry;
 pub mod worker;

@@ -25,6 +25,7 @@ use crate::references::{self, NumberedList};
 use crate::reply::reply_body;
 use crate::respond::{Context, Responder};
 use crate::store::{self, Exchange, Recorded, StoredReply};
+use crate::telemetry::metrics::Metrics;
 
 #[derive(Clone)]
 pub struct Pipeline {
@@ -34,6 +35,7 @@ pub struct Pipeline {
     pub responder: Arc<dyn Responder>,
     pub publisher: Publisher,
     pub settings: PipelineSettings,
+    pub metrics: Arc<Metrics>,
 }
 
 #[derive(Debug, Clone)]
@@ -75,14 +77,20 @@ struct Replied {
 impl Pipeline {
     pub async fn process(&self, incoming: &Incoming) -> Outcome {
         // decode: malformed or invalid messages are rejected.
-        let inbound = match decode(incoming.body()) {
+        let started = Instant::now();
+        let decoded = decode(incoming.body());
+        self.metrics.stage("decode", started);
+        let inbound = match decoded {
             Ok(inbound) => inbound,
             Err(rejection) => return Outcome::Rejected(rejection),
         };
         let fingerprint = inbound.fingerprint();
 
         // tenant: unknown or inactive tenants are rejected (from the cached profile).
-        let profile = match self.cache.profile(inbound.tenant_id).await {
+        let started = Instant::now();
+        let profile = self.cache.profile(inbound.tenant_id).await;
+        self.metrics.stage("tenant", started);
+        let profile = match profile {
             Ok(profile) => profile,
             Err(e) => return failed(&fingerprint, e),
         };
@@ -93,7 +101,13 @@ impl Pipeline {
         // dedup + lock: completed, or in progress on a live worker, is a duplicate.
         // The customer's latest list rides along in the same round trip.
         let list_key = references::redis_key(&self.settings.key_prefix, &inbound);
-        let lease = match self.dedup.claim(&fingerprint, Some(&list_key)).await {
+        let started = Instant::now();
+        let claim = self.dedup.claim(&fingerprint, Some(&list_key)).await;
+        self.metrics.stage("lock", started);
+        if matches!(claim, Ok(Claim::Held { .. })) {
+            self.metrics.lock_contention.inc();
+        }
+        let lease = match claim {
             Ok(Claim::Acquired(lease)) => lease,
             Ok(Claim::Completed { .. }) => {
                 return Outcome::Duplicate { fingerprint, of: DuplicateOf::Completed };
@@ -142,6 +156,7 @@ impl Pipeline {
     /// from then on the previous holder, should it wake up, cannot commit.
     async fn fence_takeover(&self, lease: &Lease) -> Result<(), Stop> {
         let Some(gone) = &lease.took_over_from else { return Ok(()) };
+        self.metrics.lock_takeovers.inc();
         tracing::info!(fingerprint = %lease.fingerprint, worker = %gone, "taking over from a worker that is gone");
         if store::register_fence(&self.pool, &lease.fingerprint, lease.fence).await? {
             Ok(())
@@ -199,9 +214,12 @@ impl Pipeline {
         // catalog (cached) and history (one query), side by side.
         let history_limit = self.settings.history_limit;
         let (catalog, knowledge, context) = tokio::try_join!(
-            self.cache.catalog(inbound.tenant_id),
+            self.timed("catalog", self.cache.catalog(inbound.tenant_id)),
             self.cache.knowledge(inbound.tenant_id),
-            store::load_context(&self.pool, inbound, history_limit, list_in_redis.is_none()),
+            self.timed(
+                "history",
+                store::load_context(&self.pool, inbound, history_limit, list_in_redis.is_none())
+            ),
         )?;
         let context = context.ok_or_else(|| Stop::Reject(foreign_conversation(inbound)))?;
         let conversation_id = context.conversation.as_ref().map(|c| c.id);
@@ -216,6 +234,7 @@ impl Pipeline {
         });
 
         // respond
+        let responding = Instant::now();
         let answer = self
             .responder
             .respond(&Context {
@@ -227,7 +246,9 @@ impl Pipeline {
                 history: &context.history,
                 latest_list: latest_list.as_ref(),
             })
-            .await?;
+            .await;
+        self.metrics.stage("respond", responding);
+        let answer = answer?;
         let replied_at = Utc::now();
 
         // persist
@@ -242,20 +263,21 @@ impl Pipeline {
             latency_ms: i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX),
             fence: lease.fence,
         };
-        let (reply, replayed) = match store::record_exchange(&self.pool, &exchange).await? {
-            Recorded::New { conversation_id } => (
-                StoredReply {
-                    conversation_id,
-                    text: answer.text.clone(),
-                    handoff: answer.handoff,
-                    confidence: answer.confidence,
-                    references: serde_json::to_value(&answer.references).unwrap_or_default(),
-                    created_at: replied_at,
-                },
-                false,
-            ),
-            Recorded::Existing(reply) => (reply, true),
-        };
+        let (reply, replayed) =
+            match self.timed("persist", store::record_exchange(&self.pool, &exchange)).await? {
+                Recorded::New { conversation_id } => (
+                    StoredReply {
+                        conversation_id,
+                        text: answer.text.clone(),
+                        handoff: answer.handoff,
+                        confidence: answer.confidence,
+                        references: serde_json::to_value(&answer.references).unwrap_or_default(),
+                        created_at: replied_at,
+                    },
+                    false,
+                ),
+                Recorded::Existing(reply) => (reply, true),
+            };
         if replayed {
             tracing::info!(%fingerprint, "already committed; publishing the stored reply again");
         }
@@ -263,20 +285,27 @@ impl Pipeline {
 
         // publish
         let body = reply_body(inbound, fingerprint, &reply);
-        self.publisher
-            .publish_reply(&OutboundReply {
-                routing_key: &inbound.routing_key(),
-                reply_id: &fingerprint.reply_id(),
-                in_reply_to: &inbound.message_id,
-                body: &body,
-            })
-            .await?;
+        let outbound = OutboundReply {
+            routing_key: &inbound.routing_key(),
+            reply_id: &fingerprint.reply_id(),
+            in_reply_to: &inbound.message_id,
+            body: &body,
+        };
+        self.timed("publish", self.publisher.publish_reply(&outbound)).await?;
         let list = (!replayed && answer.references.len() >= 2).then(|| NumberedList {
             conversation_id: Some(reply.conversation_id),
             at: replied_at,
             items: answer.references.clone(),
         });
         Ok(Replied { replayed, list })
+    }
+
+    /// Awaits `f`, recording its duration as `stage`.
+    async fn timed<T>(&self, stage: &'static str, f: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let value = f.await;
+        self.metrics.stage(stage, started);
+        value
     }
 
     fn crash_point(&self, at: &str) {

@@ -16,14 +16,17 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::{self, Health};
 use crate::broker::{Broker, Incoming};
 use crate::catalog::{CatalogCache, invalidation};
 use crate::config::Config;
 use crate::dedup::{Dedup, sweeper};
+use crate::outcome::Disposition;
 use crate::outcome::{Outcome, RetryPolicy};
 use crate::pipeline::{Pipeline, PipelineSettings};
 use crate::respond;
 use crate::services::{self, Unreachable};
+use crate::telemetry::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -33,6 +36,8 @@ pub enum RunError {
     Topology(crate::broker::BrokerError),
     #[error("listening for catalog changes in postgresql: {0}")]
     Listener(String),
+    #[error("admin endpoint at {addr}: {error}")]
+    Admin { addr: String, error: std::io::Error },
     #[error("{0}")]
     Responder(crate::respond::RespondError),
 }
@@ -41,7 +46,9 @@ pub enum RunError {
 /// doing (`consuming`: connected and taking deliveries, the basis of readiness).
 #[derive(Debug, Default)]
 pub struct Tally {
-    pub consuming: AtomicBool,
+    pub consuming: Arc<AtomicBool>,
+    /// Where `/metrics`, `/healthz` and `/readyz` answer (known once started).
+    pub admin_addr: std::sync::OnceLock<std::net::SocketAddr>,
     pub processed: AtomicU64,
     pub duplicate: AtomicU64,
     pub rejected: AtomicU64,
@@ -76,6 +83,15 @@ impl Tally {
 pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>) -> Result<(), RunError> {
     let worker_id = config.worker_id();
     let deadline = Instant::now() + config.startup_timeout();
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health { consuming: tally.consuming.clone(), ..Health::default() });
+    let admin = tokio::net::TcpListener::bind(&config.admin.addr)
+        .await
+        .map_err(|error| RunError::Admin { addr: config.admin.addr.clone(), error })?;
+    if let Ok(addr) = admin.local_addr() {
+        let _ = tally.admin_addr.set(addr);
+        tracing::info!(%addr, "admin endpoint: /metrics /healthz /readyz");
+    }
     let pool = services::postgres(&config, deadline).await?;
     let redis = services::redis(&config, deadline).await?;
     let mut broker = services::rabbitmq(&config, deadline).await?;
@@ -84,10 +100,21 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
     }
 
     let responder = respond::from_config(&config.responder).map_err(RunError::Responder)?;
+    let redis_probe = redis.clone();
     let dedup = Dedup::new(redis.clone(), &config.redis, &worker_id);
     let cache = CatalogCache::new(pool.clone(), redis, &config.redis.key_prefix, &config.cache);
     let tracker = TaskTracker::new();
     let heartbeat_stop = CancellationToken::new();
+    tracker.spawn(admin::serve(admin, metrics.clone(), health.clone(), heartbeat_stop.clone()));
+    tracker.spawn(watch_health(
+        pool.clone(),
+        redis_probe,
+        dedup.clone(),
+        cache.clone(),
+        metrics.clone(),
+        health.clone(),
+        heartbeat_stop.clone(),
+    ));
     tracker.spawn(heartbeat(dedup.clone(), heartbeat_stop.clone()));
     let (synced_tx, synced) = tokio::sync::oneshot::channel();
     tracker.spawn(invalidation::listen(pool.clone(), cache.clone(), heartbeat_stop.clone(), synced_tx));
@@ -101,6 +128,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
     tracker.spawn(sweeper::run(
         dedup.clone(),
         Duration::from_secs(config.redis.liveness_ttl_secs),
+        metrics.clone(),
         heartbeat_stop.clone(),
     ));
     if config.cache.warm_at_start {
@@ -126,6 +154,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
             responder: responder.clone(),
             publisher: broker.publisher(),
             settings: settings.clone(),
+            metrics: metrics.clone(),
         };
         let session = Session { config: &config, worker_id: &worker_id, pipeline, tally: tally.clone() };
         session.consume(&broker, &shutdown).await;
@@ -134,7 +163,10 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
             break;
         }
         match reconnect(&config, &shutdown).await {
-            Some(reconnected) => broker = reconnected,
+            Some(reconnected) => {
+                metrics.reconnect("rabbitmq");
+                broker = reconnected;
+            }
             None => break,
         }
     }
@@ -166,6 +198,16 @@ impl Session<'_> {
             }
         };
         self.tally.consuming.store(true, Ordering::Relaxed);
+        let session_over = CancellationToken::new();
+        if let Ok(channel) = broker.connection.create_channel().await {
+            tokio::spawn(poll_queue(
+                channel,
+                self.config.amqp.inbound_queue.clone(),
+                Duration::from_secs(self.config.admin.queue_poll_secs),
+                self.pipeline.metrics.clone(),
+                session_over.clone(),
+            ));
+        }
         let permits = Arc::new(Semaphore::new(self.config.worker.concurrency));
         let tasks = TaskTracker::new();
         let hard_stop = CancellationToken::new();
@@ -208,6 +250,7 @@ impl Session<'_> {
             tracing::warn!(error = %e, "could not cancel the consumer");
         }
         self.tally.consuming.store(false, Ordering::Relaxed);
+        session_over.cancel();
         tasks.close();
         let grace = Duration::from_secs(self.config.worker.shutdown_timeout_secs);
         if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
@@ -224,16 +267,96 @@ impl Session<'_> {
 /// One delivery, start to settle. A panic while processing fails that message
 /// (retry, then dead letter), never the process.
 async fn handle(pipeline: &Pipeline, incoming: Incoming, policy: &RetryPolicy, tally: &Tally) {
+    let metrics = &pipeline.metrics;
+    metrics.in_flight.inc();
     let attempt = incoming.attempt();
     let outcome = AssertUnwindSafe(pipeline.process(&incoming))
         .catch_unwind()
         .await
         .unwrap_or_else(|_| Outcome::Failed { fingerprint: None, error: "processing panicked".into() });
     tally.count(&outcome);
+    metrics.outcome(&outcome);
     log_outcome(&outcome, &incoming, attempt);
     let disposition = outcome.disposition(attempt, policy, fastrand::f64());
+    match &disposition {
+        Disposition::Retry { .. } => {
+            metrics.retries.inc();
+        }
+        Disposition::DeadLetter { kind, .. } => metrics.dead_letter(kind),
+        Disposition::Ack | Disposition::Defer { .. } => {}
+    }
+    let settling = Instant::now();
     if let Err(e) = incoming.settle(&pipeline.publisher, &disposition).await {
         tracing::warn!(error = %e, outcome = outcome.label(), "could not settle the delivery; the broker will redeliver it");
+    }
+    metrics.stage("ack", settling);
+    metrics.in_flight.dec();
+}
+
+/// Every 2 s: whether Redis and PostgreSQL answer (for `/readyz`), and the
+/// figures kept elsewhere (pool, cache tiers, Redis round trips) into the metrics.
+async fn watch_health(
+    pool: sqlx::PgPool,
+    mut redis: redis::aio::ConnectionManager,
+    dedup: Dedup,
+    cache: CatalogCache,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut seen = [0u64; 4];
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let pong: Result<String, _> = redis::cmd("PING").query_async(&mut redis).await;
+        health.redis.store(pong.is_ok(), Ordering::Relaxed);
+        let db = tokio::time::timeout(Duration::from_secs(2), crate::store::ping(&pool)).await;
+        health.database.store(matches!(db, Ok(Ok(()))), Ordering::Relaxed);
+        metrics.db_pool_connections.set(i64::from(pool.size()));
+        metrics.db_pool_idle.set(i64::try_from(pool.num_idle()).unwrap_or(i64::MAX));
+        let stats = cache.stats();
+        let now = [
+            stats.local_hits.load(Ordering::Relaxed),
+            stats.redis_hits.load(Ordering::Relaxed),
+            stats.loads.load(Ordering::Relaxed),
+            dedup.round_trips() + stats.redis_round_trips.load(Ordering::Relaxed),
+        ];
+        metrics.cache("local", now[0].saturating_sub(seen[0]));
+        metrics.cache("redis", now[1].saturating_sub(seen[1]));
+        metrics.cache("database", now[2].saturating_sub(seen[2]));
+        metrics.redis_round_trips.inc_by(now[3].saturating_sub(seen[3]));
+        seen = now;
+    }
+}
+
+/// Reads the inbound queue's depth and consumer count from the broker.
+async fn poll_queue(
+    channel: lapin::Channel,
+    queue: String,
+    every: Duration,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let options = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+        match channel.queue_declare(queue.as_str().into(), options, Default::default()).await {
+            Ok(q) => {
+                metrics.queue_depth.set(i64::from(q.message_count()));
+                metrics.queue_consumers.set(i64::from(q.consumer_count()));
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "queue poll failed");
+                return;
+            }
+        }
     }
 }
 

@@ -4,18 +4,20 @@
 //! marked failed. The message itself was never acked, so RabbitMQ redelivers it
 //! once the dead process's connection closed; the next claim takes it up.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::{Dedup, Released, now_ms};
+use crate::telemetry::metrics::Metrics;
 
 /// Fingerprints looked at per sweep.
 const BATCH: usize = 500;
 
 /// Sweeps every `every` until `stop`. Returns nothing: errors are logged and the
 /// next turn tries again.
-pub async fn run(dedup: Dedup, every: Duration, stop: CancellationToken) {
+pub async fn run(dedup: Dedup, every: Duration, metrics: Arc<Metrics>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
@@ -24,7 +26,10 @@ pub async fn run(dedup: Dedup, every: Duration, stop: CancellationToken) {
         }
         match sweep_once(&dedup, every).await {
             Ok(0) => {}
-            Ok(released) => tracing::info!(released, "released the locks of workers that are gone"),
+            Ok(released) => {
+                metrics.locks_swept.inc_by(released as u64);
+                tracing::info!(released, "released the locks of workers that are gone");
+            }
             Err(e) => tracing::warn!(error = %e, "lock sweep failed; trying again next turn"),
         }
     }

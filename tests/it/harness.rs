@@ -81,6 +81,7 @@ impl TestEnv {
         config.worker.retry_base_delay_ms = 200;
         config.worker.retry_max_delay_ms = 2_000;
         config.worker.shutdown_timeout_secs = 20;
+        config.admin.addr = "127.0.0.1:0".into();
 
         store::create_database_if_missing(&config.database.url).await.expect("create test database");
         let pool = store::pool(&config.database.url, 4).expect("pool");
@@ -303,6 +304,7 @@ impl TestEnv {
             .env("WORKER__WORKER__RETRY_BASE_DELAY_MS", c.worker.retry_base_delay_ms.to_string())
             .env("WORKER__WORKER__RETRY_MAX_DELAY_MS", c.worker.retry_max_delay_ms.to_string())
             .env("WORKER__WORKER__SHUTDOWN_TIMEOUT_SECS", c.worker.shutdown_timeout_secs.to_string())
+            .env("WORKER__ADMIN__ADDR", &c.admin.addr)
             .stdin(Stdio::null())
             .kill_on_drop(true);
         cmd

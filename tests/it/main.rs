@@ -14,6 +14,7 @@ mod happy_path;
 mod history_cli;
 mod http_stub;
 mod in_progress;
+mod observability;
 mod operator;
 mod race;
 mod redis_loss;

@@ -42,6 +42,21 @@ impl Log {
 pub struct Proxy {
     pub addr: SocketAddr,
     pub log: Log,
+    /// Cut: drop every connection and refuse new ones, as an unreachable service.
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    cut_now: tokio::sync::watch::Sender<bool>,
+}
+
+impl Proxy {
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.cut_now.send(true);
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.cut_now.send(false);
+    }
 }
 
 /// Starts a proxy to `upstream` that parses the client's side with `parser`.
@@ -50,14 +65,26 @@ async fn start<P: Parser + Send + 'static>(upstream: String, make: fn(Log) -> P)
     let addr = listener.local_addr().expect("proxy address");
     let log = Log::default();
     let accept_log = log.clone();
+    let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (cut_now, watch) = tokio::sync::watch::channel(false);
+    let is_cut = cut.clone();
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
+            if is_cut.load(std::sync::atomic::Ordering::SeqCst) {
+                continue; // dropped: the connection is refused
+            }
             let Ok(server) = TcpStream::connect(&upstream).await else { continue };
             let parser = make(accept_log.clone());
-            tokio::spawn(relay(client, server, parser));
+            let mut watch = watch.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = relay(client, server, parser) => {}
+                    _ = watch.wait_for(|cut| *cut) => {}
+                }
+            });
         }
     });
-    Proxy { addr, log }
+    Proxy { addr, log, cut, cut_now }
 }
 
 pub async fn postgres(upstream: &str) -> Proxy {
@@ -66,6 +93,19 @@ pub async fn postgres(upstream: &str) -> Proxy {
 
 pub async fn redis(upstream: &str) -> Proxy {
     start(upstream.to_owned(), RespParser::new).await
+}
+
+/// A plain relay (nothing parsed), for cutting a service off.
+pub async fn tcp(upstream: &str) -> Proxy {
+    start(upstream.to_owned(), |_| Opaque).await
+}
+
+struct Opaque;
+
+impl Parser for Opaque {
+    fn feed(&mut self, buf: &mut Vec<u8>) {
+        buf.clear();
+    }
 }
 
 trait Parser {
