@@ -85,13 +85,6 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
     let deadline = Instant::now() + config.startup_timeout();
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health { consuming: tally.consuming.clone(), ..Health::default() });
-    let admin = tokio::net::TcpListener::bind(&config.admin.addr)
-        .await
-        .map_err(|error| RunError::Admin { addr: config.admin.addr.clone(), error })?;
-    if let Ok(addr) = admin.local_addr() {
-        let _ = tally.admin_addr.set(addr);
-        tracing::info!(%addr, "admin endpoint: /metrics /healthz /readyz");
-    }
     let pool = services::postgres(&config, deadline).await?;
     let redis = services::redis(&config, deadline).await?;
     let mut broker = services::rabbitmq(&config, deadline).await?;
@@ -100,6 +93,13 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
     }
 
     let responder = respond::from_config(&config.responder).map_err(RunError::Responder)?;
+    let admin = tokio::net::TcpListener::bind(&config.admin.addr)
+        .await
+        .map_err(|error| RunError::Admin { addr: config.admin.addr.clone(), error })?;
+    if let Ok(addr) = admin.local_addr() {
+        let _ = tally.admin_addr.set(addr);
+        tracing::info!(%addr, "admin endpoint: /metrics /healthz /readyz");
+    }
     let redis_probe = redis.clone();
     let dedup = Dedup::new(redis.clone(), &config.redis, &worker_id);
     let cache = CatalogCache::new(pool.clone(), redis, &config.redis.key_prefix, &config.cache);
