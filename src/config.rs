@@ -25,6 +25,7 @@ pub struct Config {
     pub context: ContextConfig,
     pub responder: ResponderConfig,
     pub admin: AdminConfig,
+    pub tracing: TracingConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -149,6 +150,29 @@ pub struct AdminConfig {
     pub addr: String,
     /// How often the inbound queue's depth and consumers are read from the broker.
     pub queue_poll_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProducerContext {
+    /// The producer's span is the parent of the consumer span (one trace).
+    Parent,
+    /// The consumer span starts a trace of its own, linked to the producer's.
+    Link,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracingConfig {
+    pub producer_context: ProducerContext,
+    /// Record customers' message texts on GenAI spans (personal data: off by default).
+    pub record_message_content: bool,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self { producer_context: ProducerContext::Parent, record_message_content: false }
+    }
 }
 
 impl Default for AdminConfig {

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use chat_worker::config::{Config, Overrides};
+use chat_worker::telemetry::traces::{self, Traces};
 use cli::{Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
@@ -27,12 +28,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => return report(&anyhow::Error::new(e).context("starting the async runtime")),
     };
-    match runtime.block_on(execute(cli)) {
+    // The OTLP exporters need a runtime around when they are built.
+    let traces = runtime.block_on(async { init_telemetry(cli.log_format) });
+    let result = runtime.block_on(execute(cli));
+    traces.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => report(&e),
     }
@@ -55,17 +59,30 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs to stderr (text or JSON) and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set,
+/// spans over OTLP.
+fn init_telemetry(format: LogFormat) -> Traces {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     // lapin logs its own connection errors at ERROR; the worker reports them
     // itself, once, with context. `WORKER_LOG=info,lapin=debug` brings them back.
     let filter =
         EnvFilter::try_from_env("WORKER_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,lapin=off"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    let provider = traces::provider().unwrap_or_else(|e| {
+        eprintln!("warning: {e}; traces are off");
+        None
+    });
+    let otel = provider.as_ref().map(traces::layer);
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => {
+            registry.with(stderr.json().with_current_span(true).with_span_list(false)).try_init()
+        }
+        LogFormat::Text => registry.with(stderr).try_init(),
+    };
+    Traces::from(provider)
 }
 
 /// One line, the whole cause chain, no backtrace.

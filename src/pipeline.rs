@@ -26,6 +26,9 @@ use crate::reply::reply_body;
 use crate::respond::{Context, Responder};
 use crate::store::{self, Exchange, Recorded, StoredReply};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::{propagation, spans};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 #[derive(Clone)]
 pub struct Pipeline {
@@ -78,19 +81,19 @@ impl Pipeline {
     pub async fn process(&self, incoming: &Incoming) -> Outcome {
         // decode: malformed or invalid messages are rejected.
         let started = Instant::now();
-        let decoded = decode(incoming.body());
+        let decoded = spans::stage("decode").in_scope(|| decode(incoming.body()));
         self.metrics.stage("decode", started);
         let inbound = match decoded {
             Ok(inbound) => inbound,
             Err(rejection) => return Outcome::Rejected(rejection),
         };
         let fingerprint = inbound.fingerprint();
+        let span = tracing::Span::current();
+        span.record("chat.tenant_id", inbound.tenant_id.to_string());
+        span.record("chat.fingerprint", fingerprint.as_str());
 
         // tenant: unknown or inactive tenants are rejected (from the cached profile).
-        let started = Instant::now();
-        let profile = self.cache.profile(inbound.tenant_id).await;
-        self.metrics.stage("tenant", started);
-        let profile = match profile {
+        let profile = match self.timed("tenant", self.cache.profile(inbound.tenant_id)).await {
             Ok(profile) => profile,
             Err(e) => return failed(&fingerprint, e),
         };
@@ -101,10 +104,16 @@ impl Pipeline {
         // dedup + lock: completed, or in progress on a live worker, is a duplicate.
         // The customer's latest list rides along in the same round trip.
         let list_key = references::redis_key(&self.settings.key_prefix, &inbound);
-        let started = Instant::now();
-        let claim = self.dedup.claim(&fingerprint, Some(&list_key)).await;
-        self.metrics.stage("lock", started);
-        if matches!(claim, Ok(Claim::Held { .. })) {
+        let claim = self.timed("lock", self.dedup.claim(&fingerprint, Some(&list_key))).await;
+        let decision = match &claim {
+            Ok(Claim::Acquired(lease)) if lease.took_over_from.is_some() => "taken_over",
+            Ok(Claim::Acquired(_)) => "acquired",
+            Ok(Claim::Completed { .. }) => "completed",
+            Ok(Claim::Held { .. }) => "held",
+            Err(_) => "error",
+        };
+        span.record("chat.lock", decision);
+        if decision == "held" {
             self.metrics.lock_contention.inc();
         }
         let lease = match claim {
@@ -234,21 +243,16 @@ impl Pipeline {
         });
 
         // respond
-        let responding = Instant::now();
-        let answer = self
-            .responder
-            .respond(&Context {
-                inbound,
-                conversation_status: context.conversation.as_ref().map_or("open", |c| c.status.as_str()),
-                tenant,
-                catalog: &catalog,
-                knowledge: &knowledge,
-                history: &context.history,
-                latest_list: latest_list.as_ref(),
-            })
-            .await;
-        self.metrics.stage("respond", responding);
-        let answer = answer?;
+        let ctx = Context {
+            inbound,
+            conversation_status: context.conversation.as_ref().map_or("open", |c| c.status.as_str()),
+            tenant,
+            catalog: &catalog,
+            knowledge: &knowledge,
+            history: &context.history,
+            latest_list: latest_list.as_ref(),
+        };
+        let answer = self.timed("respond", self.responder.respond(&ctx)).await?;
         let replied_at = Utc::now();
 
         // persist
@@ -285,11 +289,14 @@ impl Pipeline {
 
         // publish
         let body = reply_body(inbound, fingerprint, &reply);
+        let mut headers = lapin::types::FieldTable::default();
+        propagation::inject(&tracing::Span::current().context(), &mut headers);
         let outbound = OutboundReply {
             routing_key: &inbound.routing_key(),
             reply_id: &fingerprint.reply_id(),
             in_reply_to: &inbound.message_id,
             body: &body,
+            headers,
         };
         self.timed("publish", self.publisher.publish_reply(&outbound)).await?;
         let list = (!replayed && answer.references.len() >= 2).then(|| NumberedList {
@@ -300,10 +307,10 @@ impl Pipeline {
         Ok(Replied { replayed, list })
     }
 
-    /// Awaits `f`, recording its duration as `stage`.
+    /// Awaits `f` in a span of its own, recording its duration as `stage`.
     async fn timed<T>(&self, stage: &'static str, f: impl Future<Output = T>) -> T {
         let started = Instant::now();
-        let value = f.await;
+        let value = f.instrument(spans::stage(stage)).await;
         self.metrics.stage(stage, started);
         value
     }

@@ -20,6 +20,7 @@ use crate::admin::{self, Health};
 use crate::broker::{Broker, Incoming};
 use crate::catalog::{CatalogCache, invalidation};
 use crate::config::Config;
+use crate::config::ProducerContext;
 use crate::dedup::{Dedup, sweeper};
 use crate::outcome::Disposition;
 use crate::outcome::{Outcome, RetryPolicy};
@@ -27,6 +28,8 @@ use crate::pipeline::{Pipeline, PipelineSettings};
 use crate::respond;
 use crate::services::{self, Unreachable};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::spans;
+use tracing::Instrument;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -235,13 +238,27 @@ impl Session<'_> {
             let pipeline = self.pipeline.clone();
             let tally = self.tally.clone();
             let hard_stop = hard_stop.clone();
-            tasks.spawn(async move {
-                let _permit = permit;
-                tokio::select! {
-                    _ = hard_stop.cancelled() => {}
-                    _ = handle(&pipeline, Incoming::new(delivery), &policy, &tally) => {}
+            let incoming = Incoming::new(delivery);
+            let span = spans::consumer(
+                &spans::DeliveryInfo {
+                    queue: &self.config.amqp.inbound_queue,
+                    message_id: incoming.message_id(),
+                    delivery_tag: incoming.delivery_tag(),
+                    body_size: incoming.body().len(),
+                    headers: incoming.headers(),
+                },
+                self.config.tracing.producer_context == ProducerContext::Link,
+            );
+            tasks.spawn(
+                async move {
+                    let _permit = permit;
+                    tokio::select! {
+                        _ = hard_stop.cancelled() => {}
+                        _ = handle(&pipeline, incoming, &policy, &tally) => {}
+                    }
                 }
-            });
+                .instrument(span),
+            );
         }
 
         if shutdown.is_cancelled()
@@ -276,6 +293,7 @@ async fn handle(pipeline: &Pipeline, incoming: Incoming, policy: &RetryPolicy, t
         .unwrap_or_else(|_| Outcome::Failed { fingerprint: None, error: "processing panicked".into() });
     tally.count(&outcome);
     metrics.outcome(&outcome);
+    tracing::Span::current().record("chat.outcome", outcome.label());
     log_outcome(&outcome, &incoming, attempt);
     let disposition = outcome.disposition(attempt, policy, fastrand::f64());
     match &disposition {
@@ -286,7 +304,8 @@ async fn handle(pipeline: &Pipeline, incoming: Incoming, policy: &RetryPolicy, t
         Disposition::Ack | Disposition::Defer { .. } => {}
     }
     let settling = Instant::now();
-    if let Err(e) = incoming.settle(&pipeline.publisher, &disposition).await {
+    let settled = incoming.settle(&pipeline.publisher, &disposition).instrument(spans::stage("ack")).await;
+    if let Err(e) = settled {
         tracing::warn!(error = %e, outcome = outcome.label(), "could not settle the delivery; the broker will redeliver it");
     }
     metrics.stage("ack", settling);

@@ -49,6 +49,14 @@ impl Incoming {
             || self.delivery.properties.headers().as_ref().is_some_and(|h| h.contains_key(SEEN_HEADER))
     }
 
+    pub fn delivery_tag(&self) -> u64 {
+        self.delivery.delivery_tag
+    }
+
+    pub fn headers(&self) -> Option<&lapin::types::FieldTable> {
+        self.delivery.properties.headers().as_ref()
+    }
+
     /// The producer's `message_id` property, for logs when the body is unreadable.
     pub fn message_id(&self) -> Option<&str> {
         self.delivery.properties.message_id().as_ref().map(|m| m.as_str())

@@ -32,6 +32,8 @@ pub struct OutboundReply<'a> {
     pub reply_id: &'a str,
     pub in_reply_to: &'a str,
     pub body: &'a [u8],
+    /// `traceparent` / `tracestate` of the worker's span.
+    pub headers: FieldTable,
 }
 
 impl Publisher {
@@ -50,6 +52,7 @@ impl Publisher {
             .with_content_type("application/json".into())
             .with_message_id(short(reply.reply_id))
             .with_correlation_id(short(reply.in_reply_to))
+            .with_headers(reply.headers.clone())
             .with_timestamp(now_secs());
         self.publish(&self.outbound_exchange, reply.routing_key, reply.body, properties).await
     }

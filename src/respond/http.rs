@@ -36,6 +36,7 @@ impl HttpAgent {
 }
 
 pub(super) fn client(timeout_ms: u64) -> Result<reqwest::Client, RespondError> {
+    super::install_crypto();
     reqwest::Client::builder()
         .timeout(Duration::from_millis(timeout_ms))
         .connect_timeout(Duration::from_millis(timeout_ms.min(5_000)))

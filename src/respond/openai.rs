@@ -7,6 +7,7 @@ use std::fmt::Write;
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use super::http::{client, send, unreadable};
 use super::{Answer, Context, RespondError, Responder, Usage, references_in};
@@ -110,7 +111,19 @@ impl Responder for OpenAi {
             if let Some(key) = &self.api_key {
                 request = request.bearer_auth(key);
             }
-            let raw = send(request, "the chat-completions endpoint").await?;
+            // A GenAI client span (OpenTelemetry's gen_ai conventions); message
+            // contents are customers' personal data and are not recorded.
+            let span = tracing::info_span!(
+                "gen_ai",
+                otel.name = %format!("chat {}", self.model),
+                otel.kind = "client",
+                gen_ai.operation.name = "chat",
+                gen_ai.system = "openai",
+                gen_ai.request.model = %self.model,
+                gen_ai.usage.input_tokens = tracing::field::Empty,
+                gen_ai.usage.output_tokens = tracing::field::Empty,
+            );
+            let raw = send(request, "the chat-completions endpoint").instrument(span.clone()).await?;
             let completion: Completion = serde_json::from_slice(&raw)
                 .map_err(|e| unreadable("the chat-completions endpoint", &raw, e))?;
             let content = completion
@@ -127,6 +140,12 @@ impl Responder for OpenAi {
             };
             let (prompt_tokens, completion_tokens) =
                 completion.usage.map(|u| (u.prompt_tokens, u.completion_tokens)).unwrap_or((None, None));
+            if let Some(n) = prompt_tokens {
+                span.record("gen_ai.usage.input_tokens", n);
+            }
+            if let Some(n) = completion_tokens {
+                span.record("gen_ai.usage.output_tokens", n);
+            }
             let cost = match (prompt_tokens, completion_tokens) {
                 (Some(p), Some(c)) if self.prompt_cost_per_1k > 0.0 || self.completion_cost_per_1k > 0.0 => {
                     Some(
