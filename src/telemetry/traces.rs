@@ -2,8 +2,8 @@
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (off when unset), `OTEL_EXPORTER_OTLP_PROTOCOL`
 //! (`grpc` or `http/protobuf`, the default), `OTEL_SERVICE_NAME` (default
 //! `chat-worker`), `OTEL_RESOURCE_ATTRIBUTES`, and the SDK's `OTEL_TRACES_SAMPLER`
-//! / `OTEL_BSP_*` variables. Spans are batched on the SDK's own thread, so
-//! exporting never blocks a message; `shutdown` flushes the last ones.
+//! / `OTEL_BSP_*` variables. Spans are batched and exported by a task of their
+//! own, so exporting never blocks a message; `shutdown` flushes the last ones.
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{SpanExporter, WithExportConfig};
@@ -67,8 +67,14 @@ pub fn provider() -> Result<Option<SdkTracerProvider>, TracesError> {
     if env("OTEL_SERVICE_NAME").is_none() {
         resource = resource.with_service_name("chat-worker");
     }
+    // Exported from the tokio runtime (the HTTP and gRPC clients need one), batched.
+    let processor = opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+        exporter,
+        opentelemetry_sdk::runtime::Tokio,
+    )
+    .build();
     let provider =
-        SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build()).build();
+        SdkTracerProvider::builder().with_span_processor(processor).with_resource(resource.build()).build();
     Ok(Some(provider))
 }
 

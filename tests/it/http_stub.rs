@@ -27,6 +27,10 @@ impl Stub {
         requests.iter().map(|(_, body)| serde_json::from_slice(body).unwrap_or_default()).collect()
     }
 
+    pub fn raw_bodies(&self) -> Vec<Vec<u8>> {
+        self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(_, body)| body.clone()).collect()
+    }
+
     pub fn request_lines(&self) -> Vec<String> {
         self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(line, _)| line.clone()).collect()
     }

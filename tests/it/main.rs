@@ -22,4 +22,5 @@ mod rejects;
 mod responders;
 mod retries;
 mod shutdown;
+mod traces;
 mod wire;
