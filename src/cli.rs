@@ -61,6 +61,25 @@ pub enum Command {
     /// The dead-letter queue: list it, or send messages back for another try.
     #[command(subcommand)]
     Dead(DeadCommand),
+    /// What the agent did: conversations by status, messages, handoff rate,
+    /// confidence, responder latency and cost (cached for a minute).
+    Stats(StatsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Only this tenant (UUID); all tenants by default.
+    #[arg(long, value_name = "UUID")]
+    pub tenant: Option<uuid::Uuid>,
+    /// From when: an RFC 3339 time, or a span back from now such as 30m, 24h, 7d.
+    #[arg(long, default_value = "24h", value_name = "WHEN")]
+    pub since: String,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Compute now instead of using a result cached in the last minute.
+    #[arg(long)]
+    pub fresh: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,6 +6,7 @@ mod history;
 mod locks;
 mod migrate;
 mod run;
+mod stats;
 
 pub use cache::cache;
 pub use dead::dead;
@@ -13,6 +14,7 @@ pub use history::history;
 pub use locks::{locks, state};
 pub use migrate::migrate;
 pub use run::run;
+pub use stats::stats;
 
 use chat_worker::config::Config;
 use sqlx::PgPool;

@@ -10,6 +10,7 @@ mod conversations;
 mod history;
 mod messages;
 mod migrate;
+pub mod stats;
 
 use std::time::Duration;
 

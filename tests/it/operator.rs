@@ -106,3 +106,64 @@ async fn locks_list_state_and_release_show_and_free_a_stuck_lock() {
     assert!(err.contains("is not a fingerprint"), "{err}");
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_on_a_seeded_history_gives_the_right_figures() {
+    let env = TestEnv::new().await;
+    let t = env.tenant_id;
+    let other = uuid::Uuid::new_v4();
+    sqlx::raw_sql(&format!(
+        "INSERT INTO tenants (id, name) VALUES ('{other}', 'Other');
+         INSERT INTO conversations (id, tenant_id, channel, customer_external_id, status) VALUES
+           ('00000000-0000-0000-0000-000000000001', '{t}', 'web', 'a', 'open'),
+           ('00000000-0000-0000-0000-000000000002', '{t}', 'web', 'b', 'handoff'),
+           ('00000000-0000-0000-0000-000000000003', '{t}', 'sms', 'c', 'closed'),
+           ('00000000-0000-0000-0000-000000000004', '{t}', 'sms', 'd', 'closed'),
+           ('00000000-0000-0000-0000-000000000009', '{other}', 'web', 'z', 'open');
+         INSERT INTO messages (conversation_id, direction, provider_message_id, fingerprint, text)
+           SELECT '00000000-0000-0000-0000-000000000001', d, 'p' || n || d, 'f' || n, 'x'
+             FROM generate_series(1, 4) n, (VALUES ('in'), ('out')) v(d);
+         INSERT INTO messages (conversation_id, direction, provider_message_id, fingerprint, text)
+           VALUES ('00000000-0000-0000-0000-000000000002', 'out', 'human-1', 'h1', 'a human agent wrote this'),
+                  ('00000000-0000-0000-0000-000000000009', 'in', 'o1', 'o1', 'other tenant');
+         INSERT INTO agent_interactions (tenant_id, conversation_id, fingerprint, responder, model, confidence, handoff,
+                                         prompt_tokens, completion_tokens, cost, latency_ms) VALUES
+           ('{t}', '00000000-0000-0000-0000-000000000001', 'f1', 'builtin', NULL, 0.9, false, NULL, NULL, NULL, 10),
+           ('{t}', '00000000-0000-0000-0000-000000000001', 'f2', 'builtin', NULL, 0.5, true, NULL, NULL, NULL, 20),
+           ('{t}', '00000000-0000-0000-0000-000000000001', 'f3', 'openai', 'm', 0.8, false, 1000, 200, 0.25, 300),
+           ('{t}', '00000000-0000-0000-0000-000000000001', 'f4', 'openai', 'm', 0.6, false, 500, 100, 0.125, 400),
+           ('{other}', '00000000-0000-0000-0000-000000000009', 'o1', 'builtin', NULL, 0.1, true, NULL, NULL, NULL, 5000);"
+    ))
+    .execute(&env.pool)
+    .await
+    .expect("seed");
+
+    let (code, out, err) =
+        worker_cli(&env, &["stats", "--tenant", &t.to_string(), "--since", "1h", "--json", "--fresh"]).await;
+    assert_eq!(code, 0, "{err}");
+    let s: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(s["conversations"], serde_json::json!({"open": 1, "handoff": 1, "closed": 2}));
+    assert_eq!(
+        (s["messages_in"].as_i64(), s["messages_out"].as_i64()),
+        (Some(4), Some(5)),
+        "a human's reply counts as out"
+    );
+    assert_eq!((s["answers"].as_i64(), s["handoffs"].as_i64()), (Some(4), Some(1)));
+    assert_eq!(s["handoff_rate"].as_f64(), Some(0.25));
+    let confidence = s["average_confidence"].as_f64().unwrap_or_default();
+    assert!((confidence - 0.7).abs() < 1e-6, "{confidence}");
+    assert_eq!(s["latency_ms"]["p50"].as_f64(), Some(160.0), "percentile_cont of 10, 20, 300, 400");
+    assert_eq!(s["cost"].as_f64(), Some(0.375));
+    assert_eq!((s["prompt_tokens"].as_i64(), s["completion_tokens"].as_i64()), (Some(1500), Some(300)));
+    assert_eq!(
+        s["by_responder"],
+        serde_json::json!([{"responder": "builtin", "answers": 2}, {"responder": "openai", "answers": 2}])
+    );
+
+    let (_, text, _) = worker_cli(&env, &["stats", "--tenant", &t.to_string(), "--since", "1h"]).await;
+    assert!(text.contains("answers: 4; handoff rate 25.0%; average confidence 0.70"), "{text}");
+    let (_, all, _) = worker_cli(&env, &["stats", "--json", "--fresh"]).await;
+    let all: Value = serde_json::from_str(&all).expect("json");
+    assert_eq!(all["answers"].as_i64(), Some(5), "every tenant by default");
+    env.finish().await;
+}
