@@ -42,6 +42,10 @@ pub struct ServiceLabel {
     pub service: &'static str,
 }
 
+/// The pipeline's stages, as spans and `stage_duration_seconds` name them.
+pub const STAGES: [&str; 9] =
+    ["decode", "tenant", "lock", "catalog", "history", "respond", "persist", "publish", "ack"];
+
 pub struct Metrics {
     registry: Registry,
     pub messages: Family<OutcomeLabel, Counter>,
@@ -152,6 +156,21 @@ impl Metrics {
             "Redis round trips made for messages",
             m.redis_round_trips.clone(),
         );
+        // Series that exist from the start at zero, so rate() and alerts see them
+        // before the first event (and dashboards find every name).
+        for outcome in ["processed", "duplicate", "rejected", "failed", "deferred"] {
+            let _ = m.messages.get_or_create(&OutcomeLabel { outcome });
+        }
+        for stage in STAGES {
+            let _ = m.stage_seconds.get_or_create(&StageLabel { stage });
+        }
+        for kind in ["malformed", "invalid", "unknown_tenant", "failed"] {
+            let _ = m.dead_letters.get_or_create(&KindLabel { kind: kind.to_owned() });
+        }
+        for tier in ["local", "redis", "database"] {
+            let _ = m.cache_lookups.get_or_create(&TierLabel { tier });
+        }
+        let _ = m.reconnects.get_or_create(&ServiceLabel { service: "rabbitmq" });
         Self { registry, ..m }
     }
 
@@ -186,3 +205,17 @@ impl Metrics {
 }
 
 pub type SharedMetrics = Arc<Metrics>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_exported_under_the_chat_worker_prefix() {
+        let text = Metrics::new().render();
+        let types: Vec<&str> = text.lines().filter(|l| l.starts_with("# TYPE ")).collect();
+        assert!(types.len() >= 15, "{text}");
+        assert!(types.iter().all(|l| l.starts_with("# TYPE chat_worker_")), "{types:?}");
+        assert!(text.contains("# TYPE chat_worker_messages counter"), "{text}");
+    }
+}

@@ -9,6 +9,7 @@ mod cli;
 mod conversation;
 mod corpus;
 mod crash;
+mod deploy_files;
 mod fencing;
 mod happy_path;
 mod history_cli;

@@ -54,7 +54,11 @@ async fn metrics_parse_and_their_counters_move_as_messages_flow() {
     assert_eq!(get(&format!("{url}/healthz")).await, (200, "ok\n".to_owned()));
 
     let before = parse_prometheus(&get(&format!("{url}/metrics")).await.1);
-    assert_eq!(before.get("chat_worker_messages_total{outcome=\"processed\"}"), None);
+    assert_eq!(
+        before.get("chat_worker_messages_total{outcome=\"processed\"}"),
+        Some(&0.0),
+        "exported at zero from the start"
+    );
     for text in ["Do you have running shoes under 5000?", "the second one", "What are your opening hours?"] {
         env.converse("metered-customer", text).await;
     }
