@@ -79,7 +79,7 @@ fn init_telemetry(format: LogFormat) -> Traces {
     let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => {
-            registry.with(stderr.json().with_current_span(true).with_span_list(false)).try_init()
+            registry.with(stderr.json().with_current_span(false).with_span_list(true)).try_init()
         }
         LogFormat::Text => registry.with(stderr).try_init(),
     };

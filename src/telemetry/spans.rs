@@ -39,15 +39,20 @@ pub fn consumer(d: &DeliveryInfo<'_>, link: bool) -> Span {
         chat.lock = Empty,
         trace_id = Empty,
     );
-    if let Some(cx) = propagation::extract(d.headers) {
+    let producer = propagation::extract(d.headers);
+    let producer_trace = producer.as_ref().map(|cx| cx.span().span_context().trace_id());
+    if let Some(cx) = producer {
         if link {
             span.add_link(cx.span().span_context().clone());
         } else {
             let _ = span.set_parent(cx);
         }
     }
-    let trace_id = span.context().span().span_context().trace_id();
-    if trace_id != opentelemetry::trace::TraceId::INVALID {
+    // The trace id every log line of this delivery carries: ours when traces are
+    // exported, else at least the producer's.
+    let ours = span.context().span().span_context().trace_id();
+    let trace_id = Some(ours).filter(|t| *t != opentelemetry::trace::TraceId::INVALID).or(producer_trace);
+    if let Some(trace_id) = trace_id {
         span.record("trace_id", trace_id.to_string());
     }
     span

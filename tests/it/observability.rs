@@ -134,3 +134,49 @@ async fn readyz_turns_not_ready_while_rabbitmq_is_unreachable_and_ready_after() 
     worker.stop().await.expect("stop");
     env.finish().await;
 }
+
+/// `--log-format json`: one JSON object per line, and each line of a message's
+/// handling carries its fingerprint and trace id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_lines_of_a_message_carry_its_fingerprint_and_trace_id() {
+    let env = TestEnv::new().await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION broken() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$;
+         CREATE TRIGGER broken BEFORE INSERT ON messages FOR EACH STATEMENT EXECUTE FUNCTION broken();",
+    )
+    .execute(&env.pool)
+    .await
+    .expect("fault");
+    let mut worker = env
+        .worker_command("json-logs")
+        .args(["--log-format", "json"])
+        .env("WORKER__WORKER__MAX_ATTEMPTS", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let message = env.message("m-logged", "c", "hello");
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let mut headers = lapin::types::FieldTable::default();
+    headers.insert(
+        "traceparent".into(),
+        lapin::types::AMQPValue::LongString(format!("00-{trace_id}-b7ad6b7169203331-01").as_bytes().into()),
+    );
+    env.publish_with_headers(message.to_string().as_bytes(), headers).await;
+    eventually("dead-lettered", || async { env.queue_depth(&env.config.amqp.dead_queue).await == 1 }).await;
+    let pid = worker.id().expect("running").to_string();
+    let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
+    let out = worker.wait_with_output().await.expect("output");
+    let text = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let failed: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["fields"]["message"] == "failed").collect();
+    assert_eq!(failed.len(), 1, "{text}");
+    let spans = failed[0]["spans"].as_array().cloned().unwrap_or_default();
+    let consumer = spans.iter().find(|s| s["name"] == "process worker.inbound").expect("the consumer span");
+    assert_eq!(consumer["chat.fingerprint"], crate::harness::fingerprint_of(&message));
+    assert_eq!(consumer["trace_id"], trace_id);
+    env.finish().await;
+}
