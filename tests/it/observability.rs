@@ -147,7 +147,7 @@ async fn json_log_lines_of_a_message_carry_its_fingerprint_and_trace_id() {
     .execute(&env.pool)
     .await
     .expect("fault");
-    let mut worker = env
+    let worker = env
         .worker_command("json-logs")
         .args(["--log-format", "json"])
         .env("WORKER__WORKER__MAX_ATTEMPTS", "1")
