@@ -95,7 +95,8 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
         broker.declare(config.worker.max_attempts).await.map_err(RunError::Topology)?;
     }
 
-    let responder = respond::from_config(&config.responder).map_err(RunError::Responder)?;
+    let responder = respond::from_config(&config.responder, config.tracing.record_message_content)
+        .map_err(RunError::Responder)?;
     let admin = tokio::net::TcpListener::bind(&config.admin.addr)
         .await
         .map_err(|error| RunError::Admin { addr: config.admin.addr.clone(), error })?;

@@ -212,6 +212,7 @@ impl CatalogCache {
             .map_err(|e| StoreError::Shared(e.to_string()))?;
         if !missed.load(Ordering::Relaxed) {
             self.inner.stats.local_hits.fetch_add(1, Ordering::Relaxed);
+            tracing::Span::current().record("cache.tier", "local");
         }
         Ok(entry)
     }
@@ -226,10 +227,12 @@ impl CatalogCache {
         let min = self.latest(tenant);
         if let Some(value) = self.redis_get::<T>(&key).await.filter(|v| v.version() >= min) {
             self.inner.stats.redis_hits.fetch_add(1, Ordering::Relaxed);
+            tracing::Span::current().record("cache.tier", "redis");
             return Ok(value);
         }
         let value = load().await?;
         self.inner.stats.loads.fetch_add(1, Ordering::Relaxed);
+        tracing::Span::current().record("cache.tier", "database");
         self.redis_set(&key, &value, tier.ttl).await;
         Ok(value)
     }

@@ -80,10 +80,14 @@ pub trait Responder: Send + Sync {
 }
 
 /// The responder `worker.toml` asks for.
-pub fn from_config(config: &ResponderConfig) -> Result<Arc<dyn Responder>, RespondError> {
+/// `record_contents`: put message texts on the GenAI span (personal data).
+pub fn from_config(
+    config: &ResponderConfig,
+    record_contents: bool,
+) -> Result<Arc<dyn Responder>, RespondError> {
     Ok(match config.kind {
         ResponderKind::Builtin => Arc::new(Builtin { handoff_threshold: config.handoff_threshold }),
-        ResponderKind::Openai => Arc::new(openai::OpenAi::new(config)?),
+        ResponderKind::Openai => Arc::new(openai::OpenAi::new(config, record_contents)?),
         ResponderKind::Http => Arc::new(http::HttpAgent::new(config)?),
     })
 }

@@ -25,6 +25,7 @@ pub struct OpenAi {
     api_key: Option<String>,
     prompt_cost_per_1k: f64,
     completion_cost_per_1k: f64,
+    record_contents: bool,
 }
 
 #[derive(Deserialize)]
@@ -50,7 +51,7 @@ struct TokenUsage {
 }
 
 impl OpenAi {
-    pub fn new(config: &ResponderConfig) -> Result<Self, RespondError> {
+    pub fn new(config: &ResponderConfig, record_contents: bool) -> Result<Self, RespondError> {
         Ok(Self {
             client: client(config.timeout_ms)?,
             endpoint: format!("{}/chat/completions", config.url.trim_end_matches('/')),
@@ -58,6 +59,7 @@ impl OpenAi {
             api_key: std::env::var(&config.api_key_env).ok().filter(|k| !k.is_empty()),
             prompt_cost_per_1k: config.prompt_cost_per_1k,
             completion_cost_per_1k: config.completion_cost_per_1k,
+            record_contents,
         })
     }
 
@@ -106,7 +108,8 @@ impl Responder for OpenAi {
 
     fn respond<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, Result<Answer, RespondError>> {
         Box::pin(async move {
-            let body = json!({ "model": self.model, "messages": self.messages(ctx) });
+            let messages = self.messages(ctx);
+            let body = json!({ "model": self.model, "messages": messages });
             let mut request = self.client.post(&self.endpoint).json(&body);
             if let Some(key) = &self.api_key {
                 request = request.bearer_auth(key);
@@ -122,7 +125,12 @@ impl Responder for OpenAi {
                 gen_ai.request.model = %self.model,
                 gen_ai.usage.input_tokens = tracing::field::Empty,
                 gen_ai.usage.output_tokens = tracing::field::Empty,
+                gen_ai.input.messages = tracing::field::Empty,
+                gen_ai.output.messages = tracing::field::Empty,
             );
+            if self.record_contents {
+                span.record("gen_ai.input.messages", Value::Array(messages).to_string());
+            }
             let raw = send(request, "the chat-completions endpoint").instrument(span.clone()).await?;
             let completion: Completion = serde_json::from_slice(&raw)
                 .map_err(|e| unreadable("the chat-completions endpoint", &raw, e))?;
@@ -142,6 +150,9 @@ impl Responder for OpenAi {
                 completion.usage.map(|u| (u.prompt_tokens, u.completion_tokens)).unwrap_or((None, None));
             if let Some(n) = prompt_tokens {
                 span.record("gen_ai.usage.input_tokens", n);
+            }
+            if self.record_contents {
+                span.record("gen_ai.output.messages", content.as_str());
             }
             if let Some(n) = completion_tokens {
                 span.record("gen_ai.usage.output_tokens", n);

@@ -58,7 +58,8 @@ pub fn consumer(d: &DeliveryInfo<'_>, link: bool) -> Span {
     span
 }
 
-/// A child span for one stage of the pipeline.
+/// A child span for one stage of the pipeline. `cache.tier` is recorded by the
+/// stages the catalog cache answers (local, redis or database).
 pub fn stage(name: &'static str) -> Span {
-    tracing::info_span!("stage", otel.name = name)
+    tracing::info_span!("stage", otel.name = name, cache.tier = Empty)
 }

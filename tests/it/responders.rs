@@ -94,7 +94,7 @@ async fn ask(
     } else {
         format!("{}/agent", stub.url)
     };
-    let responder = respond::from_config(&config(kind, &url, timeout_ms)).expect("responder");
+    let responder = respond::from_config(&config(kind, &url, timeout_ms), false).expect("responder");
     let f = fixture();
     let ctx = Context {
         inbound: &f.inbound,

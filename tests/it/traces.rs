@@ -135,6 +135,11 @@ async fn spans_arrive_continue_the_producers_trace_and_the_reply_carries_it_on()
     for stage in ["decode", "tenant", "lock", "catalog", "history", "respond", "persist", "publish", "ack"] {
         assert!(names.contains(&stage), "stage span {stage} in {names:?}");
     }
+    for cached in ["tenant", "catalog"] {
+        let span = children.iter().find(|s| s.name == cached).expect("stage span");
+        let tier = attributes(span).get("cache.tier").cloned().unwrap_or_default();
+        assert!(["local", "redis", "database"].contains(&tier.as_str()), "{cached}: cache.tier = {tier:?}");
+    }
     println!("trace {trace_id} as the receiver saw it:");
     let ms = |s: &Span| (s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano)) as f64 / 1e6;
     println!(
