@@ -1,15 +1,32 @@
 use std::sync::atomic::Ordering;
 
+use std::time::Duration;
+
 use crate::harness::{PATIENCE, TestEnv, eventually};
+use crate::http_stub::{self, Answer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_messages_in_flight_exits_0_and_every_message_is_accounted_for() {
-    const N: usize = 2_000;
+    const N: usize = 1_000;
     let env = TestEnv::new().await;
     for i in 0..N {
         env.publish_json(&env.message(&format!("m-{i}"), &format!("cust-{}", i % 50), "hello")).await;
     }
-    let mut child = env.worker_command("stopping").spawn().expect("spawn worker");
+    // A slow agent (300 ms an answer) and 32 at a time: when SIGTERM arrives there
+    // are surely messages in flight, and surely messages not yet started.
+    let agent = http_stub::serve(Answer::Slow(
+        Duration::from_millis(300),
+        r#"{"text":"from the slow agent","confidence":0.9,"handoff":false}"#.into(),
+    ))
+    .await;
+    let mut child = env
+        .worker_command("stopping")
+        .env("WORKER__RESPONDER__KIND", "http")
+        .env("WORKER__RESPONDER__URL", &agent.url)
+        .env("WORKER__WORKER__CONCURRENCY", "32")
+        .env("WORKER__AMQP__PREFETCH", "64")
+        .spawn()
+        .expect("spawn worker");
     eventually("the worker is replying", || async { env.queue_depth(&env.replies_queue).await > 0 }).await;
     let pid = child.id().expect("running").to_string();
     let kill = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
