@@ -11,7 +11,7 @@ export WORKER__AMQP__DEAD_QUEUE="$run.worker.dead"
 export WORKER__AMQP__RETRY_QUEUE_PREFIX="$run.worker.retry"
 export WORKER__REDIS__KEY_PREFIX="$run:"
 export WORKER__ADMIN__ADDR="${WORKER__ADMIN__ADDR:-127.0.0.1:0}"  # several workers on one host
-export WORKER_LOG="${WORKER_LOG:-warn}"
+export WORKER_LOG="${WORKER_LOG:-warn,lapin=off}"
 
 cleanup_isolated() {
   psql "${base_db%/*}/postgres" -qc "DROP DATABASE IF EXISTS chat_worker_$run WITH (FORCE)" >/dev/null 2>&1 || true
