@@ -10,18 +10,19 @@
 //! It disturbs the machine's shared services: run it alone (scripts/chaos.sh).
 //! Usage: chaos WORKER_BINARY N
 
+mod common;
+
 use std::collections::HashSet;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use chat_worker::broker::Broker;
 use chat_worker::config::{Config, Overrides};
 use chat_worker::decode::decode;
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{Connection, ConnectionProperties};
 use serde_json::json;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
@@ -86,29 +87,9 @@ async fn run() -> anyhow::Result<()> {
         .await?;
     pool.close().await;
 
-    let broker = Broker::connect(&config.amqp).await?;
-    broker.declare(config.worker.max_attempts).await?;
-    broker.close().await;
-    let connection = Connection::connect(&config.amqp.url, ConnectionProperties::default()).await?;
-    let channel = connection.create_channel().await?;
-    channel.confirm_select(Default::default()).await?;
     let replies_queue = format!("{}.chaos-replies", config.amqp.outbound_exchange);
-    channel
-        .queue_declare(
-            replies_queue.as_str().into(),
-            QueueDeclareOptions { durable: true, ..Default::default() },
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            replies_queue.as_str().into(),
-            config.amqp.outbound_exchange.as_str().into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    // The replies survive everything below on a durable queue; read them afterwards.
+    let (connection, channel) = common::gateway(&config, &replies_queue, true).await?;
 
     // 10% of the messages are copies of earlier ones.
     let unique = total - total / 10;
@@ -128,29 +109,7 @@ async fn run() -> anyhow::Result<()> {
         }
         bodies.push(body);
     }
-    let mut confirms = Vec::new();
-    for body in &bodies {
-        confirms.push(
-            channel
-                .basic_publish(
-                    config.amqp.inbound_exchange.as_str().into(),
-                    format!("web.{tenant}").into(),
-                    BasicPublishOptions::default(),
-                    body.as_bytes(),
-                    BasicProperties::default().with_delivery_mode(2),
-                )
-                .await?,
-        );
-        if confirms.len() >= 1000 {
-            for c in confirms.drain(..) {
-                c.await?;
-            }
-        }
-    }
-    for c in confirms {
-        c.await?;
-    }
-    // The replies survive everything below on a durable queue; read them afterwards.
+    common::publish_all(&channel, &config, &format!("web.{tenant}"), bodies).await?;
     connection.close(200, "published".into()).await?;
 
     let mut fleet = Fleet { binary, workers: Vec::new() };

@@ -8,16 +8,16 @@
 //!
 //! Usage: drain WORKER_BINARY N
 
+mod common;
+
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use chat_worker::broker::Broker;
 use chat_worker::config::{Config, Overrides};
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -43,35 +43,12 @@ async fn run() -> anyhow::Result<()> {
         .execute(&pool)
         .await?;
 
-    let broker = Broker::connect(&config.amqp).await?;
-    broker.declare(config.worker.max_attempts).await?;
-    broker.close().await;
-    let connection = Connection::connect(&config.amqp.url, ConnectionProperties::default()).await?;
-    let channel = connection.create_channel().await?;
-    channel.confirm_select(Default::default()).await?;
     let replies_queue = format!("{}.drain-replies", config.amqp.outbound_exchange);
-    channel
-        .queue_declare(
-            replies_queue.as_str().into(),
-            QueueDeclareOptions { exclusive: true, ..Default::default() },
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            replies_queue.as_str().into(),
-            config.amqp.outbound_exchange.as_str().into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let (_connection, channel) = common::gateway(&config, &replies_queue, false).await?;
 
     let publish_started = Instant::now();
-    let routing_key = format!("web.{tenant}");
-    let mut confirms = Vec::with_capacity(1024);
-    for i in 0..n {
-        let body = json!({
+    let bodies = (0..n).map(|i| {
+        json!({
             "message_id": format!("drain-{i}"),
             "tenant_id": tenant,
             "channel": "web",
@@ -79,26 +56,9 @@ async fn run() -> anyhow::Result<()> {
             "text": format!("Hello, question {i}"),
             "received_at": chrono::Utc::now().to_rfc3339(),
         })
-        .to_string();
-        let confirm = channel
-            .basic_publish(
-                config.amqp.inbound_exchange.as_str().into(),
-                routing_key.as_str().into(),
-                BasicPublishOptions::default(),
-                body.as_bytes(),
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await?;
-        confirms.push(confirm);
-        if confirms.len() == 1024 {
-            for c in confirms.drain(..) {
-                c.await?;
-            }
-        }
-    }
-    for c in confirms {
-        c.await?;
-    }
+        .to_string()
+    });
+    common::publish_all(&channel, &config, &format!("web.{tenant}"), bodies).await?;
     println!("published {n} messages in {:.2}s", publish_started.elapsed().as_secs_f64());
 
     let mut consumer = channel
