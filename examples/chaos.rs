@@ -159,13 +159,22 @@ async fn run() -> anyhow::Result<()> {
 
     wait_for_replies(&config, unique as i64, Duration::from_secs(600)).await?;
     let pool = chat_worker::store::pool(&config.database.url, 2)?;
-    // Let duplicates and retries still queued drain before stopping the fleet.
+    // Rows can all be committed while some replies still wait for a retry (a
+    // commit whose acknowledgement was lost to the PostgreSQL restart is re-published
+    // on the next attempt). Stop the fleet only once the inbound queue and every
+    // retry queue have stayed empty for a while.
+    let mut queues = vec![config.amqp.inbound_queue.clone()];
+    queues.extend(
+        (1..config.worker.max_attempts.max(2)).map(|n| format!("{}.{n}", config.amqp.retry_queue_prefix)),
+    );
     let quiet = Instant::now();
-    loop {
-        let depth = queue_depth(&config, &config.amqp.inbound_queue).await.unwrap_or(u32::MAX);
-        if depth == 0 || quiet.elapsed() > Duration::from_secs(120) {
-            break;
+    let mut empty_polls = 0;
+    while empty_polls < 8 && quiet.elapsed() < Duration::from_secs(180) {
+        let mut depth = 0u64;
+        for queue in &queues {
+            depth += u64::from(queue_depth(&config, queue).await.unwrap_or(1));
         }
+        empty_polls = if depth == 0 { empty_polls + 1 } else { 0 };
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     for worker in &mut fleet.workers {
