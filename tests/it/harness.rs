@@ -459,6 +459,23 @@ impl TestEnv {
         redis::cmd("DEL").arg(key).query_async::<()>(&mut self.redis.clone()).await.expect("del");
     }
 
+    /// Runs `plpgsql` (a function body) before every insert into `messages`, as a
+    /// misbehaving database would: `RAISE EXCEPTION ...` to fail, `PERFORM pg_sleep(..)`
+    /// to be slow. `remove_insert_trigger` undoes it.
+    pub async fn on_message_insert(&self, plpgsql: &str) {
+        sqlx::raw_sql(&format!(
+            "CREATE FUNCTION on_insert() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {plpgsql}; RETURN NULL; END $$;
+             CREATE TRIGGER on_insert BEFORE INSERT ON messages FOR EACH STATEMENT EXECUTE FUNCTION on_insert();"
+        ))
+        .execute(&self.pool)
+        .await
+        .expect("insert trigger");
+    }
+
+    pub async fn remove_insert_trigger(&self) {
+        sqlx::raw_sql("DROP TRIGGER on_insert ON messages").execute(&self.pool).await.expect("drop trigger");
+    }
+
     /// Routes this test's workers through counting proxies (see `wire`).
     pub fn route_through(&mut self, pg: Option<&crate::wire::Proxy>, redis: Option<&crate::wire::Proxy>) {
         if let Some(pg) = pg {

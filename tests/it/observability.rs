@@ -140,13 +140,7 @@ async fn readyz_turns_not_ready_while_rabbitmq_is_unreachable_and_ready_after() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_log_lines_of_a_message_carry_its_fingerprint_and_trace_id() {
     let env = TestEnv::new().await;
-    sqlx::raw_sql(
-        "CREATE FUNCTION broken() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$;
-         CREATE TRIGGER broken BEFORE INSERT ON messages FOR EACH STATEMENT EXECUTE FUNCTION broken();",
-    )
-    .execute(&env.pool)
-    .await
-    .expect("fault");
+    env.on_message_insert("RAISE EXCEPTION 'disk full'").await;
     let worker = env
         .worker_command("json-logs")
         .args(["--log-format", "json"])

@@ -20,13 +20,7 @@ async fn worker_cli(env: &TestEnv, args: &[&str]) -> (i32, String, String) {
 async fn a_failed_message_is_listed_without_being_consumed_and_replayed_once_the_fault_is_fixed() {
     let mut env = TestEnv::new().await;
     env.config.worker.max_attempts = 1;
-    sqlx::raw_sql(
-        "CREATE FUNCTION broken() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$;
-         CREATE TRIGGER broken BEFORE INSERT ON messages FOR EACH STATEMENT EXECUTE FUNCTION broken();",
-    )
-    .execute(&env.pool)
-    .await
-    .expect("fault");
+    env.on_message_insert("RAISE EXCEPTION 'disk full'").await;
     let worker = env.spawn_worker("w1");
     let message = env.message("m-replay", "c1", "hello");
     env.publish_json(&message).await;
@@ -50,7 +44,7 @@ async fn a_failed_message_is_listed_without_being_consumed_and_replayed_once_the
         "{text}"
     );
 
-    sqlx::raw_sql("DROP TRIGGER broken ON messages").execute(&env.pool).await.expect("fix");
+    env.remove_insert_trigger().await;
     let worker = env.spawn_worker("w2");
     let (code, out, err) = worker_cli(&env, &["dead", "replay"]).await;
     assert_eq!(code, 0, "{err}");

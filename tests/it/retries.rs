@@ -5,18 +5,11 @@ use crate::harness::{TestEnv, eventually, fingerprint_of, header, header_str};
 /// Makes the first `failures` inserts into `messages` fail, as a database
 /// hiccup would. A sequence, because it advances even when the insert rolls back.
 async fn inject_insert_faults(env: &TestEnv, failures: i64) {
-    sqlx::raw_sql(&format!(
-        "CREATE SEQUENCE fault_seq;
-         CREATE FUNCTION flaky() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-           IF nextval('fault_seq') <= {failures} THEN RAISE EXCEPTION 'injected fault'; END IF;
-           RETURN NULL;
-         END $$;
-         CREATE TRIGGER flaky BEFORE INSERT ON messages FOR EACH STATEMENT EXECUTE FUNCTION flaky();"
+    sqlx::raw_sql("CREATE SEQUENCE fault_seq").execute(&env.pool).await.expect("sequence");
+    env.on_message_insert(&format!(
+        "IF nextval('fault_seq') <= {failures} THEN RAISE EXCEPTION 'injected fault'; END IF"
     ))
-    .execute(&env.pool)
-    .await
-    .expect("install fault trigger");
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,13 +67,7 @@ async fn work_past_the_deadline_is_abandoned_and_never_commits() {
     env.config.worker.max_attempts = 2;
     env.config.responder.timeout_ms = 1_000;
     env.config.redis.lock_ttl_secs = 5;
-    sqlx::raw_sql(
-        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(3); RETURN NULL; END $$;
-         CREATE TRIGGER slow BEFORE INSERT ON messages FOR EACH STATEMENT EXECUTE FUNCTION slow();",
-    )
-    .execute(&env.pool)
-    .await
-    .expect("slow trigger");
+    env.on_message_insert("PERFORM pg_sleep(3)").await;
     let worker = env.spawn_worker("w1");
     let message = env.message("m-late", "c1", "hello");
     env.publish_json(&message).await;
