@@ -3,7 +3,9 @@
 //! Listing takes messages without acking them and then closes the channel, which
 //! returns them all to the queue: nothing is consumed by looking.
 
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection};
 use serde::Serialize;
@@ -83,6 +85,14 @@ pub async fn replay(
 ) -> Result<usize, BrokerError> {
     let channel = connection.create_channel().await?;
     channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    // Only what is there now: a replayed message that fails again comes back to
+    // this queue, and must not be replayed again in the same run.
+    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+    let present = channel
+        .queue_declare(config.dead_queue.as_str().into(), passive, FieldTable::default())
+        .await?
+        .message_count();
+    let limit = limit.min(present as usize);
     let mut replayed = 0;
     while replayed < limit {
         let Some(message) =
