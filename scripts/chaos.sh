@@ -4,6 +4,7 @@
 # PostgreSQL, so run it alone, never beside the test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+T="${CARGO_TARGET_DIR:-target}"  # where cargo builds
 N="${1:-20000}"
 scripts/services.sh ensure
 cargo build --quiet --release --bin worker --example chaos
@@ -12,5 +13,5 @@ source scripts/isolated.sh chaos
 export WORKER__WORKER__RETRY_BASE_DELAY_MS="${WORKER__WORKER__RETRY_BASE_DELAY_MS:-500}"
 export WORKER__WORKER__MAX_ATTEMPTS="${WORKER__WORKER__MAX_ATTEMPTS:-8}"
 export WORKER__REDIS__LIVENESS_TTL_SECS="${WORKER__REDIS__LIVENESS_TTL_SECS:-3}"
-target/release/worker migrate >/dev/null
-target/release/examples/chaos target/release/worker "$N"
+$T/release/worker migrate >/dev/null
+$T/release/examples/chaos $T/release/worker "$N"

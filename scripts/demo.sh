@@ -5,9 +5,10 @@
 # worker with SIGTERM, prints its own tally, and stops what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+T="${CARGO_TARGET_DIR:-target}"  # where cargo builds
 
 command -v cargo >/dev/null || { echo "demo: cargo not found (Rust >= 1.88 is required)" >&2; exit 1; }
-LOG=target/demo-worker.log
+LOG="$T/demo-worker.log"
 worker_pid=
 
 cleanup() {
@@ -21,14 +22,14 @@ cargo build --quiet --bin worker --example demo
 scripts/services.sh ensure
 
 echo "== worker migrate =="
-target/debug/worker --config worker.toml migrate
+$T/debug/worker --config worker.toml migrate
 
 echo "== worker run (log: $LOG) =="
 mkdir -p target
-target/debug/worker --config worker.toml run --worker-id demo-worker > "$LOG" 2>&1 &
+$T/debug/worker --config worker.toml run --worker-id demo-worker > "$LOG" 2>&1 &
 worker_pid=$!
 
-target/debug/examples/demo worker.toml
+$T/debug/examples/demo worker.toml
 
 echo
 echo "== stopping the worker (SIGTERM) =="
