@@ -3,7 +3,7 @@
 # when the run exits. Sets $run.
 run="${1:-run}$(date +%s)"
 base_db="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/worker}"
-export WORKER__DATABASE__URL="${base_db%/*}/chat_worker_$run"
+export WORKER__DATABASE__URL="${base_db%/*}/chat_worker_$run?sslmode=disable"  # no TLS on loopback
 export WORKER__AMQP__INBOUND_EXCHANGE="$run.chat.inbound"
 export WORKER__AMQP__OUTBOUND_EXCHANGE="$run.chat.outbound"
 export WORKER__AMQP__INBOUND_QUEUE="$run.worker.inbound"

@@ -91,6 +91,10 @@ pub struct RedisConfig {
 pub struct DatabaseConfig {
     pub url: String,
     pub max_connections: u32,
+    /// Most messages one commit records (group commit).
+    pub commit_batch_max: usize,
+    /// Group commits running at once; messages ready meanwhile join the next one.
+    pub commits_in_flight: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -261,7 +265,12 @@ impl Default for RedisConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: "postgres://postgres@127.0.0.1:5432/worker".into(), max_connections: 16 }
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/worker?sslmode=disable".into(),
+            max_connections: 16,
+            commit_batch_max: 256,
+            commits_in_flight: 4,
+        }
     }
 }
 
@@ -332,6 +341,17 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        if self.database.commit_batch_max == 0 {
+            return Err(invalid("database.commit_batch_max", "must be at least 1"));
+        }
+        if self.database.commits_in_flight == 0
+            || self.database.commits_in_flight >= self.database.max_connections as usize
+        {
+            return Err(invalid(
+                "database.commits_in_flight",
+                "must be at least 1 and below database.max_connections (reads need connections too)",
+            ));
         }
         if self.cache.local_max_bytes < 1024 * 1024 {
             return Err(invalid("cache.local_max_bytes", "must be at least 1048576 (1 MiB)"));

@@ -33,6 +33,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 #[derive(Clone)]
 pub struct Pipeline {
     pub pool: PgPool,
+    /// Stage "persist": group commits shared with the other messages in flight.
+    pub writer: store::Writer,
     pub dedup: Dedup,
     pub cache: CatalogCache,
     pub responder: Arc<dyn Responder>,
@@ -131,13 +133,20 @@ impl Pipeline {
         };
         self.crash_point("after_lock");
 
-        // catalog, history, respond, persist, publish: under the lock, within the
-        // deadline, while the lease renews.
+        // catalog, history, respond: under the lock, within the deadline, while the
+        // lease renews. Then persist and publish, still under the renewed lock. The
+        // write is not cut by the deadline: once handed to the group commit it may
+        // commit with others, so its result is waited for (PostgreSQL's
+        // statement_timeout, set to the same deadline, bounds it).
         let work = async {
             self.fence_takeover(&lease).await?;
-            self.reply_under_lock(&inbound, &fingerprint, tenant, &lease).await
+            self.answer_under_lock(&inbound, &fingerprint, tenant, &lease).await
         };
-        match self.guarded(work, &lease).await {
+        let replied = match self.guarded(work, &lease, Some(self.settings.deadline)).await {
+            Ok(answered) => self.guarded(self.deliver(&inbound, &fingerprint, answered), &lease, None).await,
+            Err(stop) => Err(stop),
+        };
+        match replied {
             Ok(replied) => {
                 let remember = replied.list.as_ref().and_then(|l| serde_json::to_vec(l).ok());
                 let also_set =
@@ -174,16 +183,18 @@ impl Pipeline {
         }
     }
 
-    /// Runs `work` until it ends, panics, passes the deadline, or loses its lease;
-    /// renews the lease every third of its TTL meanwhile. Work that is cut short
-    /// is dropped, so it can commit nothing afterwards.
+    /// Runs `work` until it ends, panics, passes the deadline (if any), or loses
+    /// its lease; renews the lease every third of its TTL meanwhile. Work that is
+    /// cut short is dropped, so it can commit nothing afterwards.
     async fn guarded<T>(
         &self,
         work: impl Future<Output = Result<T, Stop>>,
         lease: &Lease,
+        deadline: Option<Duration>,
     ) -> Result<T, Stop> {
         let work = AssertUnwindSafe(work).catch_unwind();
-        let deadline = tokio::time::sleep(self.settings.deadline);
+        let limited = deadline.is_some();
+        let deadline = tokio::time::sleep(deadline.unwrap_or(Duration::MAX / 4));
         tokio::pin!(work, deadline);
         let every = self.dedup.renew_interval();
         let mut renewal = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -193,7 +204,7 @@ impl Pipeline {
                 done = &mut work => {
                     return done.unwrap_or_else(|panic| Err(Stop::Fail(format!("processing panicked: {}", panic_text(&panic)))));
                 }
-                _ = &mut deadline => {
+                _ = &mut deadline, if limited => {
                     return Err(Stop::Fail(format!("deadline of {}s passed; abandoned", self.settings.deadline.as_secs())));
                 }
                 _ = renewal.tick() => match self.dedup.renew(lease).await {
@@ -208,13 +219,13 @@ impl Pipeline {
         }
     }
 
-    async fn reply_under_lock(
+    async fn answer_under_lock(
         &self,
         inbound: &Inbound,
         fingerprint: &Fingerprint,
         tenant: &TenantProfile,
         lease: &Lease,
-    ) -> Result<Replied, Stop> {
+    ) -> Result<Exchange, Stop> {
         let started = Instant::now();
         let stored_at = Utc::now();
         let list_in_redis: Option<NumberedList> =
@@ -255,33 +266,43 @@ impl Pipeline {
         let answer = self.timed("respond", self.responder.respond(&ctx)).await?;
         let replied_at = Utc::now();
 
-        // persist
         let exchange = Exchange {
-            inbound,
-            fingerprint,
+            inbound: inbound.clone(),
+            fingerprint: fingerprint.clone(),
             conversation_id,
             stored_at,
-            answer: &answer,
+            answer,
             replied_at,
-            responder: self.responder.name(),
+            responder: self.responder.name().to_owned(),
             latency_ms: i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX),
             fence: lease.fence,
         };
-        let (reply, replayed) =
-            match self.timed("persist", store::record_exchange(&self.pool, &exchange)).await? {
-                Recorded::New { conversation_id } => (
-                    StoredReply {
-                        conversation_id,
-                        text: answer.text.clone(),
-                        handoff: answer.handoff,
-                        confidence: answer.confidence,
-                        references: serde_json::to_value(&answer.references).unwrap_or_default(),
-                        created_at: replied_at,
-                    },
-                    false,
-                ),
-                Recorded::Existing(reply) => (reply, true),
-            };
+        Ok(exchange)
+    }
+
+    /// persist (with whatever other messages are ready: one commit for all), then publish.
+    async fn deliver(
+        &self,
+        inbound: &Inbound,
+        fingerprint: &Fingerprint,
+        exchange: Exchange,
+    ) -> Result<Replied, Stop> {
+        let answer = exchange.answer.clone();
+        let replied_at = exchange.replied_at;
+        let (reply, replayed) = match self.timed("persist", self.writer.record(exchange)).await? {
+            Recorded::New { conversation_id } => (
+                StoredReply {
+                    conversation_id,
+                    text: answer.text.clone(),
+                    handoff: answer.handoff,
+                    confidence: answer.confidence,
+                    references: serde_json::to_value(&answer.references).unwrap_or_default(),
+                    created_at: replied_at,
+                },
+                false,
+            ),
+            Recorded::Existing(reply) => (reply, true),
+        };
         if replayed {
             tracing::info!(%fingerprint, "already committed; publishing the stored reply again");
         }
@@ -298,7 +319,13 @@ impl Pipeline {
             body: &body,
             headers,
         };
-        self.timed("publish", self.publisher.publish_reply(&outbound)).await?;
+        let publish = tokio::time::timeout(self.settings.deadline, self.publisher.publish_reply(&outbound));
+        self.timed("publish", publish).await.map_err(|_| {
+            Stop::Fail(format!(
+                "publish not confirmed within {}s; abandoned",
+                self.settings.deadline.as_secs()
+            ))
+        })??;
         let list = (!replayed && answer.references.len() >= 2).then(|| NumberedList {
             conversation_id: Some(reply.conversation_id),
             at: replied_at,

@@ -65,9 +65,20 @@ fn redact_url_in(text: &str, url: &str) -> String {
     text.replace(url, &redact_url(url))
 }
 
-pub async fn postgres(config: &Config, deadline: Instant) -> Result<PgPool, Unreachable> {
+/// `statement_timeout`: PostgreSQL cancels any statement running longer (the
+/// worker's; administrative commands, migrations among them, go unbounded).
+pub async fn postgres(
+    config: &Config,
+    deadline: Instant,
+    statement_timeout: Option<Duration>,
+) -> Result<PgPool, Unreachable> {
     let url = &config.database.url;
-    let pool = store::pool(url, config.database.max_connections).map_err(|e| Unreachable {
+    let max = config.database.max_connections;
+    let pool = match statement_timeout {
+        Some(timeout) => store::bounded_pool(url, max, timeout),
+        None => store::pool(url, max),
+    };
+    let pool = pool.map_err(|e| Unreachable {
         service: "postgresql",
         url: redact_url(url),
         waited: Duration::ZERO,

@@ -88,7 +88,9 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
     let deadline = Instant::now() + config.startup_timeout();
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health { consuming: tally.consuming.clone(), ..Health::default() });
-    let pool = services::postgres(&config, deadline).await?;
+    let pool =
+        services::postgres(&config, deadline, Some(Duration::from_secs(config.worker.message_deadline_secs)))
+            .await?;
     let redis = services::redis(&config, deadline).await?;
     let mut broker = services::rabbitmq(&config, deadline).await?;
     if config.amqp.declare_topology {
@@ -142,6 +144,14 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
         tracing::warn!(error = %e, "first liveness heartbeat failed; will keep trying");
     }
 
+    let writer = crate::store::Writer::start(
+        pool.clone(),
+        crate::store::WriterSettings {
+            max_batch: config.database.commit_batch_max,
+            in_flight: config.database.commits_in_flight,
+        },
+        metrics.commit_batch_size.clone(),
+    );
     let settings = PipelineSettings {
         key_prefix: config.redis.key_prefix.clone(),
         history_limit: config.context.history_limit,
@@ -153,6 +163,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
     loop {
         let pipeline = Pipeline {
             pool: pool.clone(),
+            writer: writer.clone(),
             dedup: dedup.clone(),
             cache: cache.clone(),
             responder: responder.clone(),

@@ -62,7 +62,7 @@ pub async fn state(config: &Config, fp: &str, as_json: bool) -> anyhow::Result<(
     let dedup = dedup(config).await?;
     let state = dedup.state(&fp).await.context("reading the processing state")?;
     let deadline = std::time::Instant::now() + config.startup_timeout();
-    let pool = chat_worker::services::postgres(config, deadline).await?;
+    let pool = chat_worker::services::postgres(config, deadline, None).await?;
     let reply = store::stored_reply(&pool, &fp).await.context("reading the stored reply")?;
     if as_json {
         let committed = reply

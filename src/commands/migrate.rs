@@ -9,7 +9,7 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + config.startup_timeout();
     let created =
         services::wait_for("postgresql", url, deadline, || store::create_database_if_missing(url)).await?;
-    let pool = services::postgres(config, deadline).await?;
+    let pool = services::postgres(config, deadline, None).await?;
     store::migrate(&pool).await.context("applying migrations")?;
     let database = url.rsplit('/').next().and_then(|d| d.split('?').next()).unwrap_or("");
     let what = if created { "created and migrated" } else { "migrated" };

@@ -22,5 +22,5 @@ use sqlx::PgPool;
 /// The database, waited for up to `startup_timeout_secs`.
 async fn database(config: &Config) -> anyhow::Result<PgPool> {
     let deadline = std::time::Instant::now() + config.startup_timeout();
-    Ok(chat_worker::services::postgres(config, deadline).await?)
+    Ok(chat_worker::services::postgres(config, deadline, None).await?)
 }

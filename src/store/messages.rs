@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::StoreError;
@@ -12,15 +12,15 @@ use crate::respond::Answer;
 
 /// One inbound message and the reply to it, to be committed together.
 #[derive(Debug, Clone)]
-pub struct Exchange<'a> {
-    pub inbound: &'a Inbound,
-    pub fingerprint: &'a Fingerprint,
+pub struct Exchange {
+    pub inbound: Inbound,
+    pub fingerprint: Fingerprint,
     /// `None`: open the customer's conversation in the same transaction.
     pub conversation_id: Option<Uuid>,
     pub stored_at: DateTime<Utc>,
-    pub answer: &'a Answer,
+    pub answer: Answer,
     pub replied_at: DateTime<Utc>,
-    pub responder: &'a str,
+    pub responder: String,
     pub latency_ms: i32,
     /// The lock's fencing token: the write is refused if a later holder registered a higher one.
     pub fence: i64,
@@ -49,14 +49,14 @@ pub enum Recorded {
 /// the reply row, the agent interaction, and the conversation's status — or
 /// nothing. The unique index on (fingerprint, direction) makes this the point
 /// where at most one reply per fingerprint is decided, whatever Redis believed.
-pub async fn record_exchange(pool: &PgPool, ex: &Exchange<'_>) -> Result<Recorded, StoreError> {
+pub async fn record_exchange(pool: &PgPool, ex: &Exchange) -> Result<Recorded, StoreError> {
     let mut tx = pool.begin().await?;
     let conversation_id = match ex.conversation_id {
         Some(id) => id,
-        None => open_conversation(&mut tx, ex.inbound).await?,
+        None => open_conversation(&mut tx, &ex.inbound).await?,
     };
-    let references = serde_json::to_value(&ex.answer.references).unwrap_or_else(|_| Value::Array(Vec::new()));
-    let list_size = i16::try_from(ex.answer.references.len()).unwrap_or(i16::MAX);
+    let references = references_json(&ex.answer);
+    let list_size = list_size(&ex.answer);
     let usage = &ex.answer.usage;
     let (inserted, fenced): (i64, bool) = sqlx::query_as(
         "WITH fenced AS (SELECT EXISTS (SELECT 1 FROM fences WHERE fingerprint = $3 AND token > $23) AS yes),
@@ -97,7 +97,7 @@ pub async fn record_exchange(pool: &PgPool, ex: &Exchange<'_>) -> Result<Recorde
     .bind(ex.answer.confidence)
     .bind(&references)
     .bind(list_size)
-    .bind(ex.responder)
+    .bind(&ex.responder)
     .bind(ex.inbound.tenant_id)
     .bind(&usage.model)
     .bind(usage.prompt_tokens)
@@ -113,16 +113,30 @@ pub async fn record_exchange(pool: &PgPool, ex: &Exchange<'_>) -> Result<Recorde
     }
     if inserted != 2 {
         tx.rollback().await?;
-        return match stored_reply(pool, ex.fingerprint).await? {
-            Some(reply) => Ok(Recorded::Existing(reply)),
-            None => Err(StoreError::Db(sqlx::Error::Protocol(format!(
-                "fingerprint {} has an inbound row but no reply row",
-                ex.fingerprint
-            )))),
-        };
+        return existing(pool, &ex.fingerprint).await;
     }
     tx.commit().await?;
     Ok(Recorded::New { conversation_id })
+}
+
+/// The reply's references as stored (`reply_references`).
+pub(super) fn references_json(answer: &Answer) -> Value {
+    serde_json::to_value(&answer.references).unwrap_or_else(|_| Value::Array(Vec::new()))
+}
+
+/// How many items the reply listed (`reply_list_size`), so the latest list is found by index.
+pub(super) fn list_size(answer: &Answer) -> i16 {
+    i16::try_from(answer.references.len()).unwrap_or(i16::MAX)
+}
+
+/// The reply committed earlier for a fingerprint whose rows were already there.
+pub(super) async fn existing(pool: &PgPool, fp: &Fingerprint) -> Result<Recorded, StoreError> {
+    match stored_reply(pool, fp).await? {
+        Some(reply) => Ok(Recorded::Existing(reply)),
+        None => Err(StoreError::Db(sqlx::Error::Protocol(format!(
+            "fingerprint {fp} has an inbound row but no reply row"
+        )))),
+    }
 }
 
 /// Registers a takeover's fencing token before its work starts: from then on, the
@@ -143,7 +157,7 @@ pub async fn register_fence(pool: &PgPool, fp: &Fingerprint, token: i64) -> Resu
 
 /// Opens the customer's conversation, or finds the one a concurrent message just
 /// opened (the partial unique index makes them the same).
-async fn open_conversation(tx: &mut Transaction<'_, Postgres>, msg: &Inbound) -> Result<Uuid, StoreError> {
+pub(super) async fn open_conversation(conn: &mut PgConnection, msg: &Inbound) -> Result<Uuid, StoreError> {
     let opened: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO conversations (tenant_id, channel, customer_external_id, customer_name)
          VALUES ($1, $2, $3, $4)
@@ -154,7 +168,7 @@ async fn open_conversation(tx: &mut Transaction<'_, Postgres>, msg: &Inbound) ->
     .bind(&msg.channel)
     .bind(&msg.customer_external_id)
     .bind(&msg.customer_name)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = opened {
         return Ok(id);
@@ -166,7 +180,7 @@ async fn open_conversation(tx: &mut Transaction<'_, Postgres>, msg: &Inbound) ->
     .bind(msg.tenant_id)
     .bind(&msg.channel)
     .bind(&msg.customer_external_id)
-    .fetch_one(&mut **tx)
+    .fetch_one(&mut *conn)
     .await?;
     Ok(existing)
 }

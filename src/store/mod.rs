@@ -11,6 +11,7 @@ mod history;
 mod messages;
 mod migrate;
 pub mod stats;
+mod writer;
 
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ pub use conversations::Conversation;
 pub use history::{HistoryPage, customer_conversation, history_page};
 pub use messages::{Exchange, Recorded, StoredReply, record_exchange, register_fence, stored_reply};
 pub use migrate::{create_database_if_missing, migrate};
+pub use writer::{Writer, WriterSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -49,13 +51,28 @@ pub fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
 /// A lazily connecting pool: the first query opens connections, so `run` can wait
 /// for the database with its own timeout and a clear message.
 pub fn pool(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
+    pool_with(connect_options(url)?, max_connections)
+}
+
+/// A pool whose every statement PostgreSQL cancels after `statement_timeout`:
+/// the worker's bound on a write that the message deadline does not cut.
+pub fn bounded_pool(
+    url: &str,
+    max_connections: u32,
+    statement_timeout: Duration,
+) -> Result<PgPool, StoreError> {
+    let timeout = format!("{}ms", statement_timeout.as_millis());
+    pool_with(connect_options(url)?.options([("statement_timeout", timeout.as_str())]), max_connections)
+}
+
+fn pool_with(options: PgConnectOptions, max_connections: u32) -> Result<PgPool, StoreError> {
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
         // No ping before each use: a round trip per query saved; a dead
         // connection fails its query, which is retried, and is then replaced.
         .test_before_acquire(false)
-        .connect_lazy_with(connect_options(url)?))
+        .connect_lazy_with(options))
 }
 
 /// One round trip, to tell whether the database answers.

@@ -63,6 +63,7 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     pub queue_consumers: Gauge,
     pub redis_round_trips: Counter<u64, AtomicU64>,
+    pub commit_batch_size: Histogram,
 }
 
 fn stage_histogram() -> Histogram {
@@ -95,6 +96,10 @@ impl Metrics {
             queue_depth: Gauge::default(),
             queue_consumers: Gauge::default(),
             redis_round_trips: Counter::default(),
+            // 1 .. 512 messages
+            commit_batch_size: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                1.0, 2.0, 10,
+            )),
             registry: Registry::default(),
         };
         registry.register(
@@ -139,6 +144,11 @@ impl Metrics {
             "db_pool_connections",
             "PostgreSQL connections open in the pool",
             m.db_pool_connections.clone(),
+        );
+        registry.register(
+            "db_commit_batch_size",
+            "Messages recorded by each PostgreSQL commit (group commit)",
+            m.commit_batch_size.clone(),
         );
         registry.register("db_pool_idle", "PostgreSQL connections idle in the pool", m.db_pool_idle.clone());
         registry.register(

@@ -151,7 +151,7 @@ async fn a_change_around_a_lost_listener_connection_is_still_seen() {
     let before = env.converse_via("l", "shopper", "yoga mat?").await;
     assert!(before["text"].as_str().unwrap_or("").contains("1,500 KES"));
 
-    let database = env.config.database.url.rsplit('/').next().unwrap_or_default().to_owned();
+    let database = env.database_name();
     let killed: i64 = sqlx::query_scalar(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1 AND query ILIKE 'LISTEN%'",
     )

@@ -21,13 +21,13 @@ async fn a_write_carrying_an_older_fencing_token_is_refused() {
     let fp = message.fingerprint();
     let answer = Answer::plain("hello", false, 0.9);
     let exchange = |fence: i64| Exchange {
-        inbound: &message,
-        fingerprint: &fp,
+        inbound: message.clone(),
+        fingerprint: fp.clone(),
         conversation_id: None,
         stored_at: chrono::Utc::now(),
-        answer: &answer,
+        answer: answer.clone(),
         replied_at: chrono::Utc::now(),
-        responder: "test",
+        responder: "test".into(),
         latency_ms: 1,
         fence,
     };

@@ -67,7 +67,8 @@ impl TestEnv {
         let mut config = Config::default();
         let db_base = base("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/worker");
         let (server, _) = db_base.rsplit_once('/').expect("DATABASE_URL has a database part");
-        config.database.url = format!("{server}/cw_test_{id}");
+        // No TLS on loopback, as the default URL says.
+        config.database.url = format!("{server}/cw_test_{id}?sslmode=disable");
         config.database.max_connections = 8;
         config.amqp.url = base("AMQP_URL", &config.amqp.url);
         config.redis.url = base("REDIS_URL", &config.redis.url);
@@ -472,6 +473,19 @@ impl TestEnv {
         .expect("insert trigger");
     }
 
+    /// Like `on_message_insert`, but per row and only for rows matching `condition`
+    /// (over `NEW`): one message refused among others.
+    pub async fn on_message_row_insert(&self, condition: &str, plpgsql: &str) {
+        sqlx::raw_sql(&format!(
+            "CREATE FUNCTION on_row_insert() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {plpgsql}; RETURN NEW; END $$;
+             CREATE TRIGGER on_row_insert BEFORE INSERT ON messages FOR EACH ROW WHEN ({condition})
+             EXECUTE FUNCTION on_row_insert();"
+        ))
+        .execute(&self.pool)
+        .await
+        .expect("row insert trigger");
+    }
+
     pub async fn remove_insert_trigger(&self) {
         sqlx::raw_sql("DROP TRIGGER on_insert ON messages").execute(&self.pool).await.expect("drop trigger");
     }
@@ -479,12 +493,18 @@ impl TestEnv {
     /// Routes this test's workers through counting proxies (see `wire`).
     pub fn route_through(&mut self, pg: Option<&crate::wire::Proxy>, redis: Option<&crate::wire::Proxy>) {
         if let Some(pg) = pg {
-            let database = self.config.database.url.rsplit('/').next().unwrap_or_default().to_owned();
+            let database = self.database_name();
             self.config.database.url = format!("postgres://postgres@{}/{database}?sslmode=disable", pg.addr);
         }
         if let Some(redis) = redis {
             self.config.redis.url = format!("redis://{}/0", redis.addr);
         }
+    }
+
+    /// This test's database, as PostgreSQL names it (the URL's path, without its options).
+    pub fn database_name(&self) -> String {
+        let path = self.config.database.url.rsplit('/').next().unwrap_or_default();
+        path.split('?').next().unwrap_or_default().to_owned()
     }
 
     /// host:port of the real PostgreSQL and Redis, for proxies to forward to.

@@ -11,6 +11,7 @@ mod corpus;
 mod crash;
 mod deploy_files;
 mod fencing;
+mod group_commit;
 mod happy_path;
 mod history_cli;
 mod http_stub;

@@ -75,12 +75,14 @@ async fn work_past_the_deadline_is_abandoned_and_never_commits() {
     worker.stop().await.expect("clean stop");
 
     let dead = env.dead_letters().await;
+    // The write is not cut by the deadline (it may share its commit with others);
+    // PostgreSQL's statement_timeout, set to the deadline, cancels it instead.
     assert!(
-        header_str(&dead[0], "x-error").unwrap_or_default().contains("deadline of 2s passed"),
+        header_str(&dead[0], "x-error").unwrap_or_default().contains("statement timeout"),
         "{:?}",
         header_str(&dead[0], "x-error")
     );
-    // The first attempt's slowed write finished long before this point: it did not commit.
+    // The slowed writes were cancelled, not committed late.
     assert_eq!(env.rows(&fingerprint_of(&message)).await, (0, 0));
     assert!(env.replies().await.is_empty());
     env.finish().await;

@@ -1,0 +1,334 @@
+//! Stage "persist", grouped: messages answered at the same time share one
+//! statement and one durable commit.
+//!
+//! A commit costs a WAL flush, and one commit per message caps PostgreSQL near
+//! its flush rate however many workers write. The writer takes every exchange
+//! that is ready when one of its commit slots frees up (no waiting window: under
+//! light load a batch is one message and nothing is delayed) and records the
+//! batch in one statement — one round trip, one flush. Each exchange keeps its
+//! own fencing check and its own result, and its caller, which acks only after
+//! that result, learns it only once the batch's commit is durable.
+//!
+//! A batch that fails as a whole is recorded again one exchange at a time, so a
+//! row PostgreSQL refuses fails only its own message.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use prometheus_client::metrics::histogram::Histogram;
+use serde_json::Value;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::StoreError;
+use super::messages::{self, Exchange, Recorded};
+
+#[derive(Debug, Clone, Copy)]
+pub struct WriterSettings {
+    /// Most exchanges one statement records.
+    pub max_batch: usize,
+    /// Batches being committed at once (each holds a pooled connection meanwhile).
+    pub in_flight: usize,
+}
+
+type Reply = oneshot::Sender<Result<Recorded, StoreError>>;
+
+struct Job {
+    exchange: Exchange,
+    reply: Reply,
+}
+
+/// A handle to the writer task; clones share it. The task ends when the last
+/// handle is dropped, after committing what it was given.
+#[derive(Clone)]
+pub struct Writer {
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl Writer {
+    /// Starts the writer task. `batch_sizes` observes how many exchanges each commit carried.
+    pub fn start(pool: PgPool, settings: WriterSettings, batch_sizes: Histogram) -> Self {
+        let (jobs, queue) = mpsc::unbounded_channel();
+        tokio::spawn(gather(pool, settings, batch_sizes, queue));
+        Self { jobs }
+    }
+
+    /// Commits `exchange` (with whatever else is ready) and returns its own result,
+    /// once the commit that holds it is durable.
+    pub async fn record(&self, exchange: Exchange) -> Result<Recorded, StoreError> {
+        let (reply, result) = oneshot::channel();
+        self.jobs.send(Job { exchange, reply }).map_err(|_| stopped())?;
+        result.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Db(sqlx::Error::Protocol("the database writer has stopped".into()))
+}
+
+/// Waits for a free commit slot, then takes every job that is ready (up to
+/// `max_batch`) and commits them together in the background. While all slots
+/// are busy, jobs queue up — which is what makes the next batch large.
+///
+/// Each slot keeps its connection from one batch to the next: handing it back to
+/// the pool would cost a round trip each time (sqlx pings every connection it
+/// gets back). A slot whose batch failed starts over with a fresh connection.
+async fn gather(
+    pool: PgPool,
+    settings: WriterSettings,
+    batch_sizes: Histogram,
+    mut queue: mpsc::UnboundedReceiver<Job>,
+) {
+    let slots = settings.in_flight.max(1);
+    let (free, mut slot) = mpsc::channel::<Option<PoolConnection<Postgres>>>(slots);
+    for _ in 0..slots {
+        let _ = free.try_send(None);
+    }
+    while let Some(first) = queue.recv().await {
+        let Some(connection) = slot.recv().await else { return };
+        let mut batch = vec![first];
+        while batch.len() < settings.max_batch {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        batch_sizes.observe(batch.len() as f64);
+        let (pool, free) = (pool.clone(), free.clone());
+        tokio::spawn(async move {
+            let kept = commit(&pool, connection, batch).await;
+            let _ = free.send(kept).await;
+        });
+    }
+}
+
+/// Returns the connection to keep for the next batch, if it is still sound.
+async fn commit(
+    pool: &PgPool,
+    connection: Option<PoolConnection<Postgres>>,
+    jobs: Vec<Job>,
+) -> Option<PoolConnection<Postgres>> {
+    // Two exchanges of one fingerprint (a takeover racing its predecessor) may not
+    // share a statement: the second would see the first as "already committed"
+    // before it is. The later ones go alone, after the batch.
+    let mut seen = HashSet::new();
+    let (batch, alone): (Vec<Job>, Vec<Job>) =
+        jobs.into_iter().partition(|job| seen.insert(job.exchange.fingerprint.clone()));
+    let exchanges: Vec<&Exchange> = batch.iter().map(|job| &job.exchange).collect();
+    let kept = match record_batch(pool, connection, &exchanges).await {
+        Ok((connection, results)) => {
+            for (job, result) in batch.into_iter().zip(results) {
+                let _ = job.reply.send(result);
+            }
+            Some(connection)
+        }
+        Err(e) if batch.len() == 1 => {
+            if let Some(job) = batch.into_iter().next() {
+                let _ = job.reply.send(Err(e));
+            }
+            None
+        }
+        Err(e) => {
+            tracing::warn!(batch = batch.len(), error = %e, "group commit failed; recording its messages one by one");
+            one_by_one(pool, batch).await;
+            None
+        }
+    };
+    one_by_one(pool, alone).await;
+    kept
+}
+
+async fn one_by_one(pool: &PgPool, jobs: Vec<Job>) {
+    for job in jobs {
+        let result = messages::record_exchange(pool, &job.exchange).await;
+        let _ = job.reply.send(result);
+    }
+}
+
+/// Records several exchanges (of distinct fingerprints) in one statement, which
+/// PostgreSQL runs as one transaction. Returns one result per exchange, in order.
+async fn record_batch(
+    pool: &PgPool,
+    connection: Option<PoolConnection<Postgres>>,
+    batch: &[&Exchange],
+) -> Result<(PoolConnection<Postgres>, Vec<Result<Recorded, StoreError>>), StoreError> {
+    let mut conn = match connection {
+        Some(conn) => conn,
+        None => pool.acquire().await?,
+    };
+    // A customer's first message opens the conversation first; should the batch
+    // then fail, the conversation stays open and empty, and the retry uses it.
+    let mut conversations = Vec::with_capacity(batch.len());
+    for ex in batch {
+        conversations.push(match ex.conversation_id {
+            Some(id) => id,
+            None => messages::open_conversation(&mut conn, &ex.inbound).await?,
+        });
+    }
+    let rows = Columns::of(batch, &conversations);
+    let outcomes: Vec<(i32, bool, bool)> = sqlx::query_as(BATCH_SQL)
+        .bind(rows.index)
+        .bind(&conversations)
+        .bind(rows.message_id)
+        .bind(rows.fingerprint)
+        .bind(rows.text)
+        .bind(rows.stored_at)
+        .bind(rows.received_at)
+        .bind(rows.attachments)
+        .bind(rows.metadata)
+        .bind(rows.reply_id)
+        .bind(rows.reply_text)
+        .bind(rows.replied_at)
+        .bind(rows.handoff)
+        .bind(rows.confidence)
+        .bind(rows.references)
+        .bind(rows.list_size)
+        .bind(rows.responder)
+        .bind(rows.tenant)
+        .bind(rows.model)
+        .bind(rows.prompt_tokens)
+        .bind(rows.completion_tokens)
+        .bind(rows.cost)
+        .bind(rows.latency_ms)
+        .bind(rows.fence)
+        .fetch_all(&mut *conn)
+        .await?;
+
+    let mut results: Vec<Option<Result<Recorded, StoreError>>> = batch.iter().map(|_| None).collect();
+    for (index, inserted, fenced) in outcomes {
+        let Some(slot) = usize::try_from(index).ok().and_then(|i| results.get_mut(i)) else { continue };
+        let ex = batch[index as usize];
+        *slot = Some(if fenced {
+            Err(StoreError::Fenced(ex.fingerprint.to_string()))
+        } else if inserted {
+            Ok(Recorded::New { conversation_id: conversations[index as usize] })
+        } else {
+            messages::existing(pool, &ex.fingerprint).await
+        });
+    }
+    let results = results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(StoreError::Db(sqlx::Error::Protocol(
+                    "the group commit returned no row for a message".into(),
+                )))
+            })
+        })
+        .collect();
+    Ok((conn, results))
+}
+
+/// The batch, column by column, as the statement's arrays.
+struct Columns<'a> {
+    index: Vec<i32>,
+    message_id: Vec<&'a str>,
+    fingerprint: Vec<&'a str>,
+    text: Vec<&'a str>,
+    stored_at: Vec<DateTime<Utc>>,
+    received_at: Vec<DateTime<Utc>>,
+    attachments: Vec<&'a Value>,
+    metadata: Vec<&'a Value>,
+    reply_id: Vec<String>,
+    reply_text: Vec<&'a str>,
+    replied_at: Vec<DateTime<Utc>>,
+    handoff: Vec<bool>,
+    confidence: Vec<f32>,
+    references: Vec<Value>,
+    list_size: Vec<i16>,
+    responder: Vec<&'a str>,
+    tenant: Vec<Uuid>,
+    model: Vec<Option<&'a str>>,
+    prompt_tokens: Vec<Option<i32>>,
+    completion_tokens: Vec<Option<i32>>,
+    cost: Vec<Option<f64>>,
+    latency_ms: Vec<i32>,
+    fence: Vec<i64>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(batch: &[&'a Exchange], conversations: &[Uuid]) -> Self {
+        debug_assert_eq!(batch.len(), conversations.len());
+        Self {
+            index: (0..batch.len()).map(|i| i32::try_from(i).unwrap_or(i32::MAX)).collect(),
+            message_id: batch.iter().map(|ex| ex.inbound.message_id.as_str()).collect(),
+            fingerprint: batch.iter().map(|ex| ex.fingerprint.as_str()).collect(),
+            text: batch.iter().map(|ex| ex.inbound.text.as_str()).collect(),
+            stored_at: batch.iter().map(|ex| ex.stored_at).collect(),
+            received_at: batch.iter().map(|ex| ex.inbound.received_at).collect(),
+            attachments: batch.iter().map(|ex| &ex.inbound.attachments).collect(),
+            metadata: batch.iter().map(|ex| &ex.inbound.metadata).collect(),
+            reply_id: batch.iter().map(|ex| ex.fingerprint.reply_id()).collect(),
+            reply_text: batch.iter().map(|ex| ex.answer.text.as_str()).collect(),
+            replied_at: batch.iter().map(|ex| ex.replied_at).collect(),
+            handoff: batch.iter().map(|ex| ex.answer.handoff).collect(),
+            confidence: batch.iter().map(|ex| ex.answer.confidence).collect(),
+            references: batch.iter().map(|ex| messages::references_json(&ex.answer)).collect(),
+            list_size: batch.iter().map(|ex| messages::list_size(&ex.answer)).collect(),
+            responder: batch.iter().map(|ex| ex.responder.as_str()).collect(),
+            tenant: batch.iter().map(|ex| ex.inbound.tenant_id).collect(),
+            model: batch.iter().map(|ex| ex.answer.usage.model.as_deref()).collect(),
+            prompt_tokens: batch.iter().map(|ex| ex.answer.usage.prompt_tokens).collect(),
+            completion_tokens: batch.iter().map(|ex| ex.answer.usage.completion_tokens).collect(),
+            cost: batch.iter().map(|ex| ex.answer.usage.cost).collect(),
+            latency_ms: batch.iter().map(|ex| ex.latency_ms).collect(),
+            fence: batch.iter().map(|ex| ex.fence).collect(),
+        }
+    }
+}
+
+/// `record_exchange`'s statement over arrays: per exchange, the fencing check,
+/// the inbound and reply rows, the interaction and the conversation's update —
+/// the last two only for exchanges whose rows this statement inserted. Rows are
+/// inserted in fingerprint order, so two batches that overlap (rare: a
+/// takeover) lock in the same order instead of deadlocking.
+const BATCH_SQL: &str = "WITH input AS (
+    SELECT * FROM unnest($1::int4[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+                         $7::timestamptz[], $8::jsonb[], $9::jsonb[], $10::text[], $11::text[],
+                         $12::timestamptz[], $13::bool[], $14::float4[], $15::jsonb[], $16::int2[],
+                         $17::text[], $18::uuid[], $19::text[], $20::int4[], $21::int4[], $22::float8[],
+                         $23::int4[], $24::int8[])
+        AS t(idx, conversation_id, provider_message_id, fingerprint, text, stored_at,
+             received_at, attachments, metadata, reply_id, reply_text,
+             replied_at, handoff, confidence, reply_references, list_size,
+             responder, tenant_id, model, prompt_tokens, completion_tokens, cost,
+             latency_ms, fence)),
+fenced AS (
+    SELECT i.idx FROM input i JOIN fences f ON f.fingerprint = i.fingerprint AND f.token > i.fence),
+m AS (
+    INSERT INTO messages (conversation_id, direction, provider_message_id, fingerprint, text, created_at,
+                          received_at, attachments, metadata, handoff, confidence, reply_references,
+                          reply_list_size, responder)
+    SELECT i.conversation_id, v.direction, v.provider_message_id, i.fingerprint, v.text, v.created_at,
+           v.received_at, v.attachments, v.metadata, v.handoff, v.confidence, v.reply_references,
+           v.list_size, v.responder
+      FROM input i
+     CROSS JOIN LATERAL (VALUES
+        ('in', i.provider_message_id, i.text, i.stored_at, i.received_at, i.attachments, i.metadata,
+         NULL::boolean, NULL::real, NULL::jsonb, NULL::smallint, NULL::text),
+        ('out', i.reply_id, i.reply_text, i.replied_at, NULL, NULL, NULL,
+         i.handoff, i.confidence, i.reply_references, i.list_size, i.responder))
+        AS v(direction, provider_message_id, text, created_at, received_at, attachments, metadata,
+             handoff, confidence, reply_references, list_size, responder)
+     WHERE i.idx NOT IN (SELECT idx FROM fenced)
+     ORDER BY i.fingerprint, v.direction
+    ON CONFLICT (fingerprint, direction) DO NOTHING
+    RETURNING fingerprint),
+done AS (SELECT fingerprint FROM m GROUP BY fingerprint HAVING count(*) = 2),
+interactions AS (
+    INSERT INTO agent_interactions (tenant_id, conversation_id, fingerprint, responder, model, confidence,
+                                    handoff, prompt_tokens, completion_tokens, cost, latency_ms, created_at)
+    SELECT i.tenant_id, i.conversation_id, i.fingerprint, i.responder, i.model, i.confidence, i.handoff,
+           i.prompt_tokens, i.completion_tokens, i.cost, i.latency_ms, i.replied_at
+      FROM input i JOIN done USING (fingerprint)
+    ON CONFLICT (fingerprint) DO NOTHING),
+touched AS (
+    UPDATE conversations c
+       SET updated_at = u.at, status = CASE WHEN u.handoff THEN 'handoff' ELSE c.status END
+      FROM (SELECT i.conversation_id, max(i.replied_at) AS at, bool_or(i.handoff) AS handoff
+              FROM input i JOIN done USING (fingerprint) GROUP BY i.conversation_id) u
+     WHERE c.id = u.conversation_id)
+SELECT i.idx, i.fingerprint IN (SELECT fingerprint FROM done), i.idx IN (SELECT idx FROM fenced)
+  FROM input i";
