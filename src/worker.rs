@@ -5,10 +5,15 @@
 //! (and the broker pushes at most `prefetch`). Every task is tracked; shutdown
 //! stops consuming, waits up to `shutdown_timeout` for the tasks, and closes the
 //! connection, which hands any delivery not yet acked back to the queue.
+//!
+//! Every step of shutdown is bounded (see [`shutdown_bound`]): a broker, database
+//! or Redis that stops answering at the wrong moment costs at most a few seconds,
+//! never a worker that lingers after SIGTERM.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, StreamExt};
@@ -43,6 +48,19 @@ pub enum RunError {
     Admin { addr: String, error: std::io::Error },
     #[error("{0}")]
     Responder(crate::respond::RespondError),
+}
+
+/// The longest each closing step may take: cancelling the consumer, closing the
+/// queue poller's channel, closing the connection, stopping the background
+/// tasks, withdrawing the liveness key. Each normally takes milliseconds; a step
+/// that overruns is logged and skipped, since nothing is lost by then (every
+/// delivery is settled or goes back to the queue when the connection drops).
+pub const CLOSING_STEP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The longest `run` takes to return once shutdown is asked for: the in-flight
+/// grace plus every closing step. `worker run` exits anyway past it.
+pub fn shutdown_bound(config: &Config) -> Duration {
+    Duration::from_secs(config.worker.shutdown_timeout_secs) + 5 * CLOSING_STEP_TIMEOUT
 }
 
 /// What the worker has done (deliveries by outcome, logged when it stops) and is
@@ -109,21 +127,29 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
     let redis_probe = redis.clone();
     let dedup = Dedup::new(redis.clone(), &config.redis, &worker_id);
     let cache = CatalogCache::new(pool.clone(), redis, &config.redis.key_prefix, &config.cache);
-    let tracker = TaskTracker::new();
-    let heartbeat_stop = CancellationToken::new();
-    tracker.spawn(admin::serve(admin, metrics.clone(), health.clone(), heartbeat_stop.clone()));
-    tracker.spawn(watch_health(
-        pool.clone(),
-        redis_probe,
-        dedup.clone(),
-        cache.clone(),
-        metrics.clone(),
-        health.clone(),
-        heartbeat_stop.clone(),
-    ));
-    tracker.spawn(heartbeat(dedup.clone(), heartbeat_stop.clone()));
+    let background = Background::default();
+    background.spawn(
+        "admin endpoint",
+        admin::serve(admin, metrics.clone(), health.clone(), background.stop_token()),
+    );
+    background.spawn(
+        "health checks",
+        watch_health(
+            pool.clone(),
+            redis_probe,
+            dedup.clone(),
+            cache.clone(),
+            metrics.clone(),
+            health.clone(),
+            background.stop_token(),
+        ),
+    );
+    background.spawn("liveness heartbeat", heartbeat(dedup.clone(), background.stop_token()));
     let (synced_tx, synced) = tokio::sync::oneshot::channel();
-    tracker.spawn(invalidation::listen(pool.clone(), cache.clone(), heartbeat_stop.clone(), synced_tx));
+    background.spawn(
+        "cache invalidation listener",
+        invalidation::listen(pool.clone(), cache.clone(), background.stop_token(), synced_tx),
+    );
     // Serve nothing from the cache before the versions are known.
     let remaining = deadline.saturating_duration_since(Instant::now());
     match tokio::time::timeout(remaining, synced).await {
@@ -131,14 +157,17 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
         Ok(Ok(Err(e))) => return Err(RunError::Listener(e.to_string())),
         _ => return Err(RunError::Listener("no answer before the startup timeout".into())),
     }
-    tracker.spawn(sweeper::run(
-        dedup.clone(),
-        Duration::from_secs(config.redis.liveness_ttl_secs),
-        metrics.clone(),
-        heartbeat_stop.clone(),
-    ));
+    background.spawn(
+        "lock sweeper",
+        sweeper::run(
+            dedup.clone(),
+            Duration::from_secs(config.redis.liveness_ttl_secs),
+            metrics.clone(),
+            background.stop_token(),
+        ),
+    );
     if config.cache.warm_at_start {
-        tracker.spawn(warm(pool.clone(), cache.clone()));
+        background.spawn("cache warming", warm(pool.clone(), cache.clone()));
     }
     if let Err(e) = dedup.heartbeat().await {
         tracing::warn!(error = %e, "first liveness heartbeat failed; will keep trying");
@@ -173,7 +202,9 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
         };
         let session = Session { config: &config, worker_id: &worker_id, pipeline, tally: tally.clone() };
         session.consume(&broker, &shutdown).await;
-        broker.close().await;
+        if tokio::time::timeout(CLOSING_STEP_TIMEOUT, broker.close()).await.is_err() {
+            tracing::warn!("rabbitmq did not confirm closing the connection; dropping it");
+        }
         if shutdown.is_cancelled() {
             break;
         }
@@ -186,13 +217,79 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
         }
     }
 
-    heartbeat_stop.cancel();
-    tracker.close();
-    tracker.wait().await;
-    if let Err(e) = dedup.sign_off().await {
-        tracing::warn!(error = %e, "could not withdraw the liveness key; it expires by itself");
+    background.stop_all().await;
+    match tokio::time::timeout(CLOSING_STEP_TIMEOUT, dedup.sign_off()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not withdraw the liveness key; it expires by itself"),
+        Err(_) => tracing::warn!("redis did not answer in time; the liveness key expires by itself"),
     }
     Ok(())
+}
+
+/// The tasks beside message handling: admin endpoint, health checks, heartbeat,
+/// cache invalidation listener, lock sweeper, cache warming. Each is given the
+/// stop token to return at its own pace, and is also dropped wherever it waits
+/// when the token is cancelled: some wait on PostgreSQL with no deadline (the
+/// listener's resubscription and resync, warming's loads, which a lock or a
+/// stalled connection holds up forever), and none may hold up shutdown.
+#[derive(Default)]
+struct Background {
+    tracker: TaskTracker,
+    stop: CancellationToken,
+    /// Names of the tasks not finished yet, to say which ones overran.
+    running: Arc<Mutex<Vec<&'static str>>>,
+}
+
+impl Background {
+    fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    fn spawn(&self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).push(name);
+        let finished = Finished { name, running: self.running.clone() };
+        let stop = self.stop.clone();
+        self.tracker.spawn(async move {
+            let _finished = finished;
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = task => {}
+            }
+        });
+    }
+
+    /// Stops every task and waits for them, at most [`CLOSING_STEP_TIMEOUT`]:
+    /// one still running then (a poll that never yields) is left behind.
+    async fn stop_all(&self) {
+        self.stop.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(CLOSING_STEP_TIMEOUT, self.tracker.wait()).await.is_err() {
+            let running = self.running.lock().unwrap_or_else(|p| p.into_inner()).join(", ");
+            tracing::warn!(%running, "background tasks did not stop in time; stopping without them");
+        }
+    }
+}
+
+/// An early return (a failed start) stops the tasks too.
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Takes a background task's name off the running list when it ends, however it ends.
+struct Finished {
+    name: &'static str,
+    running: Arc<Mutex<Vec<&'static str>>>,
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(at) = running.iter().position(|n| *n == self.name) {
+            running.swap_remove(at);
+        }
+    }
 }
 
 struct Session<'a> {
@@ -214,15 +311,15 @@ impl Session<'_> {
         };
         self.tally.consuming.store(true, Ordering::Relaxed);
         let session_over = CancellationToken::new();
-        if let Ok(channel) = broker.connection.create_channel().await {
+        let poller = broker.connection.create_channel().await.ok().map(|channel| {
             tokio::spawn(poll_queue(
                 channel,
                 self.config.amqp.inbound_queue.clone(),
                 Duration::from_secs(self.config.admin.queue_poll_secs),
                 self.pipeline.metrics.clone(),
                 session_over.clone(),
-            ));
-        }
+            ))
+        });
         let permits = Arc::new(Semaphore::new(self.config.worker.concurrency));
         let tasks = TaskTracker::new();
         let hard_stop = CancellationToken::new();
@@ -273,13 +370,24 @@ impl Session<'_> {
             );
         }
 
-        if shutdown.is_cancelled()
-            && let Err(e) = broker.stop_consuming(self.worker_id).await
-        {
-            tracing::warn!(error = %e, "could not cancel the consumer");
+        if shutdown.is_cancelled() {
+            match tokio::time::timeout(CLOSING_STEP_TIMEOUT, broker.stop_consuming(self.worker_id)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not cancel the consumer"),
+                Err(_) => tracing::warn!("rabbitmq did not confirm cancelling the consumer; going on"),
+            }
         }
         self.tally.consuming.store(false, Ordering::Relaxed);
         session_over.cancel();
+        // The poller's channel must be closed before the connection is: lapin
+        // closes a dropped channel in the background, and when that close runs
+        // while the connection is closing it fails, marks the connection broken
+        // and `Broker::close` never returns (the worker once hung so after SIGTERM).
+        if let Some(poller) = poller
+            && tokio::time::timeout(CLOSING_STEP_TIMEOUT, poller).await.is_err()
+        {
+            tracing::warn!("the queue poller did not close its channel in time; going on");
+        }
         tasks.close();
         let grace = Duration::from_secs(self.config.worker.shutdown_timeout_secs);
         if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
@@ -374,7 +482,7 @@ async fn poll_queue(
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
         let options = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
@@ -385,10 +493,13 @@ async fn poll_queue(
             }
             Err(e) => {
                 tracing::debug!(error = %e, "queue poll failed");
-                return;
+                break;
             }
         }
     }
+    // Closed here rather than when dropped (see `Session::consume`); this fails
+    // at once, harmlessly, when the channel or connection is already gone.
+    let _ = channel.close(200, "session over".into()).await;
 }
 
 fn log_outcome(outcome: &Outcome, incoming: &Incoming, attempt: u32) {

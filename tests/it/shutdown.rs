@@ -66,3 +66,91 @@ async fn sigterm_with_messages_in_flight_exits_0_and_every_message_is_accounted_
     assert!(env.dead_letters().await.is_empty());
     env.finish().await;
 }
+
+/// The cache invalidation listener resynchronises after losing its connection: a
+/// query with no deadline of its own, here waiting for a lock held elsewhere (a
+/// stalled connection would do the same). Stopping must not wait for it, nor for
+/// any other background task stuck on a service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_task_stuck_on_the_database_does_not_hold_up_the_stop() {
+    let env = TestEnv::new().await;
+    let mut worker = env.spawn_worker("stuck");
+    env.ready(&mut worker).await;
+    let mut locker = env.pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE catalog_versions IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *locker)
+        .await
+        .expect("lock catalog_versions");
+    // Its connection is the only one whose last statement is LISTEN.
+    let terminated: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = current_database() AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .expect("terminate the listener's connection");
+    assert_eq!(terminated, vec![true], "one listener connection");
+    eventually("the listener's resync waits for the lock", || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+               AND wait_event_type = 'Lock' AND query LIKE '%FROM catalog_versions%'",
+        )
+        .fetch_one(&env.pool)
+        .await
+        .expect("pg_stat_activity");
+        waiting > 0
+    })
+    .await;
+
+    let stopped = tokio::time::timeout(Duration::from_secs(15), worker.stop()).await;
+    locker.rollback().await.expect("release the lock");
+    assert!(matches!(stopped, Ok(Ok(()))), "the stop waited for the stuck listener: {stopped:?}");
+    env.finish().await;
+}
+
+/// A second SIGTERM while the first waits for messages in flight exits at once;
+/// those messages, never acked, go back to the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_exits_at_once_and_hands_the_messages_in_flight_back() {
+    const N: usize = 4;
+    let env = TestEnv::new().await;
+    for i in 0..N {
+        env.publish_json(&env.message(&format!("m-{i}"), &format!("cust-{i}"), "hello")).await;
+    }
+    // Slower than the stop's grace (20 s here): the first SIGTERM alone would wait for it.
+    let agent = http_stub::serve(Answer::Slow(
+        Duration::from_secs(120),
+        r#"{"text":"too late","confidence":0.9,"handoff":false}"#.into(),
+    ))
+    .await;
+    let mut child = env
+        .worker_command("twice")
+        .env("WORKER__RESPONDER__KIND", "http")
+        .env("WORKER__RESPONDER__URL", &agent.url)
+        .spawn()
+        .expect("spawn worker");
+    eventually("every message is with the agent", || async {
+        agent.requests.lock().unwrap_or_else(|p| p.into_inner()).len() >= N
+    })
+    .await;
+    let pid = child.id().expect("running").to_string();
+    let sigterm = || std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    assert!(sigterm().success());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "the first SIGTERM waits for the messages in flight"
+    );
+
+    assert!(sigterm().success());
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("exits at once")
+        .expect("wait");
+    assert_eq!(status.code(), Some(1), "a stop cut short is not a clean exit");
+    eventually("the messages in flight are back in the queue", || async {
+        env.queue_depth(&env.config.amqp.inbound_queue).await as usize == N
+    })
+    .await;
+    env.finish().await;
+}
