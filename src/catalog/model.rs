@@ -55,6 +55,41 @@ pub struct Catalog {
     pub version: i64,
     pub products: Vec<Product>,
     pub services: Vec<Service>,
+    /// What the builtin responder's search derives from the items, built on first
+    /// use: once per cached catalog, shared by every message that reads it.
+    #[serde(skip)]
+    pub search_index: SearchIndex,
+}
+
+/// Each item's stemmed words (products first, then services), in the order of
+/// `Catalog::products` and `Catalog::services`.
+#[derive(Clone, Default)]
+pub struct SearchIndex(std::sync::OnceLock<std::sync::Arc<Vec<ItemWords>>>);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemWords {
+    pub name: Vec<String>,
+    pub category: Vec<String>,
+    pub description: Vec<String>,
+}
+
+impl SearchIndex {
+    pub fn get_or_build(&self, build: impl FnOnce() -> Vec<ItemWords>) -> &[ItemWords] {
+        self.0.get_or_init(|| std::sync::Arc::new(build()))
+    }
+}
+
+/// Derived data: two catalogs are equal whether or not either has built it.
+impl PartialEq for SearchIndex {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for SearchIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "SearchIndex(built)" } else { "SearchIndex(not built)" })
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -79,7 +114,8 @@ impl Weight for Catalog {
         let products: usize =
             self.products.iter().map(|p| 96 + p.name.len() + p.description.len() + p.category.len()).sum();
         let services: usize = self.services.iter().map(|s| 96 + s.name.len() + s.description.len()).sum();
-        64 + products + services
+        // The search index, once built, holds the same words again (stemmed).
+        64 + 2 * (products + services)
     }
 }
 

@@ -33,7 +33,7 @@ pub async fn load_catalog(pool: &PgPool, tenant_id: Uuid) -> Result<Catalog, Sto
                        FROM services WHERE tenant_id = $1 AND is_active), '[]'::jsonb)";
     let (version, Json(products), Json(services)): (i64, Json<Vec<Product>>, Json<Vec<Service>>) =
         sqlx::query_as(sql).bind(tenant_id).fetch_one(pool).await?;
-    Ok(Catalog { version, products, services })
+    Ok(Catalog { version, products, services, search_index: Default::default() })
 }
 
 pub async fn load_knowledge(pool: &PgPool, tenant_id: Uuid) -> Result<Knowledge, StoreError> {

@@ -34,6 +34,7 @@ fn fixture() -> Fixture {
         tenant: TenantProfile { name: "Demo Sports".into(), is_active: true, settings: json!({}) },
         catalog: Catalog {
             version: 1,
+            search_index: Default::default(),
             products: vec![Product {
                 id: Uuid::new_v4(),
                 name: "Trail Runner X".into(),

@@ -2,7 +2,7 @@
 //! or description match the message's words, within its price bound.
 
 use super::text::{matches, parse_number, stem, words};
-use crate::catalog::model::Catalog;
+use crate::catalog::model::{Catalog, ItemWords};
 use uuid::Uuid;
 
 /// A price bound said in words: "under 5000", "over 1000", "between 1000 and 3000".
@@ -67,21 +67,17 @@ pub fn search(catalog: &Catalog, terms: &[String], bound: Bound) -> (Vec<Hit>, f
     let browsing = specific.is_empty() && (bound.is_set() || terms.len() != specific.len());
     let mut matched_terms = vec![false; specific.len()];
     let mut hits = Vec::new();
+    let index = catalog.search_index.get_or_build(|| index(catalog));
     let candidates = catalog
         .products
         .iter()
-        .map(|p| ("product", p.id, &p.name, p.category.as_str(), &p.description, p.price, &p.currency))
-        .chain(
-            catalog
-                .services
-                .iter()
-                .map(|s| ("service", s.id, &s.name, "service", &s.description, s.price, &s.currency)),
-        );
-    for (kind, id, name, category, description, price, currency) in candidates {
+        .map(|p| ("product", p.id, &p.name, p.price, &p.currency))
+        .chain(catalog.services.iter().map(|s| ("service", s.id, &s.name, s.price, &s.currency)));
+    for ((kind, id, name, price, currency), words) in candidates.zip(index) {
         if !bound.admits(price) {
             continue;
         }
-        let fields = [(stems(name), 3), (stems(category), 2), (stems(description), 1)];
+        let fields = [(&words.name, 3), (&words.category, 2), (&words.description, 1)];
         let mut score = 0;
         for (t, term) in specific.iter().enumerate() {
             if let Some((_, weight)) = fields.iter().find(|(f, _)| f.iter().any(|w| matches(term, w))) {
@@ -106,6 +102,21 @@ fn stems(text: &str) -> Vec<String> {
     words(text).iter().map(|w| stem(w)).collect()
 }
 
+/// Every item's stemmed words, in the order `search` walks the items.
+fn index(catalog: &Catalog) -> Vec<ItemWords> {
+    let product = |p: &crate::catalog::model::Product| ItemWords {
+        name: stems(&p.name),
+        category: stems(&p.category),
+        description: stems(&p.description),
+    };
+    let service = |s: &crate::catalog::model::Service| ItemWords {
+        name: stems(&s.name),
+        category: stems("service"),
+        description: stems(&s.description),
+    };
+    catalog.products.iter().map(product).chain(catalog.services.iter().map(service)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +134,7 @@ mod tests {
         };
         Catalog {
             version: 1,
+            search_index: Default::default(),
             products: vec![
                 product("Trail Runner X", "running shoes", 4500.0),
                 product("City Sprint", "running shoes", 3900.0),
