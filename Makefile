@@ -5,7 +5,7 @@ SHELL := /bin/bash
 # cargo-nextest when present (parallel, per-test isolation), else cargo test.
 TEST_RUNNER := $(shell command -v cargo-nextest >/dev/null 2>&1 && echo "cargo nextest run" || echo "cargo test")
 
-.PHONY: help services test check demo drain bench bench-context fuzz chaos chaos-short build clean-services
+.PHONY: help services test check demo drain bench bench-context scaling fuzz chaos chaos-short build clean-services
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ bench: services ## Throughput, latency, round trips, CPU vs the broker-only base
 
 bench-context: services ## Context building cold / Redis / warm (BENCH_ITERATIONS=300)
 	@scripts/bench_context.sh
+
+scaling: services ## `make bench` over WORKERS 1 2 4 x CONCURRENCY 1..1024: markdown table of msgs/s and CPU per service (~20 min)
+	@scripts/scaling.sh
 
 chaos: ## Fault injection (N=20000): kill workers, flush/restart Redis, drop AMQP connections, restart PostgreSQL
 	@scripts/chaos.sh $(or $(N),20000)
