@@ -54,6 +54,11 @@ pub struct Paced {
 }
 
 impl Figures {
+    /// Messages the workers processed (replied to), from their metrics.
+    fn processed(&self) -> f64 {
+        self.outcomes.iter().find(|(k, _)| *k == "processed").map_or(0.0, |(_, v)| *v)
+    }
+
     pub fn drain_rate(&self) -> f64 {
         self.n as f64 / self.drain.elapsed.as_secs_f64().max(1e-9)
     }
@@ -98,11 +103,13 @@ impl Figures {
             }
             None => row("baseline: broker-only messages/s", "skipped".into()),
         }
+        let pg = (self.pg_queries + self.pg_syncs) as f64;
         row(
-            "PostgreSQL round trips / message",
+            "PostgreSQL round trips / message (/ processed message)",
             format!(
-                "{:.2} (Query {} + Sync {} over {} connections)",
-                per_message((self.pg_queries + self.pg_syncs) as f64),
+                "{:.2} ({:.2}; Query {} + Sync {} over {} connections)",
+                per_message(pg),
+                pg / self.processed().max(1.0),
                 self.pg_queries,
                 self.pg_syncs,
                 self.pg_connections
@@ -232,7 +239,9 @@ impl Figures {
                 .map(|b| format!("{:.3}", self.drain_rate() / b.rate.max(1e-9)))
                 .unwrap_or("-".into()),
         );
-        kv("pg_rt_per_msg", format!("{:.2}", per_message((self.pg_queries + self.pg_syncs) as f64)));
+        let pg = (self.pg_queries + self.pg_syncs) as f64;
+        kv("pg_rt_per_msg", format!("{:.2}", per_message(pg)));
+        kv("pg_rt_per_processed", format!("{:.2}", pg / self.processed().max(1.0)));
         kv("redis_rt_per_msg", format!("{:.2}", per_message(self.redis_round_trips)));
         kv("redis_cmds_per_msg", format!("{:.2}", per_message(self.services.redis_commands as f64)));
         let lookups: f64 = self.cache.iter().sum::<f64>().max(1.0);
