@@ -71,12 +71,15 @@ impl Fleet {
         Ok(())
     }
 
-    /// Each worker's `/metrics` text.
+    /// Each worker's `/metrics` text, also kept next to its log (`<name>.metrics`)
+    /// for what the table leaves out, such as the stage duration histograms.
     pub async fn metrics(&self) -> anyhow::Result<Vec<String>> {
         let mut texts = Vec::new();
         for w in &self.workers {
             let text =
                 http_get(w.admin, "/metrics").await.with_context(|| format!("{}: /metrics", w.name))?;
+            let kept = w.log.with_extension("metrics");
+            std::fs::write(&kept, &text).with_context(|| format!("writing {}", kept.display()))?;
             texts.push(text);
         }
         Ok(texts)
