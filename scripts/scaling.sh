@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make scaling`: `make bench` for WORKERS in 1 2 4 and CONCURRENCY (= prefetch) in
 # 1 4 16 64 256 1024, then one markdown table: drain msgs/s, paced latency, and the
-# CPU seconds (and cores) each process used per run, to see which one saturates
-# first. The broker-only baseline runs once: with 1 worker's worth at concurrency 256
+# CPU seconds each process used per run with the cores it used while draining, to
+# see which one saturates first. The broker-only baseline runs once: with 1 worker's worth at concurrency 256
 # (or, when those are not tried, with the first run's settings).
 #
 #   SCALING_WORKERS="1 2 4"                 worker counts to try
@@ -58,29 +58,28 @@ for w in $workers_list; do
   done
 done
 
-cores() { # cpu-seconds window-seconds
-  awk -v c="$1" -v w="$2" 'BEGIN { if (c == "-" || c == "" || w + 0 == 0) print "-"; else printf "%s (%.2f)", c, c / w }'
+cpu() { # key-suffix RESULT-line: CPU seconds over the run, and cores used while draining
+  printf '%s (%s)' "$(field "cpu_$1_s" "$2")" "$(field "drain_cores_$1" "$2")"
 }
 
 echo
-echo "| workers | concurrency | N | msgs/s | paced p50 / p99 ms | worker CPU s (cores) | postgres | postgres, run's backends | redis | rabbitmq | bench | PG rt/msg | Redis rt/msg | ok |"
+echo "| workers | concurrency | N | msgs/s | paced p50 / p99 ms | worker | postgres | postgres, run's backends | redis | rabbitmq | bench | PG rt/msg | Redis rt/msg | ok |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 baseline=
 for line in "${lines[@]}"; do
-  win="$(field window_s "$line")"
   printf '| %s | %s | %s | %s | %s / %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
     "$(field workers "$line")" "$(field concurrency "$line")" "$(field n "$line")" "$(field msgs_per_s "$line")" \
     "$(field paced_p50_ms "$line")" "$(field paced_p99_ms "$line")" \
-    "$(cores "$(field cpu_worker_s "$line")" "$win")" "$(cores "$(field cpu_postgres_s "$line")" "$win")" \
-    "$(cores "$(field cpu_postgres_run_s "$line")" "$win")" "$(cores "$(field cpu_redis_s "$line")" "$win")" \
-    "$(cores "$(field cpu_rabbitmq_s "$line")" "$win")" "$(cores "$(field cpu_bench_s "$line")" "$win")" \
+    "$(cpu worker "$line")" "$(cpu postgres "$line")" "$(cpu postgres_run "$line")" "$(cpu redis "$line")" \
+    "$(cpu rabbitmq "$line")" "$(cpu bench "$line")" \
     "$(field pg_rt_per_msg "$line")" "$(field redis_rt_per_msg "$line")" "$(field ok "$line")"
   b="$(field baseline_msgs_per_s "$line")"
   if [ -n "$b" ] && [ "$b" != "-" ]; then baseline="$b"; fi
 done
 echo
-echo "CPU is seconds over the run's window (worker start -> stop), with cores used in parentheses;"
-echo "postgres, redis and rabbitmq are machine-wide (anything else using them counts too)."
+echo "CPU columns: seconds over the run (worker start -> stop), and in parentheses the cores used"
+echo "while draining (the machine has $(nproc) cores); postgres, redis and rabbitmq are machine-wide"
+echo "(anything else using them counts too), \"postgres, run's backends\" is the run's database alone."
 set -- $baseline_at
 echo "Broker-only baseline ($1 process(es), concurrency $2): ${baseline:--} msgs/s"
 exit "$status"

@@ -15,6 +15,10 @@
 //! 6. the broker-only `baseline` on the same backlog;
 //! 7. print one table and a `RESULT` line (`report`).
 //!
+//! Besides: `vocab` holds the words the catalog and the questions share,
+//! `wiring` points the workers at the proxy (and at the `responder` stub when
+//! answering is to be slow), `phases` waits for replies and paces publishing.
+//!
 //! Exits 0 with figures however slow; 3 when a guarantee broke (a message
 //! replied to twice or never, stored rows that do not match, a worker that did
 //! not stop cleanly); 1 when the bench itself could not run.
@@ -30,6 +34,7 @@ mod common;
 mod baseline;
 mod fleet;
 mod ledger;
+mod phases;
 mod procstats;
 mod proxy;
 mod report;
@@ -51,7 +56,6 @@ use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 
 use crate::fleet::Fleet;
 use crate::ledger::{Ledger, Phase};
-use crate::seed::Customer;
 use crate::workload::{Publisher, Workload};
 
 #[derive(Parser)]
@@ -93,8 +97,6 @@ struct RunArgs {
     log_dir: PathBuf,
 }
 
-/// With no reply for this long, a phase is given up and its missing messages reported.
-const STALL: Duration = Duration::from_secs(60);
 /// The workers move their cache and Redis counters into /metrics every 2 s.
 const METRICS_REFRESH: Duration = Duration::from_millis(2_500);
 const GUARANTEE_BROKEN: i32 = 3;
@@ -175,7 +177,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let worker_args = |name: &str| vec!["run".to_owned(), "--worker-id".to_owned(), name.to_owned()];
     let mut fleet =
         Fleet::start(&args.worker, "bench-worker", args.workers, worker_args, &env, &args.log_dir)?;
-    let complete = wait_for_replies(&ledger, Phase::Drain, &mut fleet).await?;
+    let complete = phases::wait_for_replies(&ledger, Phase::Drain, &mut fleet).await?;
     let (first, last) = ledger.reply_span(Phase::Drain).unwrap_or_else(|| (Instant::now(), Instant::now()));
     let drain = report::Drain {
         unique,
@@ -185,10 +187,14 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         complete,
     };
     println!("drained in {:.1}s", drain.elapsed.as_secs_f64());
+    let at_drain_end = (fleet.usage(ticks), window.close(&mut redis, ticks).await?);
 
     let paced = if drain.complete && args.paced_seconds > 0.0 {
         let rate = args.n as f64 / drain.elapsed.as_secs_f64().max(1e-3) / 2.0;
-        Some(paced(&ledger, &channel, &config, &customers, rate, args.paced_seconds, &mut fleet).await?)
+        Some(
+            phases::paced(&ledger, &channel, &config, &customers, rate, args.paced_seconds, &mut fleet)
+                .await?,
+        )
     } else {
         None
     };
@@ -200,7 +206,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let window_length = started.elapsed();
     let problems = fleet.stop(Duration::from_secs(config.worker.shutdown_timeout_secs + 15)).await;
     ledger.flush(&channel, &replies_queue).await?;
-    let stored = stored_rows(&pool).await?;
+    let stored = seed::stored_rows(&pool).await?;
     let handoff_replies: i64 =
         sqlx::query_scalar("SELECT count(*) FROM messages WHERE direction = 'out' AND handoff")
             .fetch_one(&pool)
@@ -262,6 +268,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         ],
         workers_usage,
         services,
+        at_drain_end,
         window: window_length,
         tally: ledger.tally(),
         stored,
@@ -281,65 +288,6 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     Ok(figures.holds())
 }
 
-/// Waits until every unique message of `phase` has a reply; `false` when
-/// replies stopped coming for [`STALL`] (the rest are then reported missing).
-async fn wait_for_replies(ledger: &Ledger, phase: Phase, fleet: &mut Fleet) -> anyhow::Result<bool> {
-    let mut last_progress = (0, Instant::now());
-    loop {
-        let (replied, unique) = ledger.progress(phase);
-        if replied >= unique {
-            return Ok(true);
-        }
-        fleet.check_running()?;
-        if replied != last_progress.0 {
-            last_progress = (replied, Instant::now());
-        } else if last_progress.1.elapsed() > STALL {
-            eprintln!("bench: no reply for {}s; {replied} of {unique} replied", STALL.as_secs());
-            return Ok(false);
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Publishes fresh messages at `rate` for `seconds` while the workers run, then
-/// waits for their replies.
-async fn paced(
-    ledger: &Ledger,
-    channel: &lapin::Channel,
-    config: &Config,
-    customers: &[Customer],
-    rate: f64,
-    seconds: f64,
-    fleet: &mut Fleet,
-) -> anyhow::Result<report::Paced> {
-    println!("paced: {rate:.0} messages/s for {seconds:.1}s");
-    let mut load = Workload::new(customers, "p", 2);
-    let mut publisher = Publisher::new(channel.clone(), &config.amqp.inbound_exchange);
-    let started = Instant::now();
-    let mut published = 0;
-    let mut tick = tokio::time::interval(Duration::from_millis(5));
-    while secs(started) < seconds {
-        tick.tick().await;
-        let due = (rate * secs(started).min(seconds)) as usize;
-        while published < due {
-            let message = load.next_message();
-            ledger.published(&message.id, Phase::Paced, Instant::now());
-            publisher.publish(&message).await?;
-            published += 1;
-        }
-        fleet.check_running()?;
-    }
-    publisher.finish().await?;
-    wait_for_replies(ledger, Phase::Paced, fleet).await?;
-    Ok(report::Paced {
-        rate,
-        seconds,
-        published,
-        unique: ledger.progress(Phase::Paced).1,
-        latency: ledger.latencies(Phase::Paced),
-    })
-}
-
 /// Deletes the queues and exchanges the workers declared, over AMQP (quicker than
 /// scripts/isolated.sh's rabbitmqctl, which stays as the backstop for a crashed run).
 async fn remove_topology(config: &Config, channel: &lapin::Channel) {
@@ -353,16 +301,6 @@ async fn remove_topology(config: &Config, channel: &lapin::Channel) {
     }
 }
 
-/// Rows the run added to `messages` (in, out), beyond the seeded history.
-async fn stored_rows(pool: &sqlx::PgPool) -> anyhow::Result<(i64, i64)> {
-    let (inbound, outbound): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE direction = 'in'), count(*) FILTER (WHERE direction = 'out') FROM messages",
-    )
-    .fetch_one(pool)
-    .await?;
-    Ok((inbound - seed::HISTORY_ROWS_PER_DIRECTION, outbound - seed::HISTORY_ROWS_PER_DIRECTION))
-}
-
-fn secs(since: Instant) -> f64 {
+pub fn secs(since: Instant) -> f64 {
     since.elapsed().as_secs_f64()
 }

@@ -29,6 +29,9 @@ pub struct Figures {
     pub outcomes: Vec<(&'static str, f64)>,
     pub workers_usage: Vec<(String, Usage)>,
     pub services: Services,
+    /// The same, read when the drain's last reply arrived: cores used while
+    /// draining tell which process saturates (the whole window dilutes them).
+    pub at_drain_end: (Vec<(String, Usage)>, Services),
     pub window: Duration,
     pub tally: Tally,
     pub stored: (i64, i64),
@@ -137,28 +140,39 @@ impl Figures {
         let outcomes: Vec<String> = self.outcomes.iter().map(|(k, v)| format!("{k} {v:.0}")).collect();
         row("worker outcomes", outcomes.join(", "));
         let window = self.window.as_secs_f64();
-        let cpu = |u: &Usage| {
-            let rss =
-                u.peak_rss.map(|b| format!(", peak RSS {:.0} MiB", b as f64 / 1048576.0)).unwrap_or_default();
-            format!("{:.1} s CPU ({:.2} cores){rss}", u.cpu_secs, u.cpu_secs / window.max(1e-9))
+        let drain_secs = self.drain.elapsed.as_secs_f64().max(1e-9);
+        let cpu = |run: &Usage, drained: f64| {
+            let rss = run
+                .peak_rss
+                .map(|b| format!(", peak RSS {:.0} MiB", b as f64 / 1048576.0))
+                .unwrap_or_default();
+            format!(
+                "{:.1} s CPU; cores {:.2} in the drain, {:.2} over the window{rss}",
+                run.cpu_secs,
+                drained / drain_secs,
+                run.cpu_secs / window.max(1e-9)
+            )
         };
-        for (name, usage) in &self.workers_usage {
-            row(&format!("CPU: {name}"), cpu(usage));
+        let (drain_workers, drain_services) = &self.at_drain_end;
+        for ((name, usage), (_, drained)) in self.workers_usage.iter().zip(drain_workers) {
+            row(&format!("CPU: {name}"), cpu(usage, drained.cpu_secs));
         }
-        row("CPU: postgres (all its processes, machine-wide)", cpu(&self.services.postgres));
+        let services = &self.services;
+        row(
+            "CPU: postgres (all its processes, machine-wide)",
+            cpu(&services.postgres, drain_services.postgres.cpu_secs),
+        );
         row(
             "CPU: postgres backends of this run's database",
-            format!(
-                "{:.1} s CPU ({:.2} cores)",
-                self.services.postgres_run,
-                self.services.postgres_run / window.max(1e-9)
-            ),
+            cpu(&Usage { cpu_secs: services.postgres_run, peak_rss: None }, drain_services.postgres_run),
         );
-        let or_missing =
-            |u: &Option<Usage>| u.as_ref().map(cpu).unwrap_or_else(|| "process not found".into());
-        row("CPU: redis-server", or_missing(&self.services.redis));
-        row("CPU: rabbitmq (beam.smp)", or_missing(&self.services.rabbitmq));
-        row("CPU: bench (publisher, replies, proxy)", cpu(&self.services.bench));
+        let optional = |run: &Option<Usage>, drained: &Option<Usage>| match (run, drained) {
+            (Some(run), Some(drained)) => cpu(run, drained.cpu_secs),
+            _ => "process not found".into(),
+        };
+        row("CPU: redis-server", optional(&services.redis, &drain_services.redis));
+        row("CPU: rabbitmq (beam.smp)", optional(&services.rabbitmq, &drain_services.rabbitmq));
+        row("CPU: bench (publisher, replies, proxy)", cpu(&services.bench, drain_services.bench.cpu_secs));
         row("CPU window (worker start → stop)", format!("{window:.1} s"));
         if let Some(b) = &self.baseline {
             let consumers: f64 = b.consumers.iter().map(|(_, u)| u.cpu_secs).sum();
@@ -255,6 +269,15 @@ impl Figures {
         kv("cpu_redis_s", cpu(self.services.redis.as_ref()));
         kv("cpu_rabbitmq_s", cpu(self.services.rabbitmq.as_ref()));
         kv("cpu_bench_s", cpu(Some(&self.services.bench)));
+        let (drain_workers, drain_services) = &self.at_drain_end;
+        let drain_secs = self.drain.elapsed.as_secs_f64().max(1e-9);
+        let cores = |secs: Option<f64>| secs.map(|s| format!("{:.2}", s / drain_secs)).unwrap_or("-".into());
+        kv("drain_cores_worker", cores(Some(drain_workers.iter().map(|(_, u)| u.cpu_secs).sum())));
+        kv("drain_cores_postgres", cores(Some(drain_services.postgres.cpu_secs)));
+        kv("drain_cores_postgres_run", cores(Some(drain_services.postgres_run)));
+        kv("drain_cores_redis", cores(drain_services.redis.map(|u| u.cpu_secs)));
+        kv("drain_cores_rabbitmq", cores(drain_services.rabbitmq.map(|u| u.cpu_secs)));
+        kv("drain_cores_bench", cores(Some(drain_services.bench.cpu_secs)));
         kv("rss_worker_mib", format!("{:.0}", worker_rss as f64 / 1048576.0));
         kv("replied_twice", self.tally.replied_twice.to_string());
         kv("missing", self.tally.missing.to_string());

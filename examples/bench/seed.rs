@@ -156,4 +156,14 @@ fn with_tenants(statement: &str) -> String {
 
 /// Rows the seeding wrote to `messages`, per direction: what the run's own
 /// rows are counted against.
-pub const HISTORY_ROWS_PER_DIRECTION: i64 = (CONVERSATIONS as i64) * (HISTORY as i64) / 2;
+const HISTORY_ROWS_PER_DIRECTION: i64 = (CONVERSATIONS as i64) * (HISTORY as i64) / 2;
+
+/// Rows the run added to `messages` (in, out), beyond the seeded history.
+pub async fn stored_rows(pool: &PgPool) -> anyhow::Result<(i64, i64)> {
+    let (inbound, outbound): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE direction = 'in'), count(*) FILTER (WHERE direction = 'out') FROM messages",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok((inbound - HISTORY_ROWS_PER_DIRECTION, outbound - HISTORY_ROWS_PER_DIRECTION))
+}
