@@ -5,10 +5,10 @@ SHELL := /bin/bash
 # cargo-nextest when present (parallel, per-test isolation), else cargo test.
 TEST_RUNNER := $(shell command -v cargo-nextest >/dev/null 2>&1 && echo "cargo nextest run" || echo "cargo test")
 
-.PHONY: help services test check demo drain bench fuzz chaos chaos-short build clean-services
+.PHONY: help services test check demo drain bench bench-context scaling fuzz chaos chaos-short build clean-services
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 services: ## Start PostgreSQL, Redis and RabbitMQ if they are not answering (installs Debian packages if missing)
 	@scripts/services.sh ensure
@@ -29,8 +29,15 @@ demo: ## Run the worker end to end on local services: a scripted conversation, a
 drain: services ## Measure how fast one `worker run` drains N messages (N=10000)
 	@scripts/drain.sh $(or $(N),10000)
 
-bench: services ## Benchmarks (figures, not gates): context building cold / Redis / warm
-	@scripts/bench.sh
+bench: services ## Throughput, latency, round trips, CPU vs the broker-only baseline; fails only on a broken guarantee (N=20000 WORKERS=1 CONCURRENCY=256 RESPONDER_DELAY_MS=0 PACED_SECONDS=10 SKIP_BASELINE=1 to skip)
+	@N=$(N) WORKERS=$(WORKERS) CONCURRENCY=$(CONCURRENCY) RESPONDER_DELAY_MS=$(RESPONDER_DELAY_MS) \
+	  PACED_SECONDS=$(PACED_SECONDS) SKIP_BASELINE=$(SKIP_BASELINE) scripts/bench.sh
+
+bench-context: services ## Context building cold / Redis / warm (BENCH_ITERATIONS=300)
+	@scripts/bench_context.sh
+
+scaling: services ## `make bench` over WORKERS 1 2 4 x CONCURRENCY 1..1024: markdown table of msgs/s and CPU per service (~20 min)
+	@scripts/scaling.sh
 
 chaos: ## Fault injection (N=20000): kill workers, flush/restart Redis, drop AMQP connections, restart PostgreSQL
 	@scripts/chaos.sh $(or $(N),20000)

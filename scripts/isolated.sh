@@ -15,8 +15,15 @@ export WORKER_LOG="${WORKER_LOG:-warn,lapin=off}"
 
 cleanup_isolated() {
   psql "${base_db%/*}/postgres" -qc "DROP DATABASE IF EXISTS chat_worker_$run WITH (FORCE)" >/dev/null 2>&1 || true
+  # Every queue named after the run (the worker's, and any a harness declared),
+  # found in one listing: rabbitmqctl takes about a second per call.
   if command -v rabbitmqctl >/dev/null; then
-    for q in inbound dead retry.1 retry.2 retry.3 retry.4 retry.5 retry.6 retry.7; do rabbitmqctl -q delete_queue "$run.worker.$q" >/dev/null 2>&1 || true; done
+    local q queues
+    queues=$(rabbitmqctl -q list_queues --no-table-headers name 2>/dev/null || true)
+    for q in $queues; do
+      [[ "$q" == "$run."* ]] || continue
+      rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true
+    done
   fi
   redis-cli --scan --pattern "$run:*" 2>/dev/null | xargs -r redis-cli del >/dev/null 2>&1 || true
 }

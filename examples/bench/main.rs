@@ -1,0 +1,306 @@
+//! `make bench`: the worker's throughput, latency and cost on a realistic
+//! workload, next to what the broker alone allows.
+//!
+//! One run, in order:
+//! 1. seed (`seed`): 10 tenants' catalogs, 2,000 conversations with history;
+//! 2. publish the backlog (`workload`): N messages from those customers, 10% of
+//!    them exact copies of earlier ones, each publish time in the `ledger`;
+//! 3. drain: start the `worker run` processes (`fleet`), their PostgreSQL
+//!    connections through a counting `proxy`, until every unique message has
+//!    its reply (matched by correlation id);
+//! 4. paced: publish fresh messages at half the drain rate for a few seconds and
+//!    take the publish -> reply latency from those (the drain's is queueing);
+//! 5. read /metrics, /proc (`procstats`, `window`) and Redis INFO, SIGTERM the
+//!    workers, and check that each unique message got exactly one reply;
+//! 6. the broker-only `baseline` on the same backlog;
+//! 7. print one table and a `RESULT` line (`report`).
+//!
+//! Besides: `vocab` holds the words the catalog and the questions share,
+//! `wiring` points the workers at the proxy (and at the `responder` stub when
+//! answering is to be slow), `phases` waits for replies and paces publishing.
+//!
+//! Exits 0 with figures however slow; 3 when a guarantee broke (a message
+//! replied to twice or never, stored rows that do not match, a worker that did
+//! not stop cleanly); 1 when the bench itself could not run.
+//!
+//! Configuration (names, database, Redis prefix, concurrency, prefetch) comes
+//! from the environment, as scripts/bench.sh sets it up; `bench run --help`
+//! lists the options.
+
+#[allow(dead_code)] // publish_all is for the drain and chaos examples
+#[path = "../common/mod.rs"]
+mod common;
+
+mod baseline;
+mod fleet;
+mod ledger;
+mod phases;
+mod procstats;
+mod proxy;
+mod report;
+mod responder;
+mod seed;
+mod vocab;
+mod window;
+mod wiring;
+mod workload;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use chat_worker::config::{Config, Overrides};
+use clap::{Args, Parser, Subcommand};
+use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+
+use crate::fleet::Fleet;
+use crate::ledger::{Ledger, Phase};
+use crate::workload::{Publisher, Workload};
+
+#[derive(Parser)]
+#[command(about = "chat-worker benchmark (run through scripts/bench.sh)")]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Run the benchmark.
+    Run(RunArgs),
+    /// One broker-only baseline consumer (started by `run`).
+    Baseline(baseline::ConsumerArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The `worker` binary to run.
+    #[arg(long)]
+    worker: PathBuf,
+    /// Messages published for the drain, copies included.
+    #[arg(long, default_value_t = 20_000)]
+    n: usize,
+    /// `worker run` processes.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// > 0: answer with the http responder, a local stub that waits this long.
+    #[arg(long, default_value_t = 0)]
+    responder_delay_ms: u64,
+    /// Length of the paced (latency) phase; 0 skips it.
+    #[arg(long, default_value_t = 10.0)]
+    paced_seconds: f64,
+    #[arg(long)]
+    skip_baseline: bool,
+    /// Where the workers' logs go.
+    #[arg(long, default_value = "target/bench")]
+    log_dir: PathBuf,
+}
+
+/// The workers move their cache and Redis counters into /metrics every 2 s.
+const METRICS_REFRESH: Duration = Duration::from_millis(2_500);
+const GUARANTEE_BROKEN: i32 = 3;
+
+#[tokio::main]
+async fn main() {
+    let outcome = match Cli::parse().mode {
+        Mode::Run(args) => run(args).await,
+        Mode::Baseline(args) => match Config::load(None, &Overrides::default()) {
+            Ok(config) => baseline::consume(&config.amqp.url, args).await.map(|()| true),
+            Err(e) => Err(e.into()),
+        },
+    };
+    match outcome {
+        Ok(true) => {}
+        Ok(false) => {
+            eprintln!("bench: a guarantee was violated (see the table above)");
+            std::process::exit(GUARANTEE_BROKEN);
+        }
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Returns whether every guarantee held.
+async fn run(args: RunArgs) -> anyhow::Result<bool> {
+    anyhow::ensure!(args.n >= 10 && args.workers >= 1, "N must be at least 10 and WORKERS at least 1");
+    let config = Config::load(None, &Overrides::default())?;
+    let ticks = procstats::ticks_per_second();
+    let pool = chat_worker::store::pool(&config.database.url, 4)?;
+    let mut redis = redis::Client::open(config.redis.url.as_str())?
+        .get_multiplexed_async_connection()
+        .await
+        .context("connecting to redis")?;
+
+    let seeding = Instant::now();
+    let customers = seed::seed(&pool).await.context("seeding the workload (did `worker migrate` run?)")?;
+    println!(
+        "seeded {} tenants' catalogs and {} conversations in {:.1}s",
+        seed::TENANTS,
+        customers.len(),
+        secs(seeding)
+    );
+
+    let proxy = proxy::start(wiring::upstream(&config.database.url)?).await?;
+    let mut env =
+        vec![("WORKER__DATABASE__URL".to_owned(), wiring::proxied_url(&config.database.url, proxy.addr)?)];
+    let responder_name = if args.responder_delay_ms > 0 {
+        let stub = responder::start(Duration::from_millis(args.responder_delay_ms)).await?;
+        env.extend(wiring::http_responder_env(&config, stub, args.responder_delay_ms)?);
+        format!("http responder (local stub answering after {} ms)", args.responder_delay_ms)
+    } else {
+        "builtin responder".to_owned()
+    };
+
+    let replies_queue = format!("{}.bench-replies", config.amqp.outbound_exchange);
+    let (connection, channel) = common::gateway(&config, &replies_queue, false).await?;
+    let ledger = Arc::new(Ledger::default());
+    ledger.clone().collect(&connection.create_channel().await?, &replies_queue).await?;
+
+    let backlog = Workload::new(&customers, "d", 1).take(args.n);
+    let publishing = Instant::now();
+    let mut publisher = Publisher::new(channel.clone(), &config.amqp.inbound_exchange);
+    for message in &backlog {
+        ledger.published(&message.id, Phase::Drain, Instant::now());
+        publisher.publish(message).await?;
+    }
+    publisher.finish().await?;
+    let (_, unique) = ledger.progress(Phase::Drain);
+    println!("published {} messages ({unique} unique) in {:.1}s", args.n, secs(publishing));
+
+    // The window: from the workers' start to just before their SIGTERM.
+    let window =
+        window::Window::open(&pool, &wiring::database_name(&config.database.url)?, &mut redis).await?;
+    let started = Instant::now();
+    let worker_args = |name: &str| vec!["run".to_owned(), "--worker-id".to_owned(), name.to_owned()];
+    let mut fleet =
+        Fleet::start(&args.worker, "bench-worker", args.workers, worker_args, &env, &args.log_dir)?;
+    let complete = phases::wait_for_replies(&ledger, Phase::Drain, &mut fleet).await?;
+    let (first, last) = ledger.reply_span(Phase::Drain).unwrap_or_else(|| (Instant::now(), Instant::now()));
+    let drain = report::Drain {
+        unique,
+        first_reply: first.duration_since(started),
+        elapsed: last.duration_since(started),
+        latency: ledger.latencies(Phase::Drain),
+        complete,
+    };
+    println!("drained in {:.1}s", drain.elapsed.as_secs_f64());
+    let at_drain_end = (fleet.usage(ticks), window.close(&mut redis, ticks).await?);
+
+    let paced = if drain.complete && args.paced_seconds > 0.0 {
+        let rate = args.n as f64 / drain.elapsed.as_secs_f64().max(1e-3) / 2.0;
+        Some(
+            phases::paced(&ledger, &channel, &config, &customers, rate, args.paced_seconds, &mut fleet)
+                .await?,
+        )
+    } else {
+        None
+    };
+
+    tokio::time::sleep(METRICS_REFRESH).await;
+    let metrics = fleet.metrics().await?;
+    let workers_usage = fleet.usage(ticks);
+    let services = window.close(&mut redis, ticks).await?;
+    let window_length = started.elapsed();
+    let problems = fleet.stop(Duration::from_secs(config.worker.shutdown_timeout_secs + 15)).await;
+    ledger.flush(&channel, &replies_queue).await?;
+    let stored = seed::stored_rows(&pool).await?;
+    let handoff_replies: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM messages WHERE direction = 'out' AND handoff")
+            .fetch_one(&pool)
+            .await?;
+
+    let baseline = if args.skip_baseline {
+        None
+    } else {
+        println!("baseline: the same {} messages, broker only", args.n);
+        let bench = std::env::current_exe().context("finding the bench's own binary")?;
+        let plan = baseline::Plan {
+            amqp_url: &config.amqp.url,
+            queue: &format!("{}.baseline", config.amqp.inbound_queue),
+            exchange: &format!("{}.baseline", config.amqp.outbound_exchange),
+            bench: &bench,
+            processes: args.workers,
+            prefetch: config.amqp.prefetch,
+            concurrency: config.worker.concurrency,
+            log_dir: &args.log_dir,
+            ticks,
+        };
+        Some(baseline::run(&plan, &backlog).await?)
+    };
+
+    let m = |name: &str| fleet::series(&metrics, name);
+    let outcome = |o: &str| m(&format!("chat_worker_messages_total{{outcome=\"{o}\"}}"));
+    let tier = |t: &str| m(&format!("chat_worker_cache_lookups_total{{tier=\"{t}\"}}"));
+    let figures = report::Figures {
+        setup: format!(
+            "chat-worker bench: N={} ({unique} unique, 10% copies), {} worker(s) × concurrency {} / prefetch {}, {responder_name}, {} conversations of {} tenants",
+            args.n,
+            args.workers,
+            config.worker.concurrency,
+            config.amqp.prefetch,
+            customers.len(),
+            seed::TENANTS
+        ),
+        n: args.n,
+        workers: args.workers,
+        concurrency: config.worker.concurrency,
+        prefetch: config.amqp.prefetch,
+        responder_delay_ms: args.responder_delay_ms,
+        delivered: args.n + paced.as_ref().map_or(0, |p| p.published),
+        drain,
+        paced,
+        baseline,
+        pg_queries: proxy.counts.queries.load(std::sync::atomic::Ordering::Relaxed),
+        pg_syncs: proxy.counts.syncs.load(std::sync::atomic::Ordering::Relaxed),
+        pg_connections: proxy.counts.connections.load(std::sync::atomic::Ordering::Relaxed),
+        redis_round_trips: m("chat_worker_redis_round_trips_total"),
+        cache: [tier("local"), tier("redis"), tier("database")],
+        outcomes: vec![
+            ("processed", outcome("processed")),
+            ("duplicate", outcome("duplicate")),
+            ("deferred", outcome("deferred")),
+            ("failed", outcome("failed")),
+            ("rejected", outcome("rejected")),
+            ("retries", m("chat_worker_retries_total")),
+        ],
+        workers_usage,
+        services,
+        at_drain_end,
+        window: window_length,
+        tally: ledger.tally(),
+        stored,
+        handoff_replies,
+        problems,
+    };
+    figures.print();
+    if !figures.holds() {
+        let logs: Vec<String> = (0..args.workers)
+            .map(|i| args.log_dir.join(format!("bench-worker-{i}.log")).display().to_string())
+            .collect();
+        eprintln!("bench: the workers' logs: {}", logs.join(" "));
+    }
+
+    remove_topology(&config, &channel).await;
+    let _ = connection.close(200, "bench done".into()).await;
+    Ok(figures.holds())
+}
+
+/// Deletes the queues and exchanges the workers declared, over AMQP (quicker than
+/// scripts/isolated.sh's rabbitmqctl, which stays as the backstop for a crashed run).
+async fn remove_topology(config: &Config, channel: &lapin::Channel) {
+    let amqp = &config.amqp;
+    let retries = (1..config.worker.max_attempts.max(2)).map(|n| format!("{}.{n}", amqp.retry_queue_prefix));
+    for queue in [amqp.inbound_queue.clone(), amqp.dead_queue.clone()].into_iter().chain(retries) {
+        let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+    }
+    for exchange in [&amqp.inbound_exchange, &amqp.outbound_exchange] {
+        let _ = channel.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await;
+    }
+}
+
+pub fn secs(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64()
+}
