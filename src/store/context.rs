@@ -48,12 +48,14 @@ pub async fn load_context(
     want_list: bool,
 ) -> Result<Option<ConversationContext>, StoreError> {
     let row: Option<ContextRow> = sqlx::query_as(
+        // Two branches, not one CASE: a prepared statement's generic plan cannot use
+        // an index through a CASE and scanned the whole table (and its dead rows).
         "WITH conv AS (
-            SELECT id, status FROM conversations
-             WHERE tenant_id = $1
-               AND CASE WHEN $4::uuid IS NULL
-                        THEN channel = $2 AND customer_external_id = $3 AND status <> 'closed'
-                        ELSE id = $4 END
+            (SELECT id, status FROM conversations
+              WHERE $4::uuid IS NULL AND tenant_id = $1 AND channel = $2 AND customer_external_id = $3
+                AND status <> 'closed'
+             UNION ALL
+             SELECT id, status FROM conversations WHERE $4::uuid IS NOT NULL AND id = $4 AND tenant_id = $1)
              LIMIT 1)
          SELECT conv.id, conv.status,
            (SELECT COALESCE(jsonb_agg(jsonb_build_object('direction', h.direction, 'text', h.text,
