@@ -95,6 +95,8 @@ pub struct DatabaseConfig {
     pub commit_batch_max: usize,
     /// Group commits running at once; messages ready meanwhile join the next one.
     pub commits_in_flight: usize,
+    /// Grouped context reads running at once, likewise.
+    pub reads_in_flight: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -263,6 +265,10 @@ impl Default for RedisConfig {
     }
 }
 
+/// Pool connections the grouped reads and writes must leave to everything else:
+/// the cache listener's LISTEN, catalog loads, fence registrations, replays.
+const SPARE_CONNECTIONS: usize = 2;
+
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
@@ -270,6 +276,7 @@ impl Default for DatabaseConfig {
             max_connections: 16,
             commit_batch_max: 256,
             commits_in_flight: 4,
+            reads_in_flight: 4,
         }
     }
 }
@@ -346,11 +353,14 @@ impl Config {
             return Err(invalid("database.commit_batch_max", "must be at least 1"));
         }
         if self.database.commits_in_flight == 0
-            || self.database.commits_in_flight >= self.database.max_connections as usize
+            || self.database.reads_in_flight == 0
+            || self.database.commits_in_flight + self.database.reads_in_flight + SPARE_CONNECTIONS
+                > self.database.max_connections as usize
         {
             return Err(invalid(
                 "database.commits_in_flight",
-                "must be at least 1 and below database.max_connections (reads need connections too)",
+                "and database.reads_in_flight must be at least 1 each, and together leave at least 2 of \
+                 database.max_connections free (the LISTEN connection, catalog loads, fencing)",
             ));
         }
         if self.cache.local_max_bytes < 1024 * 1024 {
@@ -584,6 +594,26 @@ mod tests {
             let err = load_in(jail, Some("[responder]\ntimeout_ms = 50000\n"), &Overrides::default())
                 .expect_err("slow");
             assert!(err.to_string().contains("worker.message_deadline_secs"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn grouped_reads_and_writes_leave_connections_to_the_rest() {
+        Jail::expect_with(|jail| {
+            let err = load_in(
+                jail,
+                Some("[database]\nmax_connections = 8\ncommits_in_flight = 4\nreads_in_flight = 3\n"),
+                &Overrides::default(),
+            )
+            .expect_err("4 + 3 slots leave 1 of 8");
+            assert!(err.to_string().starts_with("config key `database.commits_in_flight`"), "{err}");
+            load_in(
+                jail,
+                Some("[database]\nmax_connections = 8\ncommits_in_flight = 3\nreads_in_flight = 3\n"),
+                &Overrides::default(),
+            )
+            .expect("3 + 3 slots leave 2 of 8");
             Ok(())
         });
     }

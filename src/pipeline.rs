@@ -33,6 +33,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 #[derive(Clone)]
 pub struct Pipeline {
     pub pool: PgPool,
+    /// Stage "history": context reads shared with the other messages in flight.
+    pub reader: store::ContextReader,
     /// Stage "persist": group commits shared with the other messages in flight.
     pub writer: store::Writer,
     pub dedup: Dedup,
@@ -46,7 +48,6 @@ pub struct Pipeline {
 #[derive(Debug, Clone)]
 pub struct PipelineSettings {
     pub key_prefix: String,
-    pub history_limit: u32,
     pub reference_ttl: Duration,
     /// Work on one message past this is abandoned.
     pub deadline: Duration,
@@ -232,14 +233,10 @@ impl Pipeline {
             lease.fetched.as_deref().and_then(|b| serde_json::from_slice(b).ok());
 
         // catalog (cached) and history (one query), side by side.
-        let history_limit = self.settings.history_limit;
         let (catalog, knowledge, context) = tokio::try_join!(
             self.timed("catalog", self.cache.catalog(inbound.tenant_id)),
             self.cache.knowledge(inbound.tenant_id),
-            self.timed(
-                "history",
-                store::load_context(&self.pool, inbound, history_limit, list_in_redis.is_none())
-            ),
+            self.timed("history", self.reader.load(inbound, list_in_redis.is_none())),
         )?;
         let context = context.ok_or_else(|| Stop::Reject(foreign_conversation(inbound)))?;
         let conversation_id = context.conversation.as_ref().map(|c| c.id);

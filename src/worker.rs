@@ -181,9 +181,13 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
         },
         metrics.commit_batch_size.clone(),
     );
+    let reader = crate::store::ContextReader::start(
+        pool.clone(),
+        config.database.reads_in_flight,
+        config.context.history_limit,
+    );
     let settings = PipelineSettings {
         key_prefix: config.redis.key_prefix.clone(),
-        history_limit: config.context.history_limit,
         reference_ttl: Duration::from_secs(config.context.reference_ttl_secs),
         deadline: Duration::from_secs(config.worker.message_deadline_secs),
         crash_at: std::env::var("WORKER_TEST_CRASH_AT").ok(),
@@ -192,6 +196,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
     loop {
         let pipeline = Pipeline {
             pool: pool.clone(),
+            reader: reader.clone(),
             writer: writer.clone(),
             dedup: dedup.clone(),
             cache: cache.clone(),

@@ -4,6 +4,7 @@
 //! domain verbs (`load_catalog`, `load_context`, `record_exchange`, `history_page`),
 //! never rows or SQL.
 
+mod batch;
 pub mod catalog;
 mod context;
 mod conversations;
@@ -19,7 +20,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 pub use catalog::{load_catalog, load_knowledge, load_profile};
-pub use context::{ConversationContext, HistoryItem, load_context};
+pub use context::{ContextReader, ConversationContext, HistoryItem, load_context};
 pub use conversations::Conversation;
 pub use history::{HistoryPage, customer_conversation, history_page};
 pub use messages::{Exchange, Recorded, StoredReply, record_exchange, register_fence, stored_reply};

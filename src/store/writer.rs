@@ -3,9 +3,8 @@
 //!
 //! A commit costs a WAL flush, and one commit per message caps PostgreSQL near
 //! its flush rate however many workers write. The writer takes every exchange
-//! that is ready when one of its commit slots frees up (no waiting window: under
-//! light load a batch is one message and nothing is delayed) and records the
-//! batch in one statement — one round trip, one flush. Each exchange keeps its
+//! that is ready when one of its commit slots frees up (see `batch`) and records
+//! the batch in one statement — one round trip, one flush. Each exchange keeps its
 //! own fencing check and its own result, and its caller, which acks only after
 //! that result, learns it only once the batch's commit is durable.
 //!
@@ -23,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::StoreError;
+use super::batch::{self, Connection};
 use super::messages::{self, Exchange, Recorded};
 
 #[derive(Debug, Clone, Copy)]
@@ -50,8 +50,13 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer task. `batch_sizes` observes how many exchanges each commit carried.
     pub fn start(pool: PgPool, settings: WriterSettings, batch_sizes: Histogram) -> Self {
-        let (jobs, queue) = mpsc::unbounded_channel();
-        tokio::spawn(gather(pool, settings, batch_sizes, queue));
+        let jobs = batch::start(
+            pool,
+            settings.in_flight,
+            settings.max_batch,
+            Some(batch_sizes),
+            |pool, kept, jobs| async move { commit(&pool, kept, jobs).await },
+        );
         Self { jobs }
     }
 
@@ -68,48 +73,8 @@ fn stopped() -> StoreError {
     StoreError::Db(sqlx::Error::Protocol("the database writer has stopped".into()))
 }
 
-/// Waits for a free commit slot, then takes every job that is ready (up to
-/// `max_batch`) and commits them together in the background. While all slots
-/// are busy, jobs queue up — which is what makes the next batch large.
-///
-/// Each slot keeps its connection from one batch to the next: handing it back to
-/// the pool would cost a round trip each time (sqlx pings every connection it
-/// gets back). A slot whose batch failed starts over with a fresh connection.
-async fn gather(
-    pool: PgPool,
-    settings: WriterSettings,
-    batch_sizes: Histogram,
-    mut queue: mpsc::UnboundedReceiver<Job>,
-) {
-    let slots = settings.in_flight.max(1);
-    let (free, mut slot) = mpsc::channel::<Option<PoolConnection<Postgres>>>(slots);
-    for _ in 0..slots {
-        let _ = free.try_send(None);
-    }
-    while let Some(first) = queue.recv().await {
-        let Some(connection) = slot.recv().await else { return };
-        let mut batch = vec![first];
-        while batch.len() < settings.max_batch {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        batch_sizes.observe(batch.len() as f64);
-        let (pool, free) = (pool.clone(), free.clone());
-        tokio::spawn(async move {
-            let kept = commit(&pool, connection, batch).await;
-            let _ = free.send(kept).await;
-        });
-    }
-}
-
 /// Returns the connection to keep for the next batch, if it is still sound.
-async fn commit(
-    pool: &PgPool,
-    connection: Option<PoolConnection<Postgres>>,
-    jobs: Vec<Job>,
-) -> Option<PoolConnection<Postgres>> {
+async fn commit(pool: &PgPool, connection: Connection, jobs: Vec<Job>) -> Connection {
     // Two exchanges of one fingerprint (a takeover racing its predecessor) may not
     // share a statement: the second would see the first as "already committed"
     // before it is. The later ones go alone, after the batch.
@@ -151,13 +116,10 @@ async fn one_by_one(pool: &PgPool, jobs: Vec<Job>) {
 /// PostgreSQL runs as one transaction. Returns one result per exchange, in order.
 async fn record_batch(
     pool: &PgPool,
-    connection: Option<PoolConnection<Postgres>>,
+    connection: Connection,
     batch: &[&Exchange],
 ) -> Result<(PoolConnection<Postgres>, Vec<Result<Recorded, StoreError>>), StoreError> {
-    let mut conn = match connection {
-        Some(conn) => conn,
-        None => pool.acquire().await?,
-    };
+    let mut conn = batch::connection(pool, connection).await?;
     // A customer's first message opens the conversation first; should the batch
     // then fail, the conversation stays open and empty, and the retry uses it.
     let mut conversations = Vec::with_capacity(batch.len());

@@ -70,6 +70,8 @@ impl TestEnv {
         // No TLS on loopback, as the default URL says.
         config.database.url = format!("{server}/cw_test_{id}?sslmode=disable");
         config.database.max_connections = 8;
+        config.database.commits_in_flight = 3;
+        config.database.reads_in_flight = 3;
         config.amqp.url = base("AMQP_URL", &config.amqp.url);
         config.redis.url = base("REDIS_URL", &config.redis.url);
         config.amqp.inbound_exchange = format!("t.{id}.chat.inbound");
