@@ -290,7 +290,7 @@ impl Pipeline {
             Recorded::New { conversation_id } => (
                 StoredReply {
                     conversation_id,
-                    text: answer.text.clone(),
+                    text: answer.text,
                     handoff: answer.handoff,
                     confidence: answer.confidence,
                     references: serde_json::to_value(&answer.references).unwrap_or_default(),
