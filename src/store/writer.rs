@@ -243,9 +243,14 @@ impl<'a> Columns<'a> {
 
 /// `record_exchange`'s statement over arrays: per exchange, the fencing check,
 /// the inbound and reply rows, the interaction and the conversation's update —
-/// the last two only for exchanges whose rows this statement inserted. Rows are
-/// inserted in fingerprint order, so two batches that overlap (rare: a
-/// takeover) lock in the same order instead of deadlocking.
+/// the last two only for exchanges whose rows this statement inserted.
+///
+/// Two batches committing at once (from several slots or several workers) may
+/// touch the same conversations. Each first locks its conversations in id order
+/// (`locked`, which the inserts wait for: an uncorrelated subquery runs once,
+/// before the first row), and inserts its rows in fingerprint order, so
+/// overlapping batches queue behind each other instead of deadlocking; the
+/// update's own join order would lock in any order (it deadlocked under load).
 const BATCH_SQL: &str = "WITH input AS (
     SELECT * FROM unnest($1::int4[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
                          $7::timestamptz[], $8::jsonb[], $9::jsonb[], $10::text[], $11::text[],
@@ -257,6 +262,9 @@ const BATCH_SQL: &str = "WITH input AS (
              replied_at, handoff, confidence, reply_references, list_size,
              responder, tenant_id, model, prompt_tokens, completion_tokens, cost,
              latency_ms, fence)),
+locked AS (
+    SELECT c.id FROM conversations c WHERE c.id = ANY($2::uuid[])
+     ORDER BY c.id FOR NO KEY UPDATE),
 fenced AS (
     SELECT i.idx FROM input i JOIN fences f ON f.fingerprint = i.fingerprint AND f.token > i.fence),
 m AS (
@@ -274,7 +282,7 @@ m AS (
          i.handoff, i.confidence, i.reply_references, i.list_size, i.responder))
         AS v(direction, provider_message_id, text, created_at, received_at, attachments, metadata,
              handoff, confidence, reply_references, list_size, responder)
-     WHERE i.idx NOT IN (SELECT idx FROM fenced)
+     WHERE i.idx NOT IN (SELECT idx FROM fenced) AND (SELECT count(*) FROM locked) >= 0
      ORDER BY i.fingerprint, v.direction
     ON CONFLICT (fingerprint, direction) DO NOTHING
     RETURNING fingerprint),
