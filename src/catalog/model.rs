@@ -55,40 +55,45 @@ pub struct Catalog {
     pub version: i64,
     pub products: Vec<Product>,
     pub services: Vec<Service>,
-    /// What the builtin responder's search derives from the items, built on first
-    /// use: once per cached catalog, shared by every message that reads it.
+    /// What a responder derives from the items (the builtin one's search index),
+    /// built on first use: once per cached catalog, shared by every message that reads it.
     #[serde(skip)]
-    pub search_index: SearchIndex,
+    pub search_index: Derived,
 }
 
-/// Each item's stemmed words (products first, then services), in the order of
-/// `Catalog::products` and `Catalog::services`.
+/// Data derived from a cached value on first use and kept with it, so that
+/// every message reading the value shares it. Its type is the deriver's
+/// business: the catalog knows nothing of how a responder searches it.
 #[derive(Clone, Default)]
-pub struct SearchIndex(std::sync::OnceLock<std::sync::Arc<Vec<ItemWords>>>);
+pub struct Derived(std::sync::OnceLock<std::sync::Arc<dyn std::any::Any + Send + Sync>>);
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct ItemWords {
-    pub name: Vec<String>,
-    pub category: Vec<String>,
-    pub description: Vec<String>,
-}
-
-impl SearchIndex {
-    pub fn get_or_build(&self, build: impl FnOnce() -> Vec<ItemWords>) -> &[ItemWords] {
-        self.0.get_or_init(|| std::sync::Arc::new(build()))
+impl Derived {
+    /// The derived value, built by `build` the first time. (Two messages may
+    /// both build it at first; one result is kept. Should a value of another
+    /// type be kept already, `build`'s result is returned without being kept.)
+    pub fn get_or_build<T: std::any::Any + Send + Sync>(
+        &self,
+        build: impl FnOnce() -> T,
+    ) -> std::sync::Arc<T> {
+        if let Some(kept) = self.0.get() {
+            return kept.clone().downcast::<T>().unwrap_or_else(|_| std::sync::Arc::new(build()));
+        }
+        let value = std::sync::Arc::new(build());
+        let _ = self.0.set(value.clone());
+        value
     }
 }
 
-/// Derived data: two catalogs are equal whether or not either has built it.
-impl PartialEq for SearchIndex {
+/// Derived data: two values are equal whether or not either has built it.
+impl PartialEq for Derived {
     fn eq(&self, _: &Self) -> bool {
         true
     }
 }
 
-impl std::fmt::Debug for SearchIndex {
+impl std::fmt::Debug for Derived {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.get().is_some() { "SearchIndex(built)" } else { "SearchIndex(not built)" })
+        f.write_str(if self.0.get().is_some() { "Derived(built)" } else { "Derived(not built)" })
     }
 }
 
@@ -96,6 +101,9 @@ impl std::fmt::Debug for SearchIndex {
 pub struct Knowledge {
     pub version: i64,
     pub entries: Vec<KnowledgeEntry>,
+    /// What a responder derives from the entries, like `Catalog::search_index`.
+    #[serde(skip)]
+    pub search_index: Derived,
 }
 
 /// Rough heap size, for the in-process cache's memory bound.
@@ -121,7 +129,8 @@ impl Weight for Catalog {
 
 impl Weight for Knowledge {
     fn weight(&self) -> usize {
-        64 + self.entries.iter().map(|e| 64 + e.title.len() + e.content.len()).sum::<usize>()
+        // Counted twice, likewise: the derived index holds the words again.
+        64 + 2 * self.entries.iter().map(|e| 64 + e.title.len() + e.content.len()).sum::<usize>()
     }
 }
 

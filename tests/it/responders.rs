@@ -47,6 +47,7 @@ fn fixture() -> Fixture {
         },
         knowledge: Knowledge {
             version: 1,
+            search_index: Default::default(),
             entries: vec![KnowledgeEntry {
                 id: Uuid::new_v4(),
                 entry_type: "faq".into(),

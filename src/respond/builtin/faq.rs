@@ -8,25 +8,43 @@ pub fn best<'k>(knowledge: &'k Knowledge, query_terms: &[String]) -> Option<(&'k
     if query_terms.is_empty() {
         return None;
     }
+    let index = knowledge.search_index.get_or_build(|| index(knowledge));
+    let found = |term: &String, words: &[String]| words.iter().any(|w| matches(term, w));
     knowledge
         .entries
         .iter()
-        .filter_map(|entry| {
-            let title = terms(&words(&entry.title));
-            let body: Vec<String> = words(&entry.content).iter().map(|w| stem(w)).collect();
+        .zip(index.iter())
+        .filter_map(|(entry, EntryWords { title, body })| {
             if title.is_empty() {
                 return None;
             }
-            let found = |term: &String, words: &[String]| words.iter().any(|w| matches(term, w));
             let title_covered =
                 title.iter().filter(|t| found(t, query_terms)).count() as f32 / title.len() as f32;
-            let query_covered = query_terms.iter().filter(|q| found(q, &title) || found(q, &body)).count()
+            let query_covered = query_terms.iter().filter(|q| found(q, title) || found(q, body)).count()
                 as f32
                 / query_terms.len() as f32;
             let score = 0.7 * title_covered + 0.3 * query_covered;
             (score > 0.0).then_some((entry, score))
         })
         .max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+/// An entry's title terms and stemmed content words, derived once per cached
+/// knowledge (see `Knowledge::search_index`), not per message.
+struct EntryWords {
+    title: Vec<String>,
+    body: Vec<String>,
+}
+
+fn index(knowledge: &Knowledge) -> Vec<EntryWords> {
+    knowledge
+        .entries
+        .iter()
+        .map(|entry| EntryWords {
+            title: terms(&words(&entry.title)),
+            body: words(&entry.content).iter().map(|w| stem(w)).collect(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -44,6 +62,7 @@ mod tests {
         };
         Knowledge {
             version: 1,
+            search_index: Default::default(),
             entries: vec![
                 entry("Opening hours", "We are open Monday to Saturday, 9am to 7pm."),
                 entry("Delivery", "We deliver in Nairobi within 24 hours."),

@@ -2,7 +2,7 @@
 //! or description match the message's words, within its price bound.
 
 use super::text::{matches, parse_number, stem, words};
-use crate::catalog::model::{Catalog, ItemWords};
+use crate::catalog::model::Catalog;
 use uuid::Uuid;
 
 /// A price bound said in words: "under 5000", "over 1000", "between 1000 and 3000".
@@ -62,59 +62,131 @@ const WHOLE_CATALOG: &[&str] =
     &["product", "service", "item", "catalog", "catalogue", "offer", "menu", "stock", "stuff"];
 
 /// Matching items, best first, and the share of the search terms that matched something.
+///
+/// An item scores, per term, the weight of its best field with a word the term
+/// matches (name 3, category 2, description 1). The words are looked up in the
+/// catalog's index rather than compared with every item's.
 pub fn search(catalog: &Catalog, terms: &[String], bound: Bound) -> (Vec<Hit>, f32) {
     let specific: Vec<&String> = terms.iter().filter(|t| !WHOLE_CATALOG.contains(&t.as_str())).collect();
     let browsing = specific.is_empty() && (bound.is_set() || terms.len() != specific.len());
-    let mut matched_terms = vec![false; specific.len()];
-    let mut hits = Vec::new();
-    let index = catalog.search_index.get_or_build(|| index(catalog));
-    let candidates = catalog
-        .products
-        .iter()
-        .map(|p| ("product", p.id, &p.name, p.price, &p.currency))
-        .chain(catalog.services.iter().map(|s| ("service", s.id, &s.name, s.price, &s.currency)));
-    for ((kind, id, name, price, currency), words) in candidates.zip(index) {
-        if !bound.admits(price) {
-            continue;
+    let index = catalog.search_index.get_or_build(|| Index::of(catalog));
+    let admitted: Vec<bool> = index.items.iter().map(|item| bound.admits(item.price)).collect();
+    let mut scores = vec![0u32; index.items.len()];
+    let mut matched_terms = 0;
+    let mut term_weights = vec![0u8; index.items.len()];
+    for term in &specific {
+        term_weights.fill(0);
+        for (item, weight) in index.postings_matching(term) {
+            let best = &mut term_weights[item as usize];
+            *best = (*best).max(weight);
         }
-        let fields = [(&words.name, 3), (&words.category, 2), (&words.description, 1)];
-        let mut score = 0;
-        for (t, term) in specific.iter().enumerate() {
-            if let Some((_, weight)) = fields.iter().find(|(f, _)| f.iter().any(|w| matches(term, w))) {
-                score += weight;
-                matched_terms[t] = true;
+        let mut matched = false;
+        for (item, &weight) in term_weights.iter().enumerate() {
+            if weight > 0 && admitted[item] {
+                scores[item] += u32::from(weight);
+                matched = true;
             }
         }
-        if score > 0 || browsing {
-            hits.push(Hit { kind, id, name: name.clone(), price, currency: currency.clone(), score });
-        }
+        matched_terms += usize::from(matched);
     }
+    let mut hits: Vec<Hit> = index
+        .items
+        .iter()
+        .zip(&scores)
+        .zip(&admitted)
+        .filter(|((_, score), admitted)| **admitted && (**score > 0 || browsing))
+        .map(|((item, &score), _)| Hit {
+            kind: item.kind,
+            id: item.id,
+            name: item.name.clone(),
+            price: item.price,
+            currency: item.currency.clone(),
+            score,
+        })
+        .collect();
     hits.sort_by(|a, b| b.score.cmp(&a.score).then(a.price.total_cmp(&b.price)).then(a.name.cmp(&b.name)));
     let coverage = if specific.is_empty() {
         if hits.is_empty() { 0.0 } else { 1.0 }
     } else {
-        matched_terms.iter().filter(|m| **m).count() as f32 / specific.len() as f32
+        matched_terms as f32 / specific.len() as f32
     };
     (hits, coverage)
 }
 
-fn stems(text: &str) -> Vec<String> {
-    words(text).iter().map(|w| stem(w)).collect()
+/// A catalog made searchable: its items (products, then services) and every
+/// stemmed word of theirs, sorted, with the items and field weights it occurs in.
+struct Index {
+    items: Vec<Item>,
+    /// (word, [(item, best field weight of the word in that item)]), sorted by word.
+    words: Vec<(String, Vec<(u32, u8)>)>,
 }
 
-/// Every item's stemmed words, in the order `search` walks the items.
-fn index(catalog: &Catalog) -> Vec<ItemWords> {
-    let product = |p: &crate::catalog::model::Product| ItemWords {
-        name: stems(&p.name),
-        category: stems(&p.category),
-        description: stems(&p.description),
-    };
-    let service = |s: &crate::catalog::model::Service| ItemWords {
-        name: stems(&s.name),
-        category: stems("service"),
-        description: stems(&s.description),
-    };
-    catalog.products.iter().map(product).chain(catalog.services.iter().map(service)).collect()
+struct Item {
+    kind: &'static str,
+    id: Uuid,
+    name: String,
+    price: f64,
+    currency: String,
+}
+
+impl Index {
+    fn of(catalog: &Catalog) -> Self {
+        let mut items = Vec::new();
+        let mut postings: std::collections::BTreeMap<String, Vec<(u32, u8)>> = Default::default();
+        let mut add = |item: Item, fields: [(&str, u8); 3]| {
+            let at = u32::try_from(items.len()).unwrap_or(u32::MAX);
+            items.push(item);
+            for (text, weight) in fields {
+                for word in words(text).iter().map(|w| stem(w)) {
+                    let list = postings.entry(word).or_default();
+                    match list.last_mut() {
+                        Some((last, best)) if *last == at => *best = (*best).max(weight),
+                        _ => list.push((at, weight)),
+                    }
+                }
+            }
+        };
+        for p in &catalog.products {
+            let item = Item {
+                kind: "product",
+                id: p.id,
+                name: p.name.clone(),
+                price: p.price,
+                currency: p.currency.clone(),
+            };
+            add(item, [(&p.name, 3), (&p.category, 2), (&p.description, 1)]);
+        }
+        for s in &catalog.services {
+            let item = Item {
+                kind: "service",
+                id: s.id,
+                name: s.name.clone(),
+                price: s.price,
+                currency: s.currency.clone(),
+            };
+            add(item, [(&s.name, 3), ("service", 2), (&s.description, 1)]);
+        }
+        Self { items, words: postings.into_iter().collect() }
+    }
+
+    /// The postings of every word `term` matches (see `text::matches`): the
+    /// term itself, words it begins (3 letters or more), and words of 3 letters
+    /// or more that begin it.
+    fn postings_matching<'a>(&'a self, term: &'a str) -> impl Iterator<Item = (u32, u8)> + 'a {
+        let from = self.words.partition_point(|(w, _)| w.as_str() < term);
+        let extending = self.words[from..]
+            .iter()
+            .take_while(move |(w, _)| w.starts_with(term))
+            .filter(move |(w, _)| matches(term, w));
+        let beginning = (3..term.len())
+            .filter(move |&end| term.is_char_boundary(end))
+            .filter_map(move |end| self.find(&term[..end]));
+        extending.chain(beginning).flat_map(|(_, postings)| postings.iter().copied())
+    }
+
+    fn find(&self, word: &str) -> Option<&(String, Vec<(u32, u8)>)> {
+        self.words.binary_search_by(|(w, _)| w.as_str().cmp(word)).ok().map(|at| &self.words[at])
+    }
 }
 
 #[cfg(test)]
@@ -179,6 +251,20 @@ mod tests {
     fn browsing_the_catalog_within_a_bound_lists_everything_that_fits() {
         let (names, _) = find("What products do you have under 2000?");
         assert_eq!(names, ["Gait analysis", "Yoga Mat"]);
+    }
+
+    #[test]
+    fn a_term_matches_words_it_begins_and_words_of_three_letters_or_more_that_begin_it() {
+        // "runn" begins "runner" (a name: weight 3) and "running" (a category: 2).
+        let (names, _) = find("runn");
+        assert_eq!(names, ["Trail Runner X", "City Sprint", "Marathon Pro", "Gait analysis"]);
+        // "trail" (5 letters) begins "trailblazers"; "yo" is too short to begin "yoga".
+        assert_eq!(find("trailblazers").0, ["Trail Runner X"]);
+        assert_eq!(find("yo"), (vec![], 0.0));
+        // The best field counts once per term, however many of the item's words match.
+        let (names, coverage) = find("marathon yoga");
+        assert_eq!(names, ["Yoga Mat", "Marathon Pro"]);
+        assert_eq!(coverage, 1.0);
     }
 
     #[test]

@@ -45,6 +45,7 @@ fn shop() -> Shop {
         },
         knowledge: Knowledge {
             version: 1,
+            search_index: Default::default(),
             entries: vec![KnowledgeEntry {
                 id: Uuid::new_v4(),
                 entry_type: "faq".into(),

@@ -160,7 +160,9 @@ const STOP: &[&str] = &[
 ];
 
 pub fn is_stop(word: &str) -> bool {
-    STOP.contains(&word)
+    static SET: std::sync::LazyLock<std::collections::HashSet<&str>> =
+        std::sync::LazyLock::new(|| STOP.iter().copied().collect());
+    SET.contains(word)
 }
 
 /// Search terms: stems of the words that are neither stop words nor numbers.
