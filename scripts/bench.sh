@@ -12,6 +12,7 @@
 #                         waits this long per answer (at most 60000)
 #   PACED_SECONDS=10      the latency phase: fresh messages at half the drain rate
 #                         for this long (0 skips it)
+#   PACED_RATE=           messages/s of the latency phase instead of half the drain rate
 #   SKIP_BASELINE=        1 skips the broker-only baseline
 #
 # Prints one table, then a `RESULT key=value ...` line (scripts/scaling.sh reads it).
@@ -32,6 +33,7 @@ fi
 "$bin/worker" migrate >/dev/null
 args=(run --worker "$bin/worker" --n "${N:-20000}" --workers "${WORKERS:-1}"
       --responder-delay-ms "${RESPONDER_DELAY_MS:-0}" --paced-seconds "${PACED_SECONDS:-10}"
+      --paced-rate "${PACED_RATE:-0}"
       --log-dir "$target/bench")
 case "${SKIP_BASELINE:-}" in ""|0|false|no) ;; *) args+=(--skip-baseline) ;; esac
 "$bin/bench" "${args[@]}"

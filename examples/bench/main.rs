@@ -90,6 +90,9 @@ struct RunArgs {
     /// Length of the paced (latency) phase; 0 skips it.
     #[arg(long, default_value_t = 10.0)]
     paced_seconds: f64,
+    /// Messages/s of the paced phase; 0: half the drain's rate.
+    #[arg(long, default_value_t = 0.0)]
+    paced_rate: f64,
     #[arg(long)]
     skip_baseline: bool,
     /// Where the workers' logs go.
@@ -190,7 +193,8 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let at_drain_end = (fleet.usage(ticks), window.close(&mut redis, ticks).await?);
 
     let paced = if drain.complete && args.paced_seconds > 0.0 {
-        let rate = args.n as f64 / drain.elapsed.as_secs_f64().max(1e-3) / 2.0;
+        let half_the_drain = args.n as f64 / drain.elapsed.as_secs_f64().max(1e-3) / 2.0;
+        let rate = if args.paced_rate > 0.0 { args.paced_rate } else { half_the_drain };
         Some(
             phases::paced(&ledger, &channel, &config, &customers, rate, args.paced_seconds, &mut fleet)
                 .await?,

@@ -89,7 +89,7 @@ impl Figures {
         match &self.paced {
             Some(p) => {
                 row(
-                    "paced: published (half the drain rate)",
+                    "paced: published (PACED_RATE, else half the drain rate)",
                     format!(
                         "{:.0} msg/s for {:.1} s = {} ({} unique)",
                         p.rate, p.seconds, p.published, p.unique
