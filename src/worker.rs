@@ -179,7 +179,10 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
             max_batch: config.database.commit_batch_max,
             in_flight: config.database.commits_in_flight,
         },
-        metrics.commit_batch_size.clone(),
+        crate::store::WriterMetrics {
+            batch_sizes: metrics.commit_batch_size.clone(),
+            split_batches: metrics.commit_batches_split.clone(),
+        },
     );
     let reader = crate::store::ContextReader::start(
         pool.clone(),

@@ -25,7 +25,7 @@ pub use conversations::Conversation;
 pub use history::{HistoryPage, customer_conversation, history_page};
 pub use messages::{Exchange, Recorded, StoredReply, record_exchange, register_fence, stored_reply};
 pub use migrate::{create_database_if_missing, migrate};
-pub use writer::{Writer, WriterSettings};
+pub use writer::{Writer, WriterMetrics, WriterSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -14,6 +14,7 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use serde_json::Value;
 use sqlx::pool::PoolConnection;
@@ -24,6 +25,16 @@ use uuid::Uuid;
 use super::StoreError;
 use super::batch::{self, Connection};
 use super::messages::{self, Exchange, Recorded};
+
+/// What the writer reports.
+#[derive(Debug, Clone)]
+pub struct WriterMetrics {
+    /// How many exchanges each commit carried.
+    pub batch_sizes: Histogram,
+    /// Batches PostgreSQL refused as a whole, recorded again one exchange at a time
+    /// (a refused row, a deadlock, a lost connection): each costs a commit per message.
+    pub split_batches: Counter,
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct WriterSettings {
@@ -48,14 +59,18 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task. `batch_sizes` observes how many exchanges each commit carried.
-    pub fn start(pool: PgPool, settings: WriterSettings, batch_sizes: Histogram) -> Self {
+    /// Starts the writer task, which reports to `metrics`.
+    pub fn start(pool: PgPool, settings: WriterSettings, metrics: WriterMetrics) -> Self {
+        let WriterMetrics { batch_sizes, split_batches } = metrics;
         let jobs = batch::start(
             pool,
             settings.in_flight,
             settings.max_batch,
             Some(batch_sizes),
-            |pool, kept, jobs| async move { commit(&pool, kept, jobs).await },
+            move |pool, kept, jobs| {
+                let split_batches = split_batches.clone();
+                async move { commit(&pool, kept, jobs, &split_batches).await }
+            },
         );
         Self { jobs }
     }
@@ -74,7 +89,12 @@ fn stopped() -> StoreError {
 }
 
 /// Returns the connection to keep for the next batch, if it is still sound.
-async fn commit(pool: &PgPool, connection: Connection, jobs: Vec<Job>) -> Connection {
+async fn commit(
+    pool: &PgPool,
+    connection: Connection,
+    jobs: Vec<Job>,
+    split_batches: &Counter,
+) -> Connection {
     // Two exchanges of one fingerprint (a takeover racing its predecessor) may not
     // share a statement: the second would see the first as "already committed"
     // before it is. The later ones go alone, after the batch.
@@ -97,6 +117,7 @@ async fn commit(pool: &PgPool, connection: Connection, jobs: Vec<Job>) -> Connec
         }
         Err(e) => {
             tracing::warn!(batch = batch.len(), error = %e, "group commit failed; recording its messages one by one");
+            split_batches.inc();
             one_by_one(pool, batch).await;
             None
         }

@@ -64,6 +64,7 @@ pub struct Metrics {
     pub queue_consumers: Gauge,
     pub redis_round_trips: Counter<u64, AtomicU64>,
     pub commit_batch_size: Histogram,
+    pub commit_batches_split: Counter,
 }
 
 fn stage_histogram() -> Histogram {
@@ -100,6 +101,7 @@ impl Metrics {
             commit_batch_size: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
                 1.0, 2.0, 10,
             )),
+            commit_batches_split: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -149,6 +151,11 @@ impl Metrics {
             "db_commit_batch_size",
             "Messages recorded by each PostgreSQL commit (group commit)",
             m.commit_batch_size.clone(),
+        );
+        registry.register(
+            "db_commit_batches_split",
+            "Group commits PostgreSQL refused as a whole, recorded again one message at a time",
+            m.commit_batches_split.clone(),
         );
         registry.register("db_pool_idle", "PostgreSQL connections idle in the pool", m.db_pool_idle.clone());
         registry.register(

@@ -4,7 +4,8 @@
 
 use chat_worker::decode::Inbound;
 use chat_worker::respond::Answer;
-use chat_worker::store::{Exchange, Recorded, StoreError, Writer, WriterSettings};
+use chat_worker::store::{Exchange, Recorded, StoreError, Writer, WriterMetrics, WriterSettings};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
 use crate::harness::TestEnv;
@@ -29,7 +30,8 @@ fn exchange(message: Inbound, reply: &str, fence: i64) -> Exchange {
 }
 
 fn writer(env: &TestEnv, batch_sizes: &Histogram) -> Writer {
-    Writer::start(env.pool.clone(), WriterSettings { max_batch: 64, in_flight: 1 }, batch_sizes.clone())
+    let metrics = WriterMetrics { batch_sizes: batch_sizes.clone(), split_batches: Counter::default() };
+    Writer::start(env.pool.clone(), WriterSettings { max_batch: 64, in_flight: 1 }, metrics)
 }
 
 /// (batches, exchanges) the histogram observed.
@@ -99,8 +101,12 @@ async fn exchanges_ready_together_share_one_statement_and_each_gets_its_own_resu
 async fn a_row_postgresql_refuses_fails_only_its_own_message() {
     let env = TestEnv::new().await;
     env.on_message_row_insert("NEW.text = 'poison'", "RAISE EXCEPTION 'refused by a test trigger'").await;
-    let batch_sizes = Histogram::new([1.0, 8.0].into_iter());
-    let writer = writer(&env, &batch_sizes);
+    let split_batches = Counter::default();
+    let metrics = WriterMetrics {
+        batch_sizes: Histogram::new([1.0, 8.0].into_iter()),
+        split_batches: split_batches.clone(),
+    };
+    let writer = Writer::start(env.pool.clone(), WriterSettings { max_batch: 64, in_flight: 1 }, metrics);
 
     let batch: Vec<Exchange> = ["fine", "poison", "also fine"]
         .iter()
@@ -119,5 +125,6 @@ async fn a_row_postgresql_refuses_fails_only_its_own_message() {
     assert_eq!(env.rows(batch[0].fingerprint.as_str()).await, (1, 1));
     assert_eq!(env.rows(batch[1].fingerprint.as_str()).await, (0, 0));
     assert_eq!(env.rows(batch[2].fingerprint.as_str()).await, (1, 1));
+    assert_eq!(split_batches.get(), 1, "the refused batch is counted (chat_worker_db_commit_batches_split)");
     env.finish().await;
 }
