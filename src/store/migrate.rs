@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "shared tables", include_str!("../../migrations/0001_shared_tables.sql")),
     (2, "context", include_str!("../../migrations/0002_context.sql")),
     (3, "fencing", include_str!("../../migrations/0003_fencing.sql")),
+    (4, "hot conversation updates", include_str!("../../migrations/0004_hot_conversation_updates.sql")),
 ];
 
 #[derive(Debug)]
