@@ -226,7 +226,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             id: String::new(),
-            concurrency: 256,
+            concurrency: 1_024,
             startup_timeout_secs: 10,
             shutdown_timeout_secs: 30,
             max_attempts: 5,
@@ -242,7 +242,7 @@ impl Default for AmqpConfig {
     fn default() -> Self {
         Self {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
-            prefetch: 256,
+            prefetch: 1_024,
             inbound_exchange: "chat.inbound".into(),
             inbound_queue: "worker.inbound".into(),
             outbound_exchange: "chat.outbound".into(),
