@@ -208,6 +208,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
             settings: settings.clone(),
             metrics: metrics.clone(),
         };
+        let pipeline = Arc::new(pipeline);
         let session = Session { config: &config, worker_id: &worker_id, pipeline, tally: tally.clone() };
         session.consume(&broker, &shutdown).await;
         if tokio::time::timeout(CLOSING_STEP_TIMEOUT, broker.close()).await.is_err() {
@@ -303,7 +304,9 @@ impl Drop for Finished {
 struct Session<'a> {
     config: &'a Config,
     worker_id: &'a str,
-    pipeline: Pipeline,
+    /// Shared by every message's task (cloning the pipeline itself would copy its
+    /// settings' strings for each message).
+    pipeline: Arc<Pipeline>,
     tally: Arc<Tally>,
 }
 
