@@ -146,25 +146,20 @@ impl Index {
                 }
             }
         };
+        let item = |kind, id, name: &String, price, currency: &String| Item {
+            kind,
+            id,
+            name: name.clone(),
+            price,
+            currency: currency.clone(),
+        };
         for p in &catalog.products {
-            let item = Item {
-                kind: "product",
-                id: p.id,
-                name: p.name.clone(),
-                price: p.price,
-                currency: p.currency.clone(),
-            };
-            add(item, [(&p.name, 3), (&p.category, 2), (&p.description, 1)]);
+            let fields = [(p.name.as_str(), 3), (p.category.as_str(), 2), (p.description.as_str(), 1)];
+            add(item("product", p.id, &p.name, p.price, &p.currency), fields);
         }
         for s in &catalog.services {
-            let item = Item {
-                kind: "service",
-                id: s.id,
-                name: s.name.clone(),
-                price: s.price,
-                currency: s.currency.clone(),
-            };
-            add(item, [(&s.name, 3), ("service", 2), (&s.description, 1)]);
+            let fields = [(s.name.as_str(), 3), ("service", 2), (s.description.as_str(), 1)];
+            add(item("service", s.id, &s.name, s.price, &s.currency), fields);
         }
         Self { items, words: postings.into_iter().collect() }
     }
