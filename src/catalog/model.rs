@@ -55,10 +55,11 @@ pub struct Catalog {
     pub version: i64,
     pub products: Vec<Product>,
     pub services: Vec<Service>,
-    /// What a responder derives from the items (the builtin one's search index),
-    /// built on first use: once per cached catalog, shared by every message that reads it.
+    /// What the process's responder derives from the items (the builtin one's
+    /// search index, the http one's JSON), built on first use: once per cached
+    /// catalog, shared by every message that reads it.
     #[serde(skip)]
-    pub search_index: Derived,
+    pub derived: Derived,
 }
 
 /// Data derived from a cached value on first use and kept with it, so that
@@ -101,9 +102,9 @@ impl std::fmt::Debug for Derived {
 pub struct Knowledge {
     pub version: i64,
     pub entries: Vec<KnowledgeEntry>,
-    /// What a responder derives from the entries, like `Catalog::search_index`.
+    /// What a responder derives from the entries, like `Catalog::derived`.
     #[serde(skip)]
-    pub search_index: Derived,
+    pub derived: Derived,
 }
 
 /// Rough heap size, for the in-process cache's memory bound.
@@ -122,14 +123,14 @@ impl Weight for Catalog {
         let products: usize =
             self.products.iter().map(|p| 96 + p.name.len() + p.description.len() + p.category.len()).sum();
         let services: usize = self.services.iter().map(|s| 96 + s.name.len() + s.description.len()).sum();
-        // The search index, once built, holds the same words again (stemmed).
+        // What a responder derives (a search index, the JSON) holds the words again.
         64 + 2 * (products + services)
     }
 }
 
 impl Weight for Knowledge {
     fn weight(&self) -> usize {
-        // Counted twice, likewise: the derived index holds the words again.
+        // Counted twice, likewise: what a responder derives holds the words again.
         64 + 2 * self.entries.iter().map(|e| 64 + e.title.len() + e.content.len()).sum::<usize>()
     }
 }

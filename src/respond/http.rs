@@ -1,12 +1,23 @@
 //! `responder.kind = "http"`: POST the built context as JSON to an agent service,
 //! which answers `{text, confidence, handoff, references}`.
+//!
+//! Most of a request's bytes are the tenant's catalog and knowledge. They are
+//! serialized once per cached value and shared by every request that sends them
+//! (the body goes out as chunks), so a thousand requests in flight hold one copy
+//! of each tenant's catalog, not a thousand.
 
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use serde::Deserialize;
+use hyper::body::{Frame, SizeHint};
+use serde::{Deserialize, Serialize};
 
 use super::{Answer, Context, RespondError, Responder, Usage, first_bytes};
+use crate::catalog::model::Derived;
 use crate::config::ResponderConfig;
 use crate::references::Reference;
 
@@ -87,7 +98,13 @@ impl Responder for HttpAgent {
 
     fn respond<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, Result<Answer, RespondError>> {
         Box::pin(async move {
-            let mut request = self.client.post(&self.url).json(ctx);
+            let body = context_json(ctx)
+                .map_err(|e| RespondError::Unusable(format!("cannot write the context as JSON: {e}")))?;
+            let mut request = self
+                .client
+                .post(&self.url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(reqwest::Body::wrap(body));
             if let Some(token) = &self.token {
                 request = request.bearer_auth(token);
             }
@@ -105,5 +122,79 @@ impl Responder for HttpAgent {
                 usage: Usage::default(),
             })
         })
+    }
+}
+
+/// The context as JSON, byte for byte what `serde_json::to_vec(ctx)` writes, as
+/// chunks: the catalog's and the knowledge's are the cached values' own.
+fn context_json(ctx: &Context<'_>) -> Result<JsonChunks, serde_json::Error> {
+    let catalog = shared_json(&ctx.catalog.derived, ctx.catalog)?;
+    let knowledge = shared_json(&ctx.knowledge.derived, ctx.knowledge)?;
+    let mut head = br#"{"inbound":"#.to_vec();
+    serde_json::to_writer(&mut head, ctx.inbound)?;
+    head.extend_from_slice(br#","conversation_status":"#);
+    serde_json::to_writer(&mut head, ctx.conversation_status)?;
+    head.extend_from_slice(br#","tenant":"#);
+    serde_json::to_writer(&mut head, ctx.tenant)?;
+    head.extend_from_slice(br#","catalog":"#);
+    let mut tail = br#","history":"#.to_vec();
+    serde_json::to_writer(&mut tail, ctx.history)?;
+    tail.extend_from_slice(br#","latest_list":"#);
+    serde_json::to_writer(&mut tail, &ctx.latest_list)?;
+    tail.push(b'}');
+    Ok(JsonChunks::new([
+        Bytes::from(head),
+        catalog,
+        Bytes::from_static(br#","knowledge":"#),
+        knowledge,
+        Bytes::from(tail),
+    ]))
+}
+
+/// A cached value's JSON, written the first time a request needs it.
+fn shared_json(slot: &Derived, value: &impl Serialize) -> Result<Bytes, serde_json::Error> {
+    let written = slot.get_or_build(|| serde_json::to_vec(value).map(Bytes::from).map_err(|e| e.to_string()));
+    match written.as_ref() {
+        Ok(json) => Ok(json.clone()),
+        Err(e) => Err(serde::ser::Error::custom(e)),
+    }
+}
+
+/// A request body sent as the chunks it is made of, with its exact length (so
+/// the request carries `Content-Length`, not chunked transfer encoding).
+struct JsonChunks {
+    chunks: VecDeque<Bytes>,
+    length: u64,
+}
+
+impl JsonChunks {
+    fn new(chunks: impl IntoIterator<Item = Bytes>) -> Self {
+        let chunks: VecDeque<Bytes> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
+        let length = chunks.iter().map(|c| c.len() as u64).sum();
+        Self { chunks, length }
+    }
+}
+
+impl hyper::body::Body for JsonChunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let next = self.chunks.pop_front();
+        if let Some(chunk) = &next {
+            self.length -= chunk.len() as u64;
+        }
+        Poll::Ready(next.map(|chunk| Ok(Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.length)
     }
 }

@@ -33,7 +33,7 @@ pub async fn load_catalog(pool: &PgPool, tenant_id: Uuid) -> Result<Catalog, Sto
                        FROM services WHERE tenant_id = $1 AND is_active), '[]'::jsonb)";
     let (version, Json(products), Json(services)): (i64, Json<Vec<Product>>, Json<Vec<Service>>) =
         sqlx::query_as(sql).bind(tenant_id).fetch_one(pool).await?;
-    Ok(Catalog { version, products, services, search_index: Default::default() })
+    Ok(Catalog { version, products, services, derived: Default::default() })
 }
 
 pub async fn load_knowledge(pool: &PgPool, tenant_id: Uuid) -> Result<Knowledge, StoreError> {
@@ -43,7 +43,7 @@ pub async fn load_knowledge(pool: &PgPool, tenant_id: Uuid) -> Result<Knowledge,
                        FROM knowledge_entries WHERE tenant_id = $1 AND is_active), '[]'::jsonb)";
     let (version, Json(entries)): (i64, Json<Vec<KnowledgeEntry>>) =
         sqlx::query_as(sql).bind(tenant_id).fetch_one(pool).await?;
-    Ok(Knowledge { version, entries, search_index: Default::default() })
+    Ok(Knowledge { version, entries, derived: Default::default() })
 }
 
 /// Every tenant's current version: what a worker must not serve anything older than.

@@ -13,7 +13,7 @@ pub enum Answer {
     Slow(Duration, String),
 }
 
-/// Each request's first line and body.
+/// Each request's head (request line and header fields) and body.
 type Requests = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
 pub struct Stub {
@@ -32,7 +32,23 @@ impl Stub {
     }
 
     pub fn request_lines(&self) -> Vec<String> {
-        self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(line, _)| line.clone()).collect()
+        self.heads().iter().map(|head| head.lines().next().unwrap_or_default().to_owned()).collect()
+    }
+
+    /// Each request's header field, by lower-case name.
+    pub fn header(&self, name: &str) -> Vec<Option<String>> {
+        let prefix = format!("{name}:");
+        self.heads()
+            .iter()
+            .map(|head| {
+                head.lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix(&prefix).map(|v| v.trim().to_owned()))
+            })
+            .collect()
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(head, _)| head.clone()).collect()
     }
 }
 
@@ -46,8 +62,8 @@ pub async fn serve(answer: Answer) -> Stub {
             let answer = answer.clone();
             let log = log.clone();
             tokio::spawn(async move {
-                let Some((line, body)) = read_request(&mut socket).await else { return };
-                log.lock().unwrap_or_else(|p| p.into_inner()).push((line, body));
+                let Some((head, body)) = read_request(&mut socket).await else { return };
+                log.lock().unwrap_or_else(|p| p.into_inner()).push((head, body));
                 let (status, body) = match answer {
                     Answer::Json(status, body) => (status, body),
                     Answer::Slow(delay, body) => {
@@ -88,8 +104,7 @@ async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<(String, Vec
                 }
                 buf.extend_from_slice(&chunk[..n]);
             }
-            let line = head.lines().next().unwrap_or_default().to_owned();
-            return Some((line, buf[end + 4..end + 4 + length].to_vec()));
+            return Some((head, buf[end + 4..end + 4 + length].to_vec()));
         }
         let n = socket.read(&mut chunk).await.ok()?;
         if n == 0 {

@@ -34,7 +34,7 @@ fn fixture() -> Fixture {
         tenant: TenantProfile { name: "Demo Sports".into(), is_active: true, settings: json!({}) },
         catalog: Catalog {
             version: 1,
-            search_index: Default::default(),
+            derived: Default::default(),
             products: vec![Product {
                 id: Uuid::new_v4(),
                 name: "Trail Runner X".into(),
@@ -47,7 +47,7 @@ fn fixture() -> Fixture {
         },
         knowledge: Knowledge {
             version: 1,
-            search_index: Default::default(),
+            derived: Default::default(),
             entries: vec![KnowledgeEntry {
                 id: Uuid::new_v4(),
                 entry_type: "faq".into(),
@@ -85,7 +85,28 @@ fn config(kind: ResponderKind, url: &str, timeout_ms: u64) -> ResponderConfig {
     }
 }
 
+fn context(f: &Fixture) -> Context<'_> {
+    Context {
+        inbound: &f.inbound,
+        conversation_status: "open",
+        tenant: &f.tenant,
+        catalog: &f.catalog,
+        knowledge: &f.knowledge,
+        history: &f.history,
+        latest_list: None,
+    }
+}
+
 async fn ask(
+    kind: ResponderKind,
+    answer: Answer,
+    timeout_ms: u64,
+) -> (Result<respond::Answer, RespondError>, http_stub::Stub) {
+    ask_about(&fixture(), kind, answer, timeout_ms).await
+}
+
+async fn ask_about(
+    f: &Fixture,
     kind: ResponderKind,
     answer: Answer,
     timeout_ms: u64,
@@ -97,17 +118,7 @@ async fn ask(
         format!("{}/agent", stub.url)
     };
     let responder = respond::from_config(&config(kind, &url, timeout_ms), false).expect("responder");
-    let f = fixture();
-    let ctx = Context {
-        inbound: &f.inbound,
-        conversation_status: "open",
-        tenant: &f.tenant,
-        catalog: &f.catalog,
-        knowledge: &f.knowledge,
-        history: &f.history,
-        latest_list: None,
-    };
-    (responder.respond(&ctx).await, stub)
+    (responder.respond(&context(f)).await, stub)
 }
 
 const COMPLETION: &str = r#"{"choices":[{"message":{"role":"assistant","content":"We have the Trail Runner X at 4,500 KES."}}],"usage":{"prompt_tokens":1000,"completion_tokens":200}}"#;
@@ -152,9 +163,17 @@ async fn http_posts_the_built_context_and_reads_the_agents_answer() {
     let id = Uuid::new_v4();
     let body = json!({"text": "Hi from the agent", "confidence": 0.7, "handoff": false,
                       "references": [{"kind": "product", "id": id, "position": 1}]});
-    let (answer, stub) = ask(ResponderKind::Http, Answer::Json(200, body.to_string()), 5_000).await;
+    let f = fixture();
+    let (answer, stub) = ask_about(&f, ResponderKind::Http, Answer::Json(200, body.to_string()), 5_000).await;
     let answer = answer.expect("answer");
     assert_eq!((answer.text.as_str(), answer.confidence, answer.handoff), ("Hi from the agent", 0.7, false));
+    // The body (sent in chunks sharing the cached catalog's JSON) is the context's
+    // JSON byte for byte, with its length announced: agents need not read chunked bodies.
+    let expected = serde_json::to_vec(&context(&f)).expect("json");
+    assert_eq!(stub.raw_bodies(), std::slice::from_ref(&expected));
+    assert_eq!(stub.header("content-length"), [Some(expected.len().to_string())]);
+    assert_eq!(stub.header("content-type"), [Some("application/json".to_owned())]);
+    assert_eq!(stub.header("transfer-encoding"), [None]);
     assert_eq!(answer.references[0].id, id);
     let request = &stub.bodies()[0];
     assert_eq!(request["inbound"]["text"], "Which shoes do you have?");

@@ -8,7 +8,7 @@ pub fn best<'k>(knowledge: &'k Knowledge, query_terms: &[String]) -> Option<(&'k
     if query_terms.is_empty() {
         return None;
     }
-    let index = knowledge.search_index.get_or_build(|| index(knowledge));
+    let index = knowledge.derived.get_or_build(|| index(knowledge));
     let found = |term: &String, words: &[String]| words.iter().any(|w| matches(term, w));
     knowledge
         .entries
@@ -30,7 +30,7 @@ pub fn best<'k>(knowledge: &'k Knowledge, query_terms: &[String]) -> Option<(&'k
 }
 
 /// An entry's title terms and stemmed content words, derived once per cached
-/// knowledge (see `Knowledge::search_index`), not per message.
+/// knowledge (see `Knowledge::derived`), not per message.
 struct EntryWords {
     title: Vec<String>,
     body: Vec<String>,
@@ -62,7 +62,7 @@ mod tests {
         };
         Knowledge {
             version: 1,
-            search_index: Default::default(),
+            derived: Default::default(),
             entries: vec![
                 entry("Opening hours", "We are open Monday to Saturday, 9am to 7pm."),
                 entry("Delivery", "We deliver in Nairobi within 24 hours."),

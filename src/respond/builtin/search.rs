@@ -69,7 +69,7 @@ const WHOLE_CATALOG: &[&str] =
 pub fn search(catalog: &Catalog, terms: &[String], bound: Bound) -> (Vec<Hit>, f32) {
     let specific: Vec<&String> = terms.iter().filter(|t| !WHOLE_CATALOG.contains(&t.as_str())).collect();
     let browsing = specific.is_empty() && (bound.is_set() || terms.len() != specific.len());
-    let index = catalog.search_index.get_or_build(|| Index::of(catalog));
+    let index = catalog.derived.get_or_build(|| Index::of(catalog));
     let admitted: Vec<bool> = index.items.iter().map(|item| bound.admits(item.price)).collect();
     let mut scores = vec![0u32; index.items.len()];
     let mut matched_terms = 0;
@@ -201,7 +201,7 @@ mod tests {
         };
         Catalog {
             version: 1,
-            search_index: Default::default(),
+            derived: Default::default(),
             products: vec![
                 product("Trail Runner X", "running shoes", 4500.0),
                 product("City Sprint", "running shoes", 3900.0),

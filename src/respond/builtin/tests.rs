@@ -27,7 +27,7 @@ fn shop() -> Shop {
         tenant: TenantProfile { name: "Demo Sports".into(), is_active: true, settings: json!({}) },
         catalog: Catalog {
             version: 1,
-            search_index: Default::default(),
+            derived: Default::default(),
             products: vec![
                 product("Trail Runner X", "running shoes", 4500.0, "Light trail shoe"),
                 product("City Sprint", "running shoes", 3900.0, "Everyday road shoe"),
@@ -45,7 +45,7 @@ fn shop() -> Shop {
         },
         knowledge: Knowledge {
             version: 1,
-            search_index: Default::default(),
+            derived: Default::default(),
             entries: vec![KnowledgeEntry {
                 id: Uuid::new_v4(),
                 entry_type: "faq".into(),
