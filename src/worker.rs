@@ -374,7 +374,8 @@ impl Session<'_> {
                     let _permit = permit;
                     tokio::select! {
                         _ = hard_stop.cancelled() => {}
-                        _ = handle(&pipeline, incoming, &policy, &tally) => {}
+                        // Boxed, so that spawning moves a pointer, not the whole pipeline's future.
+                        _ = Box::pin(handle(&pipeline, incoming, &policy, &tally)) => {}
                     }
                 }
                 .instrument(span),
