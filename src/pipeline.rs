@@ -143,15 +143,8 @@ impl Pipeline {
             self.fence_takeover(&lease).await?;
             self.answer_under_lock(&inbound, &fingerprint, tenant, &lease).await
         };
-        // Boxed: these futures are kilobytes. Inline, every message in flight (1,024
-        // by default) would carry room for both from the start, even while it waits
-        // for its lock; boxed, only the one running is allocated, and `guarded`
-        // moves a pointer, not the future (make bench: peak RSS 58-61 -> 54-55 MiB).
-        let replied = match self.guarded(Box::pin(work), &lease, Some(self.settings.deadline)).await {
-            Ok(answered) => {
-                let delivery = Box::pin(self.deliver(&inbound, &fingerprint, answered));
-                self.guarded(delivery, &lease, None).await
-            }
+        let replied = match self.guarded(work, &lease, Some(self.settings.deadline)).await {
+            Ok(answered) => self.guarded(self.deliver(&inbound, &fingerprint, answered), &lease, None).await,
             Err(stop) => Err(stop),
         };
         match replied {

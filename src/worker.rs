@@ -374,8 +374,7 @@ impl Session<'_> {
                     let _permit = permit;
                     tokio::select! {
                         _ = hard_stop.cancelled() => {}
-                        // Boxed, so that spawning moves a pointer, not the whole pipeline's future.
-                        _ = Box::pin(handle(&pipeline, incoming, &policy, &tally)) => {}
+                        _ = handle(&pipeline, incoming, &policy, &tally) => {}
                     }
                 }
                 .instrument(span),
