@@ -142,13 +142,13 @@ fn context_json(ctx: &Context<'_>) -> Result<JsonChunks, serde_json::Error> {
     tail.extend_from_slice(br#","latest_list":"#);
     serde_json::to_writer(&mut tail, &ctx.latest_list)?;
     tail.push(b'}');
-    Ok(JsonChunks::new([
+    Ok(JsonChunks(VecDeque::from([
         Bytes::from(head),
         catalog,
         Bytes::from_static(br#","knowledge":"#),
         knowledge,
         Bytes::from(tail),
-    ]))
+    ])))
 }
 
 /// A cached value's JSON, written the first time a request needs it.
@@ -162,18 +162,7 @@ fn shared_json(slot: &Derived, value: &impl Serialize) -> Result<Bytes, serde_js
 
 /// A request body sent as the chunks it is made of, with its exact length (so
 /// the request carries `Content-Length`, not chunked transfer encoding).
-struct JsonChunks {
-    chunks: VecDeque<Bytes>,
-    length: u64,
-}
-
-impl JsonChunks {
-    fn new(chunks: impl IntoIterator<Item = Bytes>) -> Self {
-        let chunks: VecDeque<Bytes> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
-        let length = chunks.iter().map(|c| c.len() as u64).sum();
-        Self { chunks, length }
-    }
-}
+struct JsonChunks(VecDeque<Bytes>);
 
 impl hyper::body::Body for JsonChunks {
     type Data = Bytes;
@@ -183,18 +172,14 @@ impl hyper::body::Body for JsonChunks {
         mut self: Pin<&mut Self>,
         _: &mut std::task::Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let next = self.chunks.pop_front();
-        if let Some(chunk) = &next {
-            self.length -= chunk.len() as u64;
-        }
-        Poll::Ready(next.map(|chunk| Ok(Frame::data(chunk))))
+        Poll::Ready(self.0.pop_front().map(|chunk| Ok(Frame::data(chunk))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.chunks.is_empty()
+        self.0.is_empty()
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.length)
+        SizeHint::with_exact(self.0.iter().map(|chunk| chunk.len() as u64).sum())
     }
 }
