@@ -3,19 +3,20 @@
 //! Listing takes messages without acking them and then closes the channel, which
 //! returns them all to the queue: nothing is consumed by looking.
 
+use lapin::Connection;
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Connection};
+use lapin::types::FieldTable;
 use serde::Serialize;
 
 use super::BrokerError;
+use super::headers::{self, Carried};
 use crate::config::AmqpConfig;
 
-/// Headers the worker adds on the way to the dead queue, dropped on replay.
-const OUR_HEADERS: &[&str] =
-    &["x-error-kind", "x-error", "x-attempts", "x-last-error", "x-worker-seen", "x-delivery-count"];
+/// The longest `x-error` shown by `dead list`: a dead letter's headers are ours,
+/// but one the broker dead-lettered carries whatever its gateway set.
+const MAX_SHOWN: usize = 4096;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DeadLetter {
@@ -24,22 +25,6 @@ pub struct DeadLetter {
     pub error: Option<String>,
     pub attempts: Option<i64>,
     pub bytes: usize,
-}
-
-fn header_text(headers: &FieldTable, name: &str) -> Option<String> {
-    match headers.inner().get(name)? {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
-        _ => None,
-    }
-}
-
-fn header_int(headers: &FieldTable, name: &str) -> Option<i64> {
-    match headers.inner().get(name)? {
-        AMQPValue::LongLongInt(n) => Some(*n),
-        AMQPValue::LongInt(n) => Some(i64::from(*n)),
-        _ => None,
-    }
 }
 
 /// Up to `limit` dead letters, oldest first, left in the queue.
@@ -57,16 +42,17 @@ pub async fn list(
             break;
         };
         let d = message.delivery;
-        let headers = d.properties.headers().clone().unwrap_or_default();
+        let h = d.properties.headers().as_ref();
         // When the broker dead-lettered it (delivery limit), it says why in x-death.
         let broker_reason =
-            headers.inner().get("x-death").map(|_| "broker: delivery limit reached".to_owned());
+            h.and_then(|h| h.inner().get("x-death")).map(|_| "broker: delivery limit reached".to_owned());
+        let shown = |name| headers::text(h, name, MAX_SHOWN).map(|s| s.escape_debug().to_string());
         out.push(DeadLetter {
-            message_id: d.properties.message_id().as_ref().map(|m| m.as_str().to_owned()),
-            error_kind: header_text(&headers, "x-error-kind")
+            message_id: d.properties.message_id().as_ref().map(|m| m.as_str().escape_debug().to_string()),
+            error_kind: shown(headers::ERROR_KIND)
                 .or_else(|| broker_reason.as_ref().map(|_| "delivery_limit".into())),
-            error: header_text(&headers, "x-error").or(broker_reason),
-            attempts: header_int(&headers, "x-attempts"),
+            error: shown(headers::ERROR).or(broker_reason),
+            attempts: headers::attempts(h).map(i64::from),
             bytes: d.data.len(),
         });
     }
@@ -75,9 +61,11 @@ pub async fn list(
     Ok(out)
 }
 
-/// Sends up to `limit` dead letters back to the inbound queue, unchanged but for
-/// the worker's own headers (so each starts again at attempt 1). Each is acked in
-/// the dead queue only after the broker confirmed its republication.
+/// Sends up to `limit` dead letters back to the inbound queue: the body unchanged,
+/// with what a moved message keeps (`headers::Carried`: its identity, trace and
+/// first routing key) and none of the worker's verdicts, so each starts again at
+/// attempt 1. Each is acked in the dead queue only after the broker confirmed its
+/// republication.
 pub async fn replay(
     connection: &Connection,
     config: &AmqpConfig,
@@ -101,14 +89,8 @@ pub async fn replay(
             break;
         };
         let d = message.delivery;
-        let headers = d.properties.headers().clone().unwrap_or_default();
-        let kept: std::collections::BTreeMap<_, _> = headers
-            .inner()
-            .iter()
-            .filter(|(k, _)| !OUR_HEADERS.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let properties: BasicProperties = d.properties.clone().with_headers(FieldTable::from(kept));
+        let first_key = headers::routing_key(d.properties.headers().as_ref());
+        let properties = Carried::from_delivery(&d.properties, first_key).properties([]);
         let confirm = channel
             .basic_publish(
                 "".into(),

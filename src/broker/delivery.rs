@@ -5,48 +5,56 @@ use std::time::Duration;
 
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use lapin::types::AMQPValue;
 
-use super::publish::SEEN_HEADER;
+use super::headers::{self, Carried};
 use super::{BrokerError, Publisher};
 use crate::outcome::Disposition;
 
-/// A pause before handing a delivery back when it could not be moved where its
-/// outcome says, so a broker that refuses the move is not hammered in a loop.
-const HAND_BACK_PAUSE: Duration = Duration::from_secs(1);
+/// The first and the longest pause between two tries of a move the broker
+/// refused: the delivery stays with us meanwhile (handing it back would count a
+/// delivery against the queue's delivery limit, and a healthy message must never
+/// end as a delivery-limit dead letter because the broker refused to move it).
+const MOVE_RETRY_FIRST: Duration = Duration::from_millis(100);
+const MOVE_RETRY_MAX: Duration = Duration::from_secs(5);
 
 pub struct Incoming {
     delivery: Delivery,
+    /// The routing key the message was published with to `chat.inbound`: this
+    /// delivery's own when it came from there, else the one a retry or a replay
+    /// carried in `x-routing-key`, else unknown (a publish straight to the queue).
+    published_with: Option<String>,
 }
 
 impl Incoming {
-    pub fn new(delivery: Delivery) -> Self {
-        Self { delivery }
+    /// `inbound_exchange`: where gateways publish (CONTRACT §2).
+    pub fn new(delivery: Delivery, inbound_exchange: &str) -> Self {
+        let published_with = if delivery.exchange.as_str() == inbound_exchange {
+            Some(delivery.routing_key.as_str().to_owned())
+        } else {
+            headers::routing_key(delivery.properties.headers().as_ref()).map(str::to_owned)
+        };
+        Self { delivery, published_with }
     }
 
     pub fn body(&self) -> &[u8] {
         &self.delivery.data
     }
 
+    /// The routing key to check the body against, when it is known.
+    pub fn routing_key(&self) -> Option<&str> {
+        self.published_with.as_deref()
+    }
+
     /// This delivery's attempt number, from 1: our retries count in `x-attempts`.
     pub fn attempt(&self) -> u32 {
-        let previous = self
-            .delivery
-            .properties
-            .headers()
-            .as_ref()
-            .and_then(|h| h.inner().get("x-attempts"))
-            .and_then(as_u32)
-            .unwrap_or(0);
-        previous.saturating_add(1)
+        headers::attempts(self.headers()).unwrap_or(0).saturating_add(1)
     }
 
     /// Whether this message may have been seen before by a worker that is still
     /// working on it: a broker redelivery (its consumer's channel went away) or one
     /// of our retries. A live lock holder is then not trusted to finish.
     pub fn seen_before(&self) -> bool {
-        self.delivery.redelivered
-            || self.delivery.properties.headers().as_ref().is_some_and(|h| h.contains_key(SEEN_HEADER))
+        self.delivery.redelivered || headers::seen(self.headers())
     }
 
     pub fn delivery_tag(&self) -> u64 {
@@ -63,33 +71,45 @@ impl Incoming {
     }
 
     /// Carries out the disposition: moves the message where it says (confirmed),
-    /// then acks. If the move fails the delivery is handed back to the queue.
+    /// then acks. A move the broker refuses is tried again, with growing pauses,
+    /// for as long as the connection lives; once it is gone the broker has the
+    /// delivery back, and nothing is left to do here.
     pub async fn settle(self, publisher: &Publisher, disposition: &Disposition) -> Result<(), BrokerError> {
-        let moved = match disposition {
+        let carried = Carried::from_delivery(&self.delivery.properties, self.routing_key());
+        let mut pause = MOVE_RETRY_FIRST;
+        loop {
+            let moved = self.move_once(publisher, &carried, disposition).await;
+            match moved {
+                Ok(()) => break,
+                Err(e) if !publisher.connection_up() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "rabbitmq refused to move the message; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MOVE_RETRY_MAX);
+                }
+            }
+        }
+        self.delivery.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+
+    async fn move_once(
+        &self,
+        publisher: &Publisher,
+        carried: &Carried,
+        disposition: &Disposition,
+    ) -> Result<(), BrokerError> {
+        let body = &self.delivery.data;
+        match disposition {
             Disposition::Ack => Ok(()),
             Disposition::Retry { attempt, delay, error } => {
-                publisher
-                    .retry_later(&self.delivery.data, &self.delivery.properties, *attempt, *delay, error)
-                    .await
+                publisher.retry_later(body, carried, *attempt, *delay, error).await
             }
             Disposition::Defer { delay } => {
-                publisher.defer(&self.delivery.data, &self.delivery.properties, *delay).await
+                publisher.defer(body, carried, self.attempt().saturating_sub(1), *delay).await
             }
             Disposition::DeadLetter { kind, error, attempts } => {
-                publisher
-                    .dead_letter(&self.delivery.data, &self.delivery.properties, kind, error, *attempts)
-                    .await
-            }
-        };
-        match moved {
-            Ok(()) => {
-                self.delivery.ack(BasicAckOptions::default()).await?;
-                Ok(())
-            }
-            Err(e) => {
-                tokio::time::sleep(HAND_BACK_PAUSE).await;
-                self.delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
-                Err(e)
+                publisher.dead_letter(body, carried, kind, error, *attempts).await
             }
         }
     }
@@ -99,18 +119,4 @@ impl Incoming {
         self.delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
         Ok(())
     }
-}
-
-fn as_u32(v: &AMQPValue) -> Option<u32> {
-    let n: i64 = match v {
-        AMQPValue::ShortShortInt(n) => (*n).into(),
-        AMQPValue::ShortShortUInt(n) => (*n).into(),
-        AMQPValue::ShortInt(n) => (*n).into(),
-        AMQPValue::ShortUInt(n) => (*n).into(),
-        AMQPValue::LongInt(n) => (*n).into(),
-        AMQPValue::LongUInt(n) => (*n).into(),
-        AMQPValue::LongLongInt(n) => *n,
-        _ => return None,
-    };
-    u32::try_from(n).ok()
 }

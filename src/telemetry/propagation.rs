@@ -8,19 +8,23 @@ use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 
+use crate::broker::headers;
+
+/// Reads only the two trace headers, and only values of the W3C shape and size:
+/// a gateway's 60 KB `traceparent` is no trace, and never reaches the parser.
 struct HeaderReader<'a>(&'a FieldTable);
 
 impl Extractor for HeaderReader<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        match self.0.inner().get(key)? {
-            AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
-            AMQPValue::ShortString(s) => Some(s.as_str()),
+        match key {
+            headers::TRACEPARENT => headers::traceparent(Some(self.0)),
+            headers::TRACESTATE => headers::tracestate(Some(self.0)),
             _ => None,
         }
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0.inner().keys().map(|k| k.as_str()).collect()
+        vec![headers::TRACEPARENT, headers::TRACESTATE]
     }
 }
 
@@ -38,6 +42,20 @@ pub fn extract(headers: Option<&FieldTable>) -> Option<Context> {
     let cx = TraceContextPropagator::new().extract(&HeaderReader(headers));
     use opentelemetry::trace::TraceContextExt;
     cx.span().span_context().is_valid().then_some(cx)
+}
+
+/// The reply's trace headers (CONTRACT §4): the worker's span when it exports
+/// traces, else the gateway's `traceparent` (and `tracestate`) passed on
+/// unchanged, else none.
+pub fn reply_headers(cx: &Context, gateway: Option<&FieldTable>) -> FieldTable {
+    let mut out = FieldTable::default();
+    use opentelemetry::trace::TraceContextExt;
+    if cx.span().span_context().is_valid() {
+        inject(cx, &mut out);
+    } else {
+        headers::trace_headers(gateway, &mut out);
+    }
+    out
 }
 
 /// `traceparent` (and `tracestate`) for `cx`, as AMQP headers.
