@@ -25,6 +25,8 @@ use crate::telemetry::metrics::Metrics;
 #[derive(Debug, Default)]
 pub struct Health {
     pub consuming: Arc<AtomicBool>,
+    /// The last publish could be made (see `broker::publish`).
+    pub publishing: Arc<AtomicBool>,
     pub redis: AtomicBool,
     pub database: AtomicBool,
 }
@@ -32,6 +34,7 @@ pub struct Health {
 impl Health {
     pub fn ready(&self) -> bool {
         self.consuming.load(Ordering::Relaxed)
+            && self.publishing.load(Ordering::Relaxed)
             && self.redis.load(Ordering::Relaxed)
             && self.database.load(Ordering::Relaxed)
     }
@@ -39,8 +42,9 @@ impl Health {
     fn describe(&self) -> String {
         let word = |ok: bool| if ok { "ok" } else { "down" };
         format!(
-            "rabbitmq={} redis={} postgresql={}\n",
+            "rabbitmq={} publishing={} redis={} postgresql={}\n",
             word(self.consuming.load(Ordering::Relaxed)),
+            word(self.publishing.load(Ordering::Relaxed)),
             word(self.redis.load(Ordering::Relaxed)),
             word(self.database.load(Ordering::Relaxed))
         )

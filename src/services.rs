@@ -3,6 +3,8 @@
 //! and its last failure, with passwords redacted.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
@@ -108,5 +110,17 @@ pub async fn redis(config: &Config, deadline: Instant) -> Result<ConnectionManag
 }
 
 pub async fn rabbitmq(config: &Config, deadline: Instant) -> Result<Broker, Unreachable> {
-    wait_for("rabbitmq", &config.amqp.url, deadline, || Broker::connect(&config.amqp)).await
+    rabbitmq_reporting(config, deadline, Arc::default()).await
+}
+
+/// As [`rabbitmq`], the broker then saying in `publishing` whether it can publish.
+pub async fn rabbitmq_reporting(
+    config: &Config,
+    deadline: Instant,
+    publishing: Arc<AtomicBool>,
+) -> Result<Broker, Unreachable> {
+    wait_for("rabbitmq", &config.amqp.url, deadline, || {
+        Broker::connect_reporting(&config.amqp, publishing.clone())
+    })
+    .await
 }

@@ -68,6 +68,8 @@ pub fn shutdown_bound(config: &Config) -> Duration {
 #[derive(Debug, Default)]
 pub struct Tally {
     pub consuming: Arc<AtomicBool>,
+    /// Whether the last publish could be made (a broker that keeps refusing is not ready).
+    pub publishing: Arc<AtomicBool>,
     /// Where `/metrics`, `/healthz` and `/readyz` answer (known once started).
     pub admin_addr: std::sync::OnceLock<std::net::SocketAddr>,
     pub processed: AtomicU64,
@@ -105,12 +107,16 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
     let worker_id = config.worker_id();
     let deadline = Instant::now() + config.startup_timeout();
     let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health { consuming: tally.consuming.clone(), ..Health::default() });
+    let health = Arc::new(Health {
+        consuming: tally.consuming.clone(),
+        publishing: tally.publishing.clone(),
+        ..Health::default()
+    });
     let pool =
         services::postgres(&config, deadline, Some(Duration::from_secs(config.worker.message_deadline_secs)))
             .await?;
     let redis = services::redis(&config, deadline).await?;
-    let mut broker = services::rabbitmq(&config, deadline).await?;
+    let mut broker = services::rabbitmq_reporting(&config, deadline, tally.publishing.clone()).await?;
     if config.amqp.declare_topology {
         broker.declare(config.worker.max_attempts).await.map_err(RunError::Topology)?;
     }
@@ -217,7 +223,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
         if shutdown.is_cancelled() {
             break;
         }
-        match reconnect(&config, &shutdown).await {
+        match reconnect(&config, &shutdown, &tally).await {
             Some(reconnected) => {
                 metrics.reconnect("rabbitmq");
                 broker = reconnected;
@@ -358,7 +364,7 @@ impl Session<'_> {
             let pipeline = self.pipeline.clone();
             let tally = self.tally.clone();
             let hard_stop = hard_stop.clone();
-            let incoming = Incoming::new(delivery);
+            let incoming = Incoming::new(delivery, &self.config.amqp.inbound_exchange);
             let span = spans::consumer(
                 &spans::DeliveryInfo {
                     queue: &self.config.amqp.inbound_queue,
@@ -580,12 +586,12 @@ async fn warm(pool: sqlx::PgPool, cache: CatalogCache) {
 }
 
 /// Reconnects to RabbitMQ with backoff; `None` when shutdown is asked for first.
-async fn reconnect(config: &Config, shutdown: &CancellationToken) -> Option<Broker> {
+async fn reconnect(config: &Config, shutdown: &CancellationToken, tally: &Tally) -> Option<Broker> {
     loop {
         let deadline = Instant::now() + Duration::from_secs(30);
         tokio::select! {
             _ = shutdown.cancelled() => return None,
-            connected = services::rabbitmq(config, deadline) => match connected {
+            connected = services::rabbitmq_reporting(config, deadline, tally.publishing.clone()) => match connected {
                 Ok(broker) => {
                     tracing::info!("reconnected to rabbitmq");
                     return Some(broker);

@@ -7,12 +7,18 @@
 
 pub mod dead;
 pub mod delivery;
+pub mod headers;
 pub mod publish;
 pub mod topology;
 
-use lapin::options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties, Consumer};
+
+use publish::PublishChannel;
 
 use crate::config::AmqpConfig;
 use crate::redact::redact_url;
@@ -32,18 +38,29 @@ pub enum BrokerError {
     Nacked(String),
     #[error("rabbitmq could not route the publish to {0}: no queue is bound for it")]
     Unroutable(String),
+    #[error("{0}")]
+    Topology(String),
 }
 
 /// One connection with two channels: consuming and (confirmed) publishing.
 pub struct Broker {
-    pub connection: Connection,
+    pub connection: Arc<Connection>,
     consume_channel: Channel,
-    publish_channel: Channel,
+    publish_channel: Arc<PublishChannel>,
     config: AmqpConfig,
 }
 
 impl Broker {
     pub async fn connect(config: &AmqpConfig) -> Result<Self, BrokerError> {
+        Self::connect_reporting(config, Arc::default()).await
+    }
+
+    /// Connects; `publishing` says from then on whether the last publish on this
+    /// connection could be made (what `/readyz` reports).
+    pub async fn connect_reporting(
+        config: &AmqpConfig,
+        publishing: Arc<AtomicBool>,
+    ) -> Result<Self, BrokerError> {
         let connect_error = |source| BrokerError::Connect { url: redact_url(&config.url), source };
         let connection = Connection::connect(
             &config.url,
@@ -51,15 +68,15 @@ impl Broker {
         )
         .await
         .map_err(connect_error)?;
+        let connection = Arc::new(connection);
         let consume_channel = connection.create_channel().await?;
-        let publish_channel = connection.create_channel().await?;
-        publish_channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        let publish_channel = Arc::new(PublishChannel::open(connection.clone(), publishing).await?);
         Ok(Self { connection, consume_channel, publish_channel, config: config.clone() })
     }
 
     /// Declares the topology (idempotent). `retry_attempts` retry queues are declared.
     pub async fn declare(&self, retry_attempts: u32) -> Result<(), BrokerError> {
-        topology::declare(&self.consume_channel, &self.config, retry_attempts).await
+        topology::declare(&self.connection, &self.config, retry_attempts).await
     }
 
     pub fn publisher(&self) -> Publisher {

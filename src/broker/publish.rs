@@ -1,26 +1,32 @@
 //! Confirmed, mandatory publishes: a publish counts only once the broker has
 //! confirmed it *and* routed it to a queue, so nothing is acked on the strength of
 //! a message that went nowhere.
+//!
+//! Every publish goes through one [`PublishChannel`], which the broker may close
+//! (a refused publish closes its channel in AMQP 0-9-1): the channel is then
+//! reopened at once and the publish tried once more on the new one, so one
+//! refused publish never leaves the worker unable to settle the messages after it.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use lapin::options::BasicPublishOptions;
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection};
 
 use super::BrokerError;
+use super::headers::{self, Carried, long};
 use super::topology::retry_queue;
 use crate::config::AmqpConfig;
 
 const PERSISTENT: u8 = 2;
 
-/// Set on every message a worker parks in a retry queue: when it comes back, it
-/// is a copy some worker has handled before (see `Incoming::seen_before`).
-pub const SEEN_HEADER: &str = "x-worker-seen";
+pub use super::headers::SEEN as SEEN_HEADER;
 
 #[derive(Clone)]
 pub struct Publisher {
-    channel: Channel,
+    channel: Arc<PublishChannel>,
     outbound_exchange: String,
     dead_queue: String,
     config: AmqpConfig,
@@ -32,18 +38,133 @@ pub struct OutboundReply<'a> {
     pub reply_id: &'a str,
     pub in_reply_to: &'a str,
     pub body: &'a [u8],
-    /// `traceparent` / `tracestate` of the worker's span.
+    /// `traceparent` / `tracestate` of the worker's span (or the gateway's).
     pub headers: FieldTable,
 }
 
+/// The confirmed publishing channel of one connection, reopened when the broker
+/// closes it. `usable` says whether the last publish could be made (readiness).
+pub struct PublishChannel {
+    connection: Arc<Connection>,
+    current: std::sync::Mutex<Channel>,
+    /// One reopening at a time: the publishes that failed together share it.
+    reopening: tokio::sync::Mutex<()>,
+    usable: Arc<AtomicBool>,
+}
+
+impl PublishChannel {
+    pub async fn open(connection: Arc<Connection>, usable: Arc<AtomicBool>) -> Result<Self, BrokerError> {
+        let channel = confirmed_channel(&connection).await?;
+        usable.store(true, Ordering::Relaxed);
+        Ok(Self {
+            connection,
+            current: std::sync::Mutex::new(channel),
+            reopening: Default::default(),
+            usable,
+        })
+    }
+
+    fn current(&self) -> Channel {
+        self.current.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether the connection itself is still up (a closed one is the session's
+    /// to reconnect; nothing published on it can be retried here).
+    pub fn connection_up(&self) -> bool {
+        self.connection.status().connected()
+    }
+
+    /// A fresh channel in place of `failed`, unless another publish already replaced it.
+    async fn reopen(&self, failed: &Channel) -> Result<Channel, BrokerError> {
+        let _one = self.reopening.lock().await;
+        let current = self.current();
+        if current.id() != failed.id() && current.status().connected() {
+            return Ok(current);
+        }
+        let fresh = confirmed_channel(&self.connection).await?;
+        tracing::warn!(
+            closed = failed.id(),
+            opened = fresh.id(),
+            "rabbitmq closed the publishing channel; reopened it"
+        );
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+        Ok(fresh)
+    }
+
+    async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), BrokerError> {
+        let channel = self.current();
+        let first = publish_on(&channel, exchange, routing_key, body, properties.clone()).await;
+        let result = match first {
+            Err(_) if !channel.status().connected() && self.connection_up() => {
+                match self.reopen(&channel).await {
+                    Ok(fresh) => publish_on(&fresh, exchange, routing_key, body, properties).await,
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        };
+        self.usable.store(result.is_ok(), Ordering::Relaxed);
+        result
+    }
+}
+
+async fn confirmed_channel(connection: &Connection) -> Result<Channel, BrokerError> {
+    let channel = connection.create_channel().await?;
+    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    Ok(channel)
+}
+
+async fn publish_on(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<(), BrokerError> {
+    let target = || {
+        format!(
+            "{} with routing key {routing_key}",
+            if exchange.is_empty() { "the default exchange" } else { exchange }
+        )
+    };
+    let confirm = channel
+        .basic_publish(
+            short(exchange),
+            short(routing_key),
+            BasicPublishOptions { mandatory: true, ..Default::default() },
+            body,
+            properties,
+        )
+        .await?
+        .await?;
+    if !confirm.is_ack() {
+        return Err(BrokerError::Nacked(target()));
+    }
+    if confirm.take_message().is_some() {
+        return Err(BrokerError::Unroutable(target()));
+    }
+    Ok(())
+}
+
 impl Publisher {
-    pub fn new(channel: Channel, config: &AmqpConfig) -> Self {
+    pub fn new(channel: Arc<PublishChannel>, config: &AmqpConfig) -> Self {
         Self {
             channel,
             outbound_exchange: config.outbound_exchange.clone(),
             dead_queue: config.dead_queue.clone(),
             config: config.clone(),
         }
+    }
+
+    /// Whether the connection this publisher publishes on is up.
+    pub fn connection_up(&self) -> bool {
+        self.channel.connection_up()
     }
 
     pub async fn publish_reply(&self, reply: &OutboundReply<'_>) -> Result<(), BrokerError> {
@@ -54,27 +175,24 @@ impl Publisher {
             .with_correlation_id(short(reply.in_reply_to))
             .with_headers(reply.headers.clone())
             .with_timestamp(now_secs());
-        self.publish(&self.outbound_exchange, reply.routing_key, reply.body, properties).await
+        self.channel.publish(&self.outbound_exchange, reply.routing_key, reply.body, properties).await
     }
 
-    /// Moves a message, body and properties unchanged, to the dead queue with the
-    /// `x-error-kind`, `x-error` (and for failures `x-attempts`) headers.
+    /// Moves a message, body unchanged, to the dead queue with the `x-error-kind`,
+    /// `x-error` (and for failures `x-attempts`) headers.
     pub async fn dead_letter(
         &self,
         body: &[u8],
-        properties: &BasicProperties,
+        carried: &Carried,
         kind: &str,
         error: &str,
         attempts: Option<u32>,
     ) -> Result<(), BrokerError> {
-        let mut headers = own_headers(properties);
-        headers.insert("x-error-kind".into(), long(kind));
-        headers.insert("x-error".into(), long(error));
+        let mut ours = vec![(headers::ERROR_KIND, long(kind)), (headers::ERROR, long(error))];
         if let Some(n) = attempts {
-            headers.insert("x-attempts".into(), AMQPValue::LongLongInt(i64::from(n)));
+            ours.push((headers::ATTEMPTS, AMQPValue::LongLongInt(i64::from(n))));
         }
-        let properties = properties.clone().with_headers(headers).with_delivery_mode(PERSISTENT);
-        self.publish("", &self.dead_queue, body, properties).await
+        self.channel.publish("", &self.dead_queue, body, carried.properties(ours)).await
     }
 
     /// Parks a message that failed attempt `attempt` in that attempt's retry queue,
@@ -82,95 +200,43 @@ impl Publisher {
     pub async fn retry_later(
         &self,
         body: &[u8],
-        properties: &BasicProperties,
+        carried: &Carried,
         attempt: u32,
         delay: Duration,
         error: &str,
     ) -> Result<(), BrokerError> {
-        let mut headers = own_headers(properties);
-        headers.insert("x-attempts".into(), AMQPValue::LongLongInt(i64::from(attempt)));
-        headers.insert("x-last-error".into(), long(error));
-        self.park(body, properties, headers, attempt, delay).await
+        let ours = [
+            (headers::ATTEMPTS, AMQPValue::LongLongInt(i64::from(attempt))),
+            (headers::LAST_ERROR, long(error)),
+        ];
+        self.park(body, carried, ours, attempt, delay).await
     }
 
-    /// Parks a message for `delay` without counting an attempt.
+    /// Parks a message for `delay` without counting an attempt: it keeps the
+    /// attempts it had spent.
     pub async fn defer(
         &self,
         body: &[u8],
-        properties: &BasicProperties,
+        carried: &Carried,
+        spent: u32,
         delay: Duration,
     ) -> Result<(), BrokerError> {
-        let headers = own_headers(properties);
-        self.park(body, properties, headers, 1, delay).await
+        let ours = (spent > 0).then(|| (headers::ATTEMPTS, AMQPValue::LongLongInt(i64::from(spent))));
+        self.park(body, carried, ours, 1, delay).await
     }
 
     async fn park(
         &self,
         body: &[u8],
-        properties: &BasicProperties,
-        mut headers: FieldTable,
+        carried: &Carried,
+        ours: impl IntoIterator<Item = (&'static str, AMQPValue)>,
         queue_attempt: u32,
         delay: Duration,
     ) -> Result<(), BrokerError> {
-        headers.insert(SEEN_HEADER.into(), AMQPValue::Boolean(true));
-        let properties = properties
-            .clone()
-            .with_headers(headers)
-            .with_delivery_mode(PERSISTENT)
-            .with_expiration(short(&delay.as_millis().to_string()));
-        self.publish("", &retry_queue(&self.config, queue_attempt), body, properties).await
+        let ours = ours.into_iter().chain([(headers::SEEN, AMQPValue::Boolean(true))]);
+        let properties = carried.properties(ours).with_expiration(short(&delay.as_millis().to_string()));
+        self.channel.publish("", &retry_queue(&self.config, queue_attempt), body, properties).await
     }
-
-    async fn publish(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        body: &[u8],
-        properties: BasicProperties,
-    ) -> Result<(), BrokerError> {
-        let target = || {
-            format!(
-                "{} with routing key {routing_key}",
-                if exchange.is_empty() { "the default exchange" } else { exchange }
-            )
-        };
-        let confirm = self
-            .channel
-            .basic_publish(
-                short(exchange),
-                short(routing_key),
-                BasicPublishOptions { mandatory: true, ..Default::default() },
-                body,
-                properties,
-            )
-            .await?
-            .await?;
-        if !confirm.is_ack() {
-            return Err(BrokerError::Nacked(target()));
-        }
-        if confirm.take_message().is_some() {
-            return Err(BrokerError::Unroutable(target()));
-        }
-        Ok(())
-    }
-}
-
-/// The message's headers, less the one the broker sets per delivery: a copy we
-/// publish is a new message, and a stale `x-delivery-count` would only mislead.
-fn own_headers(properties: &BasicProperties) -> FieldTable {
-    let headers = properties.headers().clone().unwrap_or_default();
-    let kept: std::collections::BTreeMap<_, _> = headers
-        .inner()
-        .iter()
-        .filter(|(k, _)| k.as_str() != "x-delivery-count")
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    FieldTable::from(kept)
-}
-
-/// A header value from untrusted text: long strings have no length limit.
-fn long(s: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(s.as_bytes()))
 }
 
 /// Short strings are capped at 255 bytes; every caller passes a validated or
