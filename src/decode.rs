@@ -12,6 +12,8 @@ use crate::fingerprint::Fingerprint;
 use crate::outcome::{Rejection, RejectionKind};
 
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// `customer.name`, when given, is at most this many characters (CONTRACT §2).
+pub const MAX_CUSTOMER_NAME: usize = 256;
 pub const CHANNELS: [&str; 7] = ["whatsapp", "sms", "web", "telegram", "instagram", "messenger", "email"];
 
 /// An inbound customer message that passed every field rule of CONTRACT §2.
@@ -57,7 +59,49 @@ pub fn decode(body: &[u8]) -> Result<Inbound, Rejection> {
     let Value::Object(object) = value else {
         return Err(malformed(format!("body is JSON {} where an object is required", kind_of(&value))));
     };
+    // PostgreSQL stores no NUL in text or jsonb: a message carrying one anywhere
+    // could only fail every write it shares, so it is refused here, by name.
+    if let Some(path) = object.iter().find_map(|(key, value)| nul_at(key, value)) {
+        return Err(invalid(format!("{path} contains NUL (U+0000), which no field may")));
+    }
     validate(object)
+}
+
+/// The routing key a message was published with must be its body's
+/// `<channel>.<tenant_id>` (CONTRACT §2): a gateway allowed to publish for one
+/// tenant or channel cannot write into another's. `None`: not known (a message
+/// put straight into the queue), nothing to check.
+pub fn check_route(inbound: &Inbound, routing_key: Option<&str>) -> Result<(), Rejection> {
+    match routing_key {
+        Some(key) if key != inbound.routing_key() => Err(invalid(format!(
+            "routing key `{}` does not match the body's channel and tenant_id (`{}`)",
+            truncate(key),
+            inbound.routing_key()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The path below `value` of a string or a key that holds a NUL, if any
+/// (`""` for `value` itself, `.key`, `[0]`, …). Allocates only on the way back
+/// from a find, so the happy path costs one walk.
+fn nul_below(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => s.contains('\0').then(String::new),
+        Value::Array(items) => {
+            items.iter().enumerate().find_map(|(i, v)| nul_below(v).map(|rest| format!("[{i}]{rest}")))
+        }
+        Value::Object(fields) => fields.iter().find_map(|(key, v)| nul_at(key, v).map(|p| format!(".{p}"))),
+        _ => None,
+    }
+}
+
+/// As [`nul_below`] for the member `key` of an object, the key included.
+fn nul_at(key: &str, value: &Value) -> Option<String> {
+    if key.contains('\0') {
+        return Some(truncate(key));
+    }
+    nul_below(value).map(|rest| format!("{}{rest}", truncate(key)))
 }
 
 fn validate(mut o: Map<String, Value>) -> Result<Inbound, Rejection> {
@@ -186,7 +230,14 @@ fn customer(value: Option<&Value>, errors: &mut Vec<String>) -> (Option<String>,
     };
     let name = match c.get("name") {
         None | Some(Value::Null) => None,
-        Some(Value::String(n)) => Some(n.clone()),
+        Some(Value::String(n)) if n.chars().count() <= MAX_CUSTOMER_NAME => Some(n.clone()),
+        Some(Value::String(n)) => {
+            errors.push(format!(
+                "customer.name must be at most {MAX_CUSTOMER_NAME} characters, got {}",
+                n.chars().count()
+            ));
+            None
+        }
         Some(other) => {
             errors.push(format!("customer.name must be a string or null, got {}", kind_of(other)));
             None
@@ -209,6 +260,10 @@ fn optional_of(o: &mut Map<String, Value>, field: &str, empty: Value, errors: &m
 
 fn malformed(error: String) -> Rejection {
     Rejection { kind: RejectionKind::Malformed, error }
+}
+
+fn invalid(error: String) -> Rejection {
+    Rejection { kind: RejectionKind::Invalid, error }
 }
 
 fn kind_of(v: &Value) -> &'static str {

@@ -17,7 +17,7 @@ use crate::broker::publish::OutboundReply;
 use crate::broker::{Incoming, Publisher};
 use crate::catalog::CatalogCache;
 use crate::catalog::model::TenantProfile;
-use crate::decode::{Inbound, decode};
+use crate::decode::{Inbound, check_route, decode};
 use crate::dedup::{Claim, Dedup, Lease};
 use crate::fingerprint::Fingerprint;
 use crate::outcome::{DuplicateOf, Outcome, Rejection, RejectionKind};
@@ -70,7 +70,23 @@ macro_rules! transient {
         }
     )*};
 }
-transient!(store::StoreError, crate::respond::RespondError, crate::broker::BrokerError);
+transient!(crate::respond::RespondError, crate::broker::BrokerError);
+
+/// A store error is transient unless the message itself caused it (a value
+/// PostgreSQL cannot take): that one would fail every attempt the same way, so
+/// it is `invalid` at once (CONTRACT §3), never `failed` after retries.
+impl From<store::StoreError> for Stop {
+    fn from(e: store::StoreError) -> Self {
+        if e.caused_by_input() {
+            Stop::Reject(Rejection {
+                kind: RejectionKind::Invalid,
+                error: format!("a field of this message cannot be stored: {e}"),
+            })
+        } else {
+            Stop::Fail(e.to_string())
+        }
+    }
+}
 
 /// What a successful attempt leaves behind.
 struct Replied {
@@ -84,7 +100,11 @@ impl Pipeline {
     pub async fn process(&self, incoming: &Incoming) -> Outcome {
         // decode: malformed or invalid messages are rejected.
         let started = Instant::now();
-        let decoded = spans::stage("decode").in_scope(|| decode(incoming.body()));
+        let decoded = spans::stage("decode").in_scope(|| {
+            let inbound = decode(incoming.body())?;
+            check_route(&inbound, incoming.routing_key())?;
+            Ok(inbound)
+        });
         self.metrics.stage("decode", started);
         let inbound = match decoded {
             Ok(inbound) => inbound,
@@ -144,7 +164,10 @@ impl Pipeline {
             self.answer_under_lock(&inbound, &fingerprint, tenant, &lease).await
         };
         let replied = match self.guarded(work, &lease, Some(self.settings.deadline)).await {
-            Ok(answered) => self.guarded(self.deliver(&inbound, &fingerprint, answered), &lease, None).await,
+            Ok(answered) => {
+                let delivering = self.deliver(&inbound, &fingerprint, answered, incoming.headers());
+                self.guarded(delivering, &lease, None).await
+            }
             Err(stop) => Err(stop),
         };
         match replied {
@@ -283,6 +306,7 @@ impl Pipeline {
         inbound: &Inbound,
         fingerprint: &Fingerprint,
         exchange: Exchange,
+        gateway_headers: Option<&lapin::types::FieldTable>,
     ) -> Result<Replied, Stop> {
         let answer = exchange.answer.clone();
         let replied_at = exchange.replied_at;
@@ -307,8 +331,7 @@ impl Pipeline {
 
         // publish
         let body = reply_body(inbound, fingerprint, &reply);
-        let mut headers = lapin::types::FieldTable::default();
-        propagation::inject(&tracing::Span::current().context(), &mut headers);
+        let headers = propagation::reply_headers(&tracing::Span::current().context(), gateway_headers);
         let outbound = OutboundReply {
             routing_key: &inbound.routing_key(),
             reply_id: &fingerprint.reply_id(),
@@ -368,9 +391,8 @@ fn foreign_conversation(inbound: &Inbound) -> Rejection {
     Rejection {
         kind: RejectionKind::Invalid,
         error: format!(
-            "conversation_id {} is not a conversation of tenant {}",
+            "conversation_id {} is not a conversation of this tenant, channel and customer",
             inbound.conversation_id.unwrap_or_default(),
-            inbound.tenant_id
         ),
     }
 }

@@ -38,7 +38,8 @@ struct StoredList {
     items: Vec<Reference>,
 }
 
-/// Returns `Ok(None)` when the message names a conversation the tenant does not have.
+/// Returns `Ok(None)` when the message names a conversation that is not one of its
+/// tenant's, channel's and customer's (CONTRACT §2).
 /// (The grouped `ContextReader` runs the same query for many messages at once.)
 pub async fn load_context(
     pool: &PgPool,
@@ -170,43 +171,80 @@ async fn read(
     lookups: Vec<Lookup>,
     history_limit: u32,
 ) -> super::batch::Connection {
-    let rows: Result<(_, Vec<BatchRow>), StoreError> = async {
+    let read = async {
         let mut conn = super::batch::connection(pool, kept).await?;
-        let rows = sqlx::query_as(BATCH_SQL)
-            .bind(lookups.iter().map(|l| l.tenant_id).collect::<Vec<_>>())
-            .bind(lookups.iter().map(|l| l.channel.as_str()).collect::<Vec<_>>())
-            .bind(lookups.iter().map(|l| l.customer.as_str()).collect::<Vec<_>>())
-            .bind(lookups.iter().map(|l| l.conversation_id).collect::<Vec<_>>())
-            .bind(lookups.iter().map(|l| l.want_list).collect::<Vec<_>>())
-            .bind(i64::from(history_limit))
-            .fetch_all(&mut *conn)
-            .await?;
-        Ok((conn, rows))
-    }
-    .await;
-    match rows {
+        let rows = query(&mut conn, &lookups, history_limit).await?;
+        Ok::<_, StoreError>((conn, rows))
+    };
+    match read.await {
         Ok((conn, rows)) => {
-            let mut lookups: Vec<Option<Lookup>> = lookups.into_iter().map(Some).collect();
-            for (ordinal, found) in Found::group(rows) {
-                let Some(lookup) = usize::try_from(ordinal - 1).ok().and_then(|i| lookups.get_mut(i)?.take())
-                else {
-                    continue;
-                };
-                let _ = lookup.reply.send(Ok(context_of(found, lookup.conversation_id)));
-            }
-            for lookup in lookups.into_iter().flatten() {
-                let missing = "the grouped context read returned no row for a message";
-                let _ = lookup.reply.send(Err(StoreError::Db(sqlx::Error::Protocol(missing.into()))));
-            }
+            answer(lookups, rows);
             Some(conn)
         }
-        Err(e) => {
-            let error = e.to_string();
+        // One message's value (one PostgreSQL cannot take) failed the statement
+        // for all: read each alone, so that it alone fails.
+        Err(e) if lookups.len() > 1 && e.caused_by_input() => {
+            tracing::warn!(batch = lookups.len(), error = %e, "grouped context read failed; reading its messages one by one");
             for lookup in lookups {
-                let _ = lookup.reply.send(Err(StoreError::Shared(error.clone())));
+                let alone = async {
+                    let mut conn = pool.acquire().await?;
+                    query(&mut conn, std::slice::from_ref(&lookup), history_limit).await
+                };
+                match alone.await {
+                    Ok(rows) => answer(vec![lookup], rows),
+                    Err(e) => fail(vec![lookup], &e),
+                }
             }
             None
         }
+        Err(e) => {
+            fail(lookups, &e);
+            None
+        }
+    }
+}
+
+async fn query(
+    conn: &mut sqlx::PgConnection,
+    lookups: &[Lookup],
+    history_limit: u32,
+) -> Result<Vec<BatchRow>, StoreError> {
+    Ok(sqlx::query_as(BATCH_SQL)
+        .bind(lookups.iter().map(|l| l.tenant_id).collect::<Vec<_>>())
+        .bind(lookups.iter().map(|l| l.channel.as_str()).collect::<Vec<_>>())
+        .bind(lookups.iter().map(|l| l.customer.as_str()).collect::<Vec<_>>())
+        .bind(lookups.iter().map(|l| l.conversation_id).collect::<Vec<_>>())
+        .bind(lookups.iter().map(|l| l.want_list).collect::<Vec<_>>())
+        .bind(i64::from(history_limit))
+        .fetch_all(conn)
+        .await?)
+}
+
+/// Hands each lookup its context from the rows of the statement that read them.
+fn answer(lookups: Vec<Lookup>, rows: Vec<BatchRow>) {
+    let mut lookups: Vec<Option<Lookup>> = lookups.into_iter().map(Some).collect();
+    for (ordinal, found) in Found::group(rows) {
+        let Some(lookup) = usize::try_from(ordinal - 1).ok().and_then(|i| lookups.get_mut(i)?.take()) else {
+            continue;
+        };
+        let _ = lookup.reply.send(Ok(context_of(found, lookup.conversation_id)));
+    }
+    for lookup in lookups.into_iter().flatten() {
+        let missing = "the grouped context read returned no row for a message";
+        let _ = lookup.reply.send(Err(StoreError::Db(sqlx::Error::Protocol(missing.into()))));
+    }
+}
+
+/// Hands each lookup the statement's error, keeping whether its input caused it.
+fn fail(lookups: Vec<Lookup>, e: &StoreError) {
+    let error = e.to_string();
+    for lookup in lookups {
+        let shared = if e.caused_by_input() {
+            StoreError::Input(error.clone())
+        } else {
+            StoreError::Shared(error.clone())
+        };
+        let _ = lookup.reply.send(Err(shared));
     }
 }
 
@@ -217,7 +255,8 @@ async fn read(
 /// The conversation is found by two UNION ALL branches, not one CASE, so that each
 /// can use its index (through a CASE the plan scanned the whole table). The latest
 /// list, when asked for, rides on the newest message's row only.
-const BATCH_SQL: &str = "SELECT k.ord, conv.id, conv.status, CASE WHEN h.newest IS NOT FALSE THEN conv.list END,
+const BATCH_SQL: &str =
+    "SELECT k.ord, conv.id, conv.status, CASE WHEN h.newest IS NOT FALSE THEN conv.list END,
        h.direction, h.text, h.reply_references, h.created_at
   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::bool[])
        WITH ORDINALITY AS k(tenant_id, channel, customer, conversation_id, want_list, ord)
@@ -233,7 +272,8 @@ const BATCH_SQL: &str = "SELECT k.ord, conv.id, conv.status, CASE WHEN h.newest 
                   AND c.customer_external_id = k.customer AND c.status <> 'closed'
                UNION ALL
                SELECT c.id, c.status FROM conversations c
-                WHERE k.conversation_id IS NOT NULL AND c.id = k.conversation_id AND c.tenant_id = k.tenant_id)
+                WHERE k.conversation_id IS NOT NULL AND c.id = k.conversation_id AND c.tenant_id = k.tenant_id
+                  AND c.channel = k.channel AND c.customer_external_id = k.customer)
               LIMIT 1) found) conv ON true
   LEFT JOIN LATERAL (
       SELECT m.direction, m.text, m.reply_references, m.created_at, m.id,

@@ -38,11 +38,30 @@ pub enum StoreError {
     /// A load that other waiters shared failed (the cache's single flight).
     #[error("{0}")]
     Shared(String),
+    /// A statement this message shared failed, and failed again for it alone,
+    /// because of a value it carries (see [`StoreError::caused_by_input`]).
+    #[error("{0}")]
+    Input(String),
     /// A later lock holder registered a higher fencing token: this one lost its lease.
     #[error("lease lost: a later holder of message {0} has taken over; this attempt may not commit")]
     Fenced(String),
     #[error("database `{0}` does not exist: run `worker migrate` to create it")]
     Missing(String),
+}
+
+impl StoreError {
+    /// Whether the statement failed because of a value the message carried, so
+    /// that it would fail the same way every time: SQLSTATE class 22 (data
+    /// exception: a NUL, an untranslatable character, a value out of range) or
+    /// 54 (program limit exceeded: a value too large for an index).
+    pub fn caused_by_input(&self) -> bool {
+        let code = match self {
+            StoreError::Db(sqlx::Error::Database(e)) => e.code(),
+            StoreError::Input(_) => return true,
+            _ => return false,
+        };
+        code.is_some_and(|c| c.starts_with("22") || c.starts_with("54"))
+    }
 }
 
 pub fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {

@@ -160,8 +160,19 @@ impl TestEnv {
         self.publish_with_headers(body, FieldTable::default()).await;
     }
 
+    /// The routing key a gateway publishes `body` with (CONTRACT §2): its
+    /// `<channel>.<tenant_id>`, or this test's tenant on WhatsApp for a body
+    /// that has none.
+    pub fn routing_key_of(&self, body: &[u8]) -> String {
+        let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        match (value["channel"].as_str(), value["tenant_id"].as_str()) {
+            (Some(channel), Some(tenant)) => format!("{channel}.{tenant}"),
+            _ => format!("whatsapp.{}", self.tenant_id),
+        }
+    }
+
     pub async fn publish_with_headers(&self, body: &[u8], headers: FieldTable) {
-        let routing_key = format!("whatsapp.{}", self.tenant_id);
+        let routing_key = self.routing_key_of(body);
         self.channel
             .basic_publish(
                 self.config.amqp.inbound_exchange.as_str().into(),
@@ -184,7 +195,7 @@ impl TestEnv {
         self.channel
             .basic_publish(
                 exchange.into(),
-                format!("whatsapp.{}", self.tenant_id).into(),
+                self.routing_key_of(body).into(),
                 BasicPublishOptions { mandatory: true, ..Default::default() },
                 body,
                 BasicProperties::default().with_delivery_mode(2),
@@ -199,13 +210,14 @@ impl TestEnv {
     /// they reach the queue together.
     pub async fn publish_copies(&self, value: &Value, n: usize) {
         let body = value.to_string();
+        let routing_key = self.routing_key_of(body.as_bytes());
         let mut confirms = Vec::with_capacity(n);
         for _ in 0..n {
             let confirm = self
                 .channel
                 .basic_publish(
                     self.config.amqp.inbound_exchange.as_str().into(),
-                    format!("whatsapp.{}", self.tenant_id).into(),
+                    routing_key.as_str().into(),
                     BasicPublishOptions::default(),
                     body.as_bytes(),
                     BasicProperties::default().with_delivery_mode(2),
