@@ -247,7 +247,7 @@ impl Default for AmqpConfig {
             inbound_queue: "worker.inbound".into(),
             outbound_exchange: "chat.outbound".into(),
             dead_queue: "worker.dead".into(),
-            retry_queue_prefix: "worker.retry".into(),
+            retry_queue_prefix: "worker.retry.quorum".into(),
             declare_topology: true,
             delivery_limit: 20,
             consumer_timeout_secs: 1_800,

@@ -104,7 +104,7 @@ async fn declare_inbound(
         queue = %config.inbound_queue,
         broker_said = %refused,
         "the inbound queue exists with an older worker's arguments, so its delivery-limit dead letters \
-         are at-most-once; give it the same guarantee with: rabbitmqctl set_policy --apply-to quorum_queues \
+         are at-most-once; give it the same guarantee with: rabbitmqctl set_policy --apply-to queues \
          chat-worker-inbound '^{}$' '{INBOUND_POLICY}' (docs/upgrading.md)",
         regex_escape(&config.inbound_queue)
     );

@@ -239,12 +239,30 @@ impl TestEnv {
     pub fn spawn_worker(&self, worker_id: &str) -> RunningWorker {
         let mut config = self.config.clone();
         config.worker.id = worker_id.to_owned();
-        let tally = Arc::new(Tally::default());
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(worker::run(config, stop.clone(), tally.clone()));
-        RunningWorker { tally, stop, task }
+        spawn_worker_with(config)
     }
 
+    /// A channel of its own on the test's connection (the broker closes a
+    /// channel on which it refuses something).
+    pub async fn fresh_channel(&self) -> Channel {
+        self._connection.create_channel().await.expect("channel")
+    }
+
+    /// The test's id, which every name it uses on the shared services starts with.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// Runs a worker in this process with `config` (a test's, changed).
+pub fn spawn_worker_with(config: Config) -> RunningWorker {
+    let tally = Arc::new(Tally::default());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(worker::run(config, stop.clone(), tally.clone()));
+    RunningWorker { tally, stop, task }
+}
+
+impl TestEnv {
     /// A worker with its own inbound exchange and queue (suffixed), sharing this
     /// test's database, Redis prefix and outbound exchange: a second worker a
     /// test can talk to directly.

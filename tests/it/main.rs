@@ -25,4 +25,5 @@ mod responders;
 mod retries;
 mod shutdown;
 mod traces;
+mod upgrade;
 mod wire;
