@@ -633,3 +633,13 @@ pub fn fingerprint_of(message: &Value) -> String {
         .fingerprint()
         .to_string()
 }
+
+/// Runs `rabbitmqctl` (installed with rabbitmq-server) and returns its output.
+pub fn rabbitmqctl(args: &[&str]) -> String {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl (installed with rabbitmq-server)");
+    assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

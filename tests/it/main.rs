@@ -14,6 +14,7 @@ mod fencing;
 mod group_commit;
 mod happy_path;
 mod history_cli;
+mod hostile;
 mod http_stub;
 mod in_progress;
 mod observability;

@@ -6,7 +6,6 @@
 //! at-least-once dead-lettering, and the documented policy applies to the old
 //! inbound queue.
 
-use std::process::Command;
 use std::sync::Arc;
 
 use chat_worker::broker::topology::INBOUND_POLICY;
@@ -17,7 +16,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel};
 use tokio_util::sync::CancellationToken;
 
-use crate::harness::{TestEnv, eventually, spawn_worker_with};
+use crate::harness::{TestEnv, eventually, rabbitmqctl, spawn_worker_with};
 
 fn long(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s.as_bytes()))
@@ -58,15 +57,6 @@ async fn declare_old_topology(channel: &Channel, amqp: &AmqpConfig, old_retry_pr
         let name = format!("{old_retry_prefix}.{n}");
         channel.queue_declare(name.as_str().into(), durable, args).await.expect("old retry queue");
     }
-}
-
-fn rabbitmqctl(args: &[&str]) -> String {
-    let out = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("rabbitmqctl (installed with rabbitmq-server)");
-    assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test]
