@@ -43,13 +43,17 @@ pub struct OutboundReply<'a> {
 }
 
 /// The confirmed publishing channel of one connection, reopened when the broker
-/// closes it. `usable` says whether the last publish could be made (readiness).
+/// closes it. `usable` (readiness) is false while the last publish to some
+/// destination failed: a worker that can park retries but cannot publish a
+/// single reply is not doing its job.
 pub struct PublishChannel {
     connection: Arc<Connection>,
     current: std::sync::Mutex<Channel>,
     /// One reopening at a time: the publishes that failed together share it.
     reopening: tokio::sync::Mutex<()>,
     usable: Arc<AtomicBool>,
+    /// Destinations (exchange, or queue on the default exchange) whose last publish failed.
+    failing: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl PublishChannel {
@@ -61,6 +65,7 @@ impl PublishChannel {
             current: std::sync::Mutex::new(channel),
             reopening: Default::default(),
             usable,
+            failing: Default::default(),
         })
     }
 
@@ -109,8 +114,23 @@ impl PublishChannel {
             }
             other => other,
         };
-        self.usable.store(result.is_ok(), Ordering::Relaxed);
+        self.note(if exchange.is_empty() { routing_key } else { exchange }, result.is_ok());
         result
+    }
+
+    /// Records how the last publish to `destination` went. The happy path costs
+    /// one atomic load: the set is touched only while something is failing.
+    fn note(&self, destination: &str, ok: bool) {
+        if ok && self.usable.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        if ok {
+            failing.remove(destination);
+        } else {
+            failing.insert(destination.to_owned());
+        }
+        self.usable.store(failing.is_empty(), Ordering::Relaxed);
     }
 }
 

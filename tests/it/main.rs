@@ -21,6 +21,7 @@ mod observability;
 mod operator;
 mod race;
 mod redis_loss;
+mod refused_publish;
 mod rejects;
 mod responders;
 mod retries;

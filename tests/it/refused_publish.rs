@@ -1,0 +1,89 @@
+//! A publish the broker refuses closes its channel (AMQP 0-9-1). The worker
+//! reopens it at once, keeps settling the messages after it, says it is not
+//! ready while it cannot publish, and answers the refused message once the
+//! broker takes publishes again — never leaving it to the delivery limit.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use lapin::ExchangeKind;
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions};
+use lapin::types::FieldTable;
+
+use crate::harness::{TestEnv, eventually, header_str};
+
+async fn status(url: &str) -> u16 {
+    chat_worker::respond::install_crypto();
+    let client = reqwest::Client::new();
+    match client.get(url).timeout(Duration::from_secs(5)).send().await {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_publish_reopens_the_channel_and_the_worker_keeps_settling() {
+    let mut env = TestEnv::new().await;
+    // Attempts enough to outlast the outage below (about 13 s of retries).
+    env.config.worker.max_attempts = 10;
+    let mut worker = env.spawn_worker("w-refused");
+    env.ready(&mut worker).await;
+    let readyz = format!("http://{}/readyz", worker.tally.admin_addr.get().expect("admin address"));
+    eventually("ready", || async { status(&readyz).await == 200 }).await;
+
+    // Publishing a reply to an exchange that is gone closes the channel (404).
+    let outbound = env.config.amqp.outbound_exchange.clone();
+    env.channel.exchange_delete(outbound.as_str().into(), Default::default()).await.expect("delete outbound");
+    let message = env.message("m-refused", "c-refused", "hello");
+    env.publish_json(&message).await;
+    eventually("not ready while replies cannot be published", || async { status(&readyz).await == 503 })
+        .await;
+    eventually("the refused reply's message is parked for a retry", || async {
+        worker.tally.failed.load(Ordering::Relaxed) >= 1
+    })
+    .await;
+
+    // Settling goes on on the reopened channel: a bad message is dead-lettered.
+    env.publish(b"{not json").await;
+    let started = std::time::Instant::now();
+    let mut dead = Vec::new();
+    while dead.is_empty() {
+        assert!(started.elapsed() < crate::harness::PATIENCE, "no dead letter after the refused publish");
+        dead.extend(env.dead_letters().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kinds: Vec<_> = dead.iter().map(|d| header_str(d, "x-error-kind")).collect();
+    assert_eq!(kinds, [Some("malformed".to_owned())]);
+
+    // Once the broker takes replies again, the message is answered, once.
+    env.channel
+        .exchange_declare(
+            outbound.as_str().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions { durable: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .expect("outbound again");
+    env.channel
+        .queue_bind(
+            env.replies_queue.as_str().into(),
+            outbound.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind replies");
+    let reply = env.reply_to("m-refused").await;
+    assert_eq!(reply["fingerprint"], crate::harness::fingerprint_of(&message));
+    eventually("ready again", || async { status(&readyz).await == 200 }).await;
+    let dead = env.dead_letters().await;
+    assert!(dead.is_empty(), "the refused message never reached the dead queue: {}", dead.len());
+    assert_eq!(env.rows(reply["fingerprint"].as_str().expect("fingerprint")).await, (1, 1));
+    let again = env.converse("c-after", "hello").await;
+    assert!(again["text"].is_string());
+
+    worker.stop().await.expect("clean stop");
+    env.finish().await;
+}
