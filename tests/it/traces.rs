@@ -164,3 +164,41 @@ async fn spans_arrive_continue_the_producers_trace_and_the_reply_carries_it_on()
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// With no OTLP endpoint the worker exports nothing, so the reply carries the
+/// gateway's trace context on unchanged (CONTRACT §4) — and none when the
+/// gateway sent none, or sent something that is not one.
+#[tokio::test]
+async fn without_traces_the_reply_forwards_the_gateways_traceparent_unchanged() {
+    let env = TestEnv::new().await;
+    let mut worker = env.spawn_worker("w-forward");
+    env.ready(&mut worker).await;
+    let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let state = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7";
+    let cases: [(&str, Vec<(&str, &str)>, Option<&str>, Option<&str>); 3] = [
+        ("m-with-trace", vec![("traceparent", parent), ("tracestate", state)], Some(parent), Some(state)),
+        ("m-without-trace", vec![], None, None),
+        ("m-bad-trace", vec![("traceparent", "00-not-a-trace-01"), ("tracestate", state)], None, None),
+    ];
+    for (id, headers, want_parent, want_state) in cases {
+        let mut table = FieldTable::default();
+        for (k, v) in headers {
+            table.insert(k.into(), AMQPValue::LongString(LongString::from(v.as_bytes())));
+        }
+        env.publish_with_headers(env.message(id, &format!("c-{id}"), "hello").to_string().as_bytes(), table)
+            .await;
+        let started = std::time::Instant::now();
+        let reply = loop {
+            let found = env.replies().await.into_iter().find(|(_, body)| body["in_reply_to"] == id);
+            if let Some((delivery, _)) = found {
+                break delivery;
+            }
+            assert!(started.elapsed() < PATIENCE, "no reply to {id}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(header_str(&reply, "traceparent").as_deref(), want_parent, "{id}");
+        assert_eq!(header_str(&reply, "tracestate").as_deref(), want_state, "{id}");
+    }
+    worker.stop().await.expect("clean stop");
+    env.finish().await;
+}
