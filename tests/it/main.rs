@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod batch_isolation;
 mod budget;
 mod catalog_cache;
 mod cli;
