@@ -330,6 +330,7 @@ impl Session<'_> {
         let session_over = CancellationToken::new();
         let poller = broker.connection.create_channel().await.ok().map(|channel| {
             tokio::spawn(poll_queue(
+                broker.connection.clone(),
                 channel,
                 self.config.amqp.inbound_queue.clone(),
                 Duration::from_secs(self.config.admin.queue_poll_secs),
@@ -488,9 +489,12 @@ async fn watch_health(
     }
 }
 
-/// Reads the inbound queue's depth and consumer count from the broker.
+/// Reads the inbound queue's depth and consumer count from the broker. A
+/// channel the broker closes is replaced (the depth is what autoscaling reads);
+/// the loop ends with the session, or when the connection is gone.
 async fn poll_queue(
-    channel: lapin::Channel,
+    connection: Arc<lapin::Connection>,
+    mut channel: lapin::Channel,
     queue: String,
     every: Duration,
     metrics: Arc<Metrics>,
@@ -510,7 +514,13 @@ async fn poll_queue(
             }
             Err(e) => {
                 tracing::debug!(error = %e, "queue poll failed");
-                break;
+                if !connection.status().connected() {
+                    break;
+                }
+                match connection.create_channel().await {
+                    Ok(fresh) => channel = fresh,
+                    Err(_) => break,
+                }
             }
         }
     }

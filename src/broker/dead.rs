@@ -7,7 +7,7 @@ use lapin::Connection;
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use serde::Serialize;
 
 use super::BrokerError;
@@ -27,6 +27,15 @@ pub struct DeadLetter {
     pub bytes: usize,
 }
 
+/// The broker's reason (`delivery_limit`, `expired`, `rejected`, `maxlen`) in
+/// the newest `x-death` entry, if the broker dead-lettered the message.
+fn death_reason(h: Option<&FieldTable>) -> Option<String> {
+    let AMQPValue::FieldArray(deaths) = h?.inner().get("x-death")? else { return None };
+    let AMQPValue::FieldTable(newest) = deaths.as_slice().first()? else { return None };
+    let reason = headers::text(Some(newest), "reason", 64).unwrap_or("unknown");
+    Some(reason.escape_debug().to_string())
+}
+
 /// Up to `limit` dead letters, oldest first, left in the queue.
 pub async fn list(
     connection: &Connection,
@@ -43,15 +52,15 @@ pub async fn list(
         };
         let d = message.delivery;
         let h = d.properties.headers().as_ref();
-        // When the broker dead-lettered it (delivery limit), it says why in x-death.
-        let broker_reason =
-            h.and_then(|h| h.inner().get("x-death")).map(|_| "broker: delivery limit reached".to_owned());
+        // When the broker dead-lettered it (the delivery limit, or an
+        // expiration the gateway set), it says why in x-death.
+        let broker_reason = death_reason(h);
         let shown = |name| headers::text(h, name, MAX_SHOWN).map(|s| s.escape_debug().to_string());
         out.push(DeadLetter {
             message_id: d.properties.message_id().as_ref().map(|m| m.as_str().escape_debug().to_string()),
-            error_kind: shown(headers::ERROR_KIND)
-                .or_else(|| broker_reason.as_ref().map(|_| "delivery_limit".into())),
-            error: shown(headers::ERROR).or(broker_reason),
+            error_kind: shown(headers::ERROR_KIND).or_else(|| broker_reason.clone()),
+            error: shown(headers::ERROR)
+                .or_else(|| broker_reason.map(|r| format!("the broker dead-lettered it: {r}"))),
             attempts: headers::attempts(h).map(i64::from),
             bytes: d.data.len(),
         });

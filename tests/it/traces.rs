@@ -175,7 +175,9 @@ async fn without_traces_the_reply_forwards_the_gateways_traceparent_unchanged() 
     env.ready(&mut worker).await;
     let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     let state = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7";
-    let cases: [(&str, Vec<(&str, &str)>, Option<&str>, Option<&str>); 3] = [
+    // (message id, headers the gateway sets, traceparent and tracestate the reply carries)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Option<&'a str>, Option<&'a str>);
+    let cases: [Case; 3] = [
         ("m-with-trace", vec![("traceparent", parent), ("tracestate", state)], Some(parent), Some(state)),
         ("m-without-trace", vec![], None, None),
         ("m-bad-trace", vec![("traceparent", "00-not-a-trace-01"), ("tracestate", state)], None, None),
