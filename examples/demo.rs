@@ -276,10 +276,16 @@ async fn publish(channel: &Channel, config: &Config, body: &[u8], message_id: &V
         .with_delivery_mode(2)
         .with_content_type("application/json".into())
         .with_message_id(message_id.as_str().unwrap_or("demo").into());
+    // A gateway publishes with its message's own `<channel>.<tenant_id>` (CONTRACT §2).
+    let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let routing_key = match (parsed["channel"].as_str(), parsed["tenant_id"].as_str()) {
+        (Some(channel), Some(tenant)) => format!("{channel}.{tenant}"),
+        _ => format!("whatsapp.{TENANT}"),
+    };
     channel
         .basic_publish(
             config.amqp.inbound_exchange.as_str().into(),
-            format!("whatsapp.{TENANT}").into(),
+            routing_key.as_str().into(),
             BasicPublishOptions::default(),
             body,
             properties,
