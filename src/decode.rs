@@ -72,8 +72,11 @@ pub fn decode(body: &[u8]) -> Result<Inbound, Rejection> {
 /// tenant or channel cannot write into another's. `None`: not known (a message
 /// put straight into the queue), nothing to check.
 pub fn check_route(inbound: &Inbound, routing_key: Option<&str>) -> Result<(), Rejection> {
+    let mut tenant = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let tenant = inbound.tenant_id.hyphenated().encode_lower(&mut tenant);
+    let matches = |key: &str| key.split_once('.') == Some((inbound.channel.as_str(), &*tenant));
     match routing_key {
-        Some(key) if key != inbound.routing_key() => Err(invalid(format!(
+        Some(key) if !matches(key) => Err(invalid(format!(
             "routing key `{}` does not match the body's channel and tenant_id (`{}`)",
             truncate(key),
             inbound.routing_key()

@@ -75,6 +75,10 @@ impl Incoming {
     /// for as long as the connection lives; once it is gone the broker has the
     /// delivery back, and nothing is left to do here.
     pub async fn settle(self, publisher: &Publisher, disposition: &Disposition) -> Result<(), BrokerError> {
+        if *disposition == Disposition::Ack {
+            self.delivery.ack(BasicAckOptions::default()).await?;
+            return Ok(());
+        }
         let carried = Carried::from_delivery(&self.delivery.properties, self.routing_key());
         let mut pause = MOVE_RETRY_FIRST;
         loop {
