@@ -47,15 +47,14 @@ pub async fn load_context(
     history_limit: u32,
     want_list: bool,
 ) -> Result<Option<ConversationContext>, StoreError> {
-    let rows: Vec<BatchRow> = sqlx::query_as(BATCH_SQL)
-        .bind([msg.tenant_id])
-        .bind([msg.channel.as_str()])
-        .bind([msg.customer_external_id.as_str()])
-        .bind([msg.conversation_id])
-        .bind([want_list])
-        .bind(i64::from(history_limit))
-        .fetch_all(pool)
-        .await?;
+    let key = Key {
+        tenant_id: msg.tenant_id,
+        channel: &msg.channel,
+        customer: &msg.customer_external_id,
+        conversation_id: msg.conversation_id,
+        want_list,
+    };
+    let rows = query(&mut *pool.acquire().await?, &[key], history_limit).await?;
     let found = Found::group(rows).into_iter().next().and_then(|(_, found)| found);
     Ok(context_of(found, msg.conversation_id))
 }
@@ -173,7 +172,8 @@ async fn read(
 ) -> super::batch::Connection {
     let read = async {
         let mut conn = super::batch::connection(pool, kept).await?;
-        let rows = query(&mut conn, &lookups, history_limit).await?;
+        let keys: Vec<Key> = lookups.iter().map(Lookup::key).collect();
+        let rows = query(&mut conn, &keys, history_limit).await?;
         Ok::<_, StoreError>((conn, rows))
     };
     match read.await {
@@ -188,7 +188,7 @@ async fn read(
             for lookup in lookups {
                 let alone = async {
                     let mut conn = pool.acquire().await?;
-                    query(&mut conn, std::slice::from_ref(&lookup), history_limit).await
+                    query(&mut conn, &[lookup.key()], history_limit).await
                 };
                 match alone.await {
                     Ok(rows) => answer(vec![lookup], rows),
@@ -204,17 +204,38 @@ async fn read(
     }
 }
 
+/// What the query looks up for one message.
+struct Key<'a> {
+    tenant_id: Uuid,
+    channel: &'a str,
+    customer: &'a str,
+    conversation_id: Option<Uuid>,
+    want_list: bool,
+}
+
+impl Lookup {
+    fn key(&self) -> Key<'_> {
+        Key {
+            tenant_id: self.tenant_id,
+            channel: &self.channel,
+            customer: &self.customer,
+            conversation_id: self.conversation_id,
+            want_list: self.want_list,
+        }
+    }
+}
+
 async fn query(
     conn: &mut sqlx::PgConnection,
-    lookups: &[Lookup],
+    keys: &[Key<'_>],
     history_limit: u32,
 ) -> Result<Vec<BatchRow>, StoreError> {
     Ok(sqlx::query_as(BATCH_SQL)
-        .bind(lookups.iter().map(|l| l.tenant_id).collect::<Vec<_>>())
-        .bind(lookups.iter().map(|l| l.channel.as_str()).collect::<Vec<_>>())
-        .bind(lookups.iter().map(|l| l.customer.as_str()).collect::<Vec<_>>())
-        .bind(lookups.iter().map(|l| l.conversation_id).collect::<Vec<_>>())
-        .bind(lookups.iter().map(|l| l.want_list).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.tenant_id).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.channel).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.customer).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.conversation_id).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.want_list).collect::<Vec<_>>())
         .bind(i64::from(history_limit))
         .fetch_all(conn)
         .await?)
