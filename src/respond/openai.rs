@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::Instrument;
 
+use super::builtin::price_text;
 use super::http::{client, send, unreadable};
 use super::{Answer, Context, RespondError, Responder, Usage, references_in};
 use crate::config::ResponderConfig;
@@ -85,9 +86,12 @@ fn system_prompt(ctx: &Context<'_>) -> String {
         .catalog
         .products
         .iter()
-        .map(|x| format!("- {} ({}): {} {}", x.name, x.category, x.price, x.currency));
-    let services =
-        ctx.catalog.services.iter().map(|x| format!("- {} (service): {} {}", x.name, x.price, x.currency));
+        .map(|x| format!("- {} ({}): {}", x.name, x.category, price_text(x.price, &x.currency)));
+    let services = ctx
+        .catalog
+        .services
+        .iter()
+        .map(|x| format!("- {} (service): {}", x.name, price_text(x.price, &x.currency)));
     let lines: Vec<String> = products.chain(services).take(MAX_CATALOG_LINES).collect();
     if !lines.is_empty() {
         let _ = write!(p, "\nCatalog:\n{}\n", lines.join("\n"));

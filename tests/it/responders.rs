@@ -40,7 +40,7 @@ fn fixture() -> Fixture {
                 name: "Trail Runner X".into(),
                 description: "Light".into(),
                 category: "running shoes".into(),
-                price: 4500.0,
+                price: Some(4500.0),
                 currency: "KES".into(),
             }],
             services: vec![],

@@ -13,6 +13,8 @@ mod position;
 mod search;
 mod text;
 
+pub(crate) use text::price_text;
+
 use futures_util::future::BoxFuture;
 
 use self::position::Pointer;
@@ -136,17 +138,15 @@ fn describe(ctx: &Context<'_>, reference: &Reference) -> Answer {
     let service = ctx.catalog.services.iter().find(|s| s.id == reference.id);
     let text = match (product, service) {
         (Some(p), _) => format!(
-            "{} — {} {}.{} Would you like to order it?",
+            "{} — {}.{} Would you like to order it?",
             p.name,
-            text::format_price(p.price),
-            p.currency,
+            text::price_text(p.price, &p.currency),
             sentence(&p.description)
         ),
         (None, Some(s)) => format!(
-            "{} — {} {}{}.{} Would you like to book it?",
+            "{} — {}{}.{} Would you like to book it?",
             s.name,
-            text::format_price(s.price),
-            s.currency,
+            text::price_text(s.price, &s.currency),
             s.duration_minutes.map(|m| format!(", {m} minutes")).unwrap_or_default(),
             sentence(&s.description)
         ),
@@ -169,12 +169,11 @@ fn sentence(description: &str) -> String {
 fn list(hits: &[Hit], bound: Bound, confidence: f32) -> Answer {
     let shown = &hits[..hits.len().min(MAX_LISTED)];
     let currency = shown.first().map(|h| h.currency.as_str()).unwrap_or("");
+    let amount = |a: f64| text::price_text(Some(a), currency);
     let bound_text = match (bound.min, bound.max) {
-        (Some(lo), Some(hi)) => {
-            format!(" between {} and {} {currency}", text::format_price(lo), text::format_price(hi))
-        }
-        (None, Some(hi)) => format!(" under {} {currency}", text::format_price(hi)),
-        (Some(lo), None) => format!(" over {} {currency}", text::format_price(lo)),
+        (Some(lo), Some(hi)) => format!(" between {} and {}", text::format_price(lo), amount(hi)),
+        (None, Some(hi)) => format!(" under {}", amount(hi)),
+        (Some(lo), None) => format!(" over {}", amount(lo)),
         (None, None) => String::new(),
     };
     let references: Vec<Reference> = shown
@@ -185,7 +184,7 @@ fn list(hits: &[Hit], bound: Bound, confidence: f32) -> Answer {
     let lines: Vec<String> = shown
         .iter()
         .zip(1..)
-        .map(|(h, n)| format!("{n}. {} — {} {}", h.name, text::format_price(h.price), h.currency))
+        .map(|(h, n)| format!("{n}. {} — {}", h.name, text::price_text(h.price, &h.currency)))
         .collect();
     let more = if hits.len() > shown.len() {
         format!("\n…and {} more.", hits.len() - shown.len())
@@ -195,10 +194,9 @@ fn list(hits: &[Hit], bound: Bound, confidence: f32) -> Answer {
     let text = if shown.len() == 1 {
         let only = &shown[0];
         format!(
-            "We have one option{bound_text}: {} — {} {}.",
+            "We have one option{bound_text}: {} — {}.",
             only.name,
-            text::format_price(only.price),
-            only.currency
+            text::price_text(only.price, &only.currency)
         )
     } else {
         format!(
