@@ -1,8 +1,9 @@
 //! `responder.kind = "http"`: POST the built context as JSON to an agent service,
 //! which answers `{text, confidence, handoff, references}`.
 //!
-//! Most of a request's bytes are the tenant's catalog and knowledge. They are
-//! serialized once per cached value and shared by every request that sends them
+//! Most of a request's bytes are the tenant's catalog and knowledge, as
+//! [`shown`]: bounded, however large the tenant's are. They are serialized once
+//! per cached value and shared by every request that sends them
 //! (the body goes out as chunks), so a thousand requests in flight hold one copy
 //! of each tenant's catalog, not a thousand.
 
@@ -16,7 +17,7 @@ use futures_util::future::BoxFuture;
 use hyper::body::{Frame, SizeHint};
 use serde::{Deserialize, Serialize};
 
-use super::{Answer, Context, RespondError, Responder, Usage, first_bytes};
+use super::{Answer, Context, RespondError, Responder, Usage, first_bytes, shown};
 use crate::catalog::model::Derived;
 use crate::config::ResponderConfig;
 use crate::references::Reference;
@@ -125,11 +126,12 @@ impl Responder for HttpAgent {
     }
 }
 
-/// The context as JSON, byte for byte what `serde_json::to_vec(ctx)` writes, as
-/// chunks: the catalog's and the knowledge's are the cached values' own.
+/// The context as JSON, byte for byte what `serde_json::to_vec(ctx)` writes
+/// with the catalog and knowledge as [`shown`], as chunks: the catalog's and the
+/// knowledge's are written once per cached value and shared.
 fn context_json(ctx: &Context<'_>) -> Result<JsonChunks, serde_json::Error> {
-    let catalog = shared_json(&ctx.catalog.derived, ctx.catalog)?;
-    let knowledge = shared_json(&ctx.knowledge.derived, ctx.knowledge)?;
+    let catalog = shared_json(&ctx.catalog.derived, || shown::catalog(ctx.catalog))?;
+    let knowledge = shared_json(&ctx.knowledge.derived, || shown::knowledge(ctx.knowledge))?;
     let mut head = br#"{"inbound":"#.to_vec();
     serde_json::to_writer(&mut head, ctx.inbound)?;
     head.extend_from_slice(br#","conversation_status":"#);
@@ -151,9 +153,11 @@ fn context_json(ctx: &Context<'_>) -> Result<JsonChunks, serde_json::Error> {
     ])))
 }
 
-/// A cached value's JSON, written the first time a request needs it.
-fn shared_json(slot: &Derived, value: &impl Serialize) -> Result<Bytes, serde_json::Error> {
-    let written = slot.get_or_build(|| serde_json::to_vec(value).map(Bytes::from).map_err(|e| e.to_string()));
+/// A cached value's JSON (of what `shown` makes of it), written the first time
+/// a request needs it.
+fn shared_json<T: Serialize>(slot: &Derived, shown: impl FnOnce() -> T) -> Result<Bytes, serde_json::Error> {
+    let written =
+        slot.get_or_build(|| serde_json::to_vec(&shown()).map(Bytes::from).map_err(|e| e.to_string()));
     match written.as_ref() {
         Ok(json) => Ok(json.clone()),
         Err(e) => Err(serde::ser::Error::custom(e)),

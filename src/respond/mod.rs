@@ -9,6 +9,7 @@
 pub mod builtin;
 pub mod http;
 pub mod openai;
+pub mod shown;
 
 use std::sync::Arc;
 

@@ -9,15 +9,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::Instrument;
 
-use super::builtin::price_text;
 use super::http::{client, send, unreadable};
+use super::shown::{self, clip};
 use super::{Answer, Context, RespondError, Responder, Usage, references_in};
 use crate::config::ResponderConfig;
 
 /// A reply that starts with this asks for a human.
 const HANDOFF_MARK: &str = "[handoff]";
-/// Catalog lines given to the model at most.
-const MAX_CATALOG_LINES: usize = 200;
 
 pub struct OpenAi {
     client: reqwest::Client,
@@ -82,24 +80,33 @@ fn system_prompt(ctx: &Context<'_>) -> String {
          start your reply with {HANDOFF_MARK}.\n",
         ctx.tenant.name
     );
-    let products = ctx
-        .catalog
-        .products
-        .iter()
-        .map(|x| format!("- {} ({}): {}", x.name, x.category, price_text(x.price, &x.currency)));
-    let services = ctx
-        .catalog
-        .services
-        .iter()
-        .map(|x| format!("- {} (service): {}", x.name, price_text(x.price, &x.currency)));
-    let lines: Vec<String> = products.chain(services).take(MAX_CATALOG_LINES).collect();
+    // The catalog and knowledge as `shown`: bounded, however large the tenant's.
+    let products = shown::products(ctx.catalog).map(|x| {
+        let price = super::builtin::price_text(x.price, clip(&x.currency, shown::CURRENCY_CHARS));
+        format!(
+            "- {} ({}): {price}",
+            clip(&x.name, shown::NAME_CHARS),
+            clip(&x.category, shown::CATEGORY_CHARS)
+        )
+    });
+    let services = shown::services(ctx.catalog).map(|x| {
+        let price = super::builtin::price_text(x.price, clip(&x.currency, shown::CURRENCY_CHARS));
+        format!("- {} (service): {price}", clip(&x.name, shown::NAME_CHARS))
+    });
+    let lines: Vec<String> = products.chain(services).collect();
     if !lines.is_empty() {
         let _ = write!(p, "\nCatalog:\n{}\n", lines.join("\n"));
     }
-    if !ctx.knowledge.entries.is_empty() {
+    let mut entries = shown::entries(ctx.knowledge).peekable();
+    if entries.peek().is_some() {
         p.push_str("\nKnowledge:\n");
-        for e in &ctx.knowledge.entries {
-            let _ = writeln!(p, "- {}: {}", e.title, e.content);
+        for e in entries {
+            let _ = writeln!(
+                p,
+                "- {}: {}",
+                clip(&e.title, shown::NAME_CHARS),
+                clip(&e.content, shown::CONTENT_CHARS)
+            );
         }
     }
     p
