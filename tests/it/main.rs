@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod admin_rows;
 mod budget;
 mod catalog_cache;
 mod cli;
