@@ -2,14 +2,20 @@
 //!
 //! A responder sees the built [`Context`] and returns an [`Answer`]; it never
 //! touches the store or the broker. Its errors are transient (timeouts,
-//! connection errors, 5xx) or not ([`RespondError::Unusable`]: a 4xx or an
-//! answer that cannot be read); both fail the attempt and the message is retried,
-//! then dead-lettered, so nothing is lost while an operator fixes the cause.
+//! connection errors, 5xx), a request to slow down ([`RespondError::SlowDown`]),
+//! or unusable ([`RespondError::Unusable`]: a 3xx, a 4xx, an answer too large or
+//! that cannot be read); each fails the attempt and the message is retried, then
+//! dead-lettered, so nothing is lost while an operator fixes the cause.
+//!
+//! - [`builtin`] — offline, deterministic, answers from the context alone;
+//! - [`openai`], [`http`] — remote: they are shown a bounded part of the tenant
+//!   ([`shown`]) and talk over one guarded [`transport`].
 
 pub mod builtin;
 pub mod http;
 pub mod openai;
 pub mod shown;
+mod transport;
 
 use std::sync::Arc;
 
@@ -69,9 +75,19 @@ pub enum RespondError {
     /// Timeout, connection error, 5xx: trying again may work.
     #[error("responder: {0}")]
     Transient(String),
-    /// A 4xx or an answer that cannot be read: logged with the answer's first bytes.
+    /// 429, or 503 with `Retry-After`: the responder asks to be called less
+    /// (CONTRACT §3). For now a transient failure like any other; kept apart so
+    /// that waiting for it instead can be decided where it is recognised.
+    #[error("responder asks to slow down{}: {detail}", after(.retry_after))]
+    SlowDown { retry_after: Option<std::time::Duration>, detail: String },
+    /// A 3xx, a 4xx, or an answer too large or that cannot be read: logged
+    /// with the answer's first bytes.
     #[error("responder gave an unusable answer: {0}")]
     Unusable(String),
+}
+
+fn after(retry_after: &Option<std::time::Duration>) -> String {
+    retry_after.map(|d| format!(" (retry after {}s)", d.as_secs())).unwrap_or_default()
 }
 
 pub trait Responder: Send + Sync {
