@@ -15,6 +15,8 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use hyper::body::{Frame, SizeHint};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
 
 use super::transport::{Secret, Transport, unreadable};
 use super::{Answer, Context, RespondError, Responder, Usage, shown};
@@ -41,13 +43,25 @@ impl std::fmt::Debug for HttpAgent {
     }
 }
 
+/// The agent's answer, read leniently where it can be: checking it against the
+/// tenant is [`untrusted`](super::untrusted)'s job.
 #[derive(Deserialize)]
 struct AgentReply {
     text: String,
     confidence: f32,
     handoff: bool,
+    /// Each read on its own: one malformed reference is dropped, not the answer.
     #[serde(default)]
-    references: Vec<Reference>,
+    references: Option<Vec<Value>>,
+}
+
+/// A reference as an agent may send it: without a position (0: none given).
+#[derive(Deserialize)]
+struct OfferedReference {
+    kind: String,
+    id: Uuid,
+    #[serde(default)]
+    position: u32,
 }
 
 impl HttpAgent {
@@ -81,14 +95,18 @@ impl Responder for HttpAgent {
             }
             let body = self.transport.send(request, WHAT).await?;
             let reply: AgentReply = serde_json::from_slice(&body).map_err(|e| unreadable(WHAT, &body, e))?;
-            if !(0.0..=1.0).contains(&reply.confidence) {
-                return Err(unreadable(WHAT, &body, "confidence outside 0..1"));
-            }
+            let references = reply
+                .references
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|r| serde_json::from_value::<OfferedReference>(r).ok())
+                .map(|r| Reference { kind: r.kind, id: r.id, position: r.position })
+                .collect();
             Ok(Answer {
                 text: reply.text,
                 handoff: reply.handoff,
                 confidence: reply.confidence,
-                references: reply.references,
+                references,
                 usage: Usage::default(),
             })
         })

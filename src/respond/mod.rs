@@ -9,13 +9,15 @@
 //!
 //! - [`builtin`] — offline, deterministic, answers from the context alone;
 //! - [`openai`], [`http`] — remote: they are shown a bounded part of the tenant
-//!   ([`shown`]) and talk over one guarded [`transport`].
+//!   ([`shown`]), talk over one guarded [`transport`], and their answers are
+//!   believed only as far as [`untrusted`] allows.
 
 pub mod builtin;
 pub mod http;
 pub mod openai;
 pub mod shown;
 mod transport;
+pub mod untrusted;
 
 use std::sync::Arc;
 
@@ -23,6 +25,7 @@ use futures_util::future::BoxFuture;
 use serde::Serialize;
 
 pub use builtin::Builtin;
+pub use untrusted::Untrusted;
 
 use crate::catalog::model::{Catalog, Knowledge, TenantProfile};
 use crate::config::{ResponderConfig, ResponderKind};
@@ -96,7 +99,7 @@ pub trait Responder: Send + Sync {
     fn respond<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, Result<Answer, RespondError>>;
 }
 
-/// The responder `worker.toml` asks for.
+/// The responder `worker.toml` asks for; a remote one wrapped in [`Untrusted`].
 /// `record_contents`: put message texts on the GenAI span (personal data).
 pub fn from_config(
     config: &ResponderConfig,
@@ -104,8 +107,8 @@ pub fn from_config(
 ) -> Result<Arc<dyn Responder>, RespondError> {
     Ok(match config.kind {
         ResponderKind::Builtin => Arc::new(Builtin { handoff_threshold: config.handoff_threshold }),
-        ResponderKind::Openai => Arc::new(openai::OpenAi::new(config, record_contents)?),
-        ResponderKind::Http => Arc::new(http::HttpAgent::new(config)?),
+        ResponderKind::Openai => Arc::new(Untrusted(openai::OpenAi::new(config, record_contents)?)),
+        ResponderKind::Http => Arc::new(Untrusted(http::HttpAgent::new(config)?)),
     })
 }
 

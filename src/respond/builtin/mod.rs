@@ -113,10 +113,13 @@ impl Builtin {
     fn resolve(&self, ctx: &Context<'_>, pointer: Pointer) -> Option<Answer> {
         let list = ctx.latest_list.map(|l| l.items.as_slice()).unwrap_or_default();
         let chosen = match pointer {
-            Pointer::Nth(n) if (n as usize) <= list.len() => list.get(n as usize - 1),
+            // By the number the list showed, not by index: an agent's list may
+            // skip the number of an item that was dropped from its references.
+            Pointer::Nth(n) if list.iter().any(|r| r.position == n) => list.iter().find(|r| r.position == n),
             Pointer::Nth(_) if !list.is_empty() => {
+                let highest = list.iter().map(|r| r.position).max().unwrap_or(1);
                 let text =
-                    format!("I listed {} options; reply with a number from 1 to {}.", list.len(), list.len());
+                    format!("I listed {} options; reply with a number from 1 to {highest}.", list.len());
                 return Some(Answer::plain(&text, false, 0.6));
             }
             Pointer::Nth(_) => None,
