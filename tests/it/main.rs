@@ -15,6 +15,7 @@ mod fencing;
 mod group_commit;
 mod happy_path;
 mod history_cli;
+mod hostile_responders;
 mod http_stub;
 mod in_progress;
 mod observability;

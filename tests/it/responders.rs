@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::harness::{TestEnv, eventually, header_str};
 use crate::http_stub::{self, Answer};
 
-struct Fixture {
+pub(crate) struct Fixture {
     inbound: chat_worker::decode::Inbound,
     tenant: TenantProfile,
     catalog: Catalog,
@@ -24,7 +24,7 @@ struct Fixture {
     history: Vec<HistoryItem>,
 }
 
-fn fixture() -> Fixture {
+pub(crate) fn fixture() -> Fixture {
     let body = json!({
         "message_id": "m-1", "tenant_id": Uuid::new_v4(), "channel": "web",
         "customer": {"external_id": "c-1"}, "text": "Which shoes do you have?",
@@ -86,7 +86,7 @@ fn config(kind: ResponderKind, url: &str, timeout_ms: u64) -> ResponderConfig {
     }
 }
 
-fn context(f: &Fixture) -> Context<'_> {
+pub(crate) fn context(f: &Fixture) -> Context<'_> {
     Context {
         inbound: &f.inbound,
         conversation_status: "open",
