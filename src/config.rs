@@ -140,9 +140,16 @@ pub struct ResponderConfig {
     pub url: String,
     /// `openai`: the model name.
     pub model: String,
-    /// Environment variable holding the API key (`openai`; sent as a bearer token by `http` too, if set).
+    /// `openai`: environment variable holding the API key (sent as a bearer token).
     pub api_key_env: String,
+    /// `http`: environment variable holding the bearer token sent to the agent
+    /// service. Empty (the default): no credential is sent; the agent is another
+    /// team's service and gets no key it was not meant to have.
+    pub http_token_env: String,
     pub timeout_ms: u64,
+    /// `openai`, `http`: an answer's body larger than this is unusable; reading
+    /// stops there, so a runaway answer never sits in memory whole.
+    pub max_response_bytes: u64,
     /// Confidence below which the builtin responder hands off (a tenant's
     /// `settings.handoff_threshold` overrides it).
     pub handoff_threshold: f32,
@@ -214,7 +221,9 @@ impl Default for ResponderConfig {
             url: String::new(),
             model: String::new(),
             api_key_env: "OPENAI_API_KEY".into(),
+            http_token_env: String::new(),
             timeout_ms: 30_000,
+            max_response_bytes: 1_048_576,
             handoff_threshold: 0.4,
             prompt_cost_per_1k: 0.0,
             completion_cost_per_1k: 0.0,
@@ -379,6 +388,9 @@ impl Config {
         }
         if self.responder.timeout_ms == 0 {
             return Err(invalid("responder.timeout_ms", "must be at least 1"));
+        }
+        if self.responder.max_response_bytes < 1024 {
+            return Err(invalid("responder.max_response_bytes", "must be at least 1024"));
         }
         if !(0.0..=1.0).contains(&self.responder.handoff_threshold) {
             return Err(invalid("responder.handoff_threshold", "must be between 0 and 1"));

@@ -12,7 +12,8 @@ pub struct Product {
     pub name: String,
     pub description: String,
     pub category: String,
-    pub price: f64,
+    /// `None`: no usable price in the row (NULL, NaN): never quoted as 0.
+    pub price: Option<f64>,
     pub currency: String,
 }
 
@@ -21,7 +22,8 @@ pub struct Service {
     pub id: Uuid,
     pub name: String,
     pub description: String,
-    pub price: f64,
+    /// `None` as for a product.
+    pub price: Option<f64>,
     pub currency: String,
     pub duration_minutes: Option<i32>,
 }

@@ -1,94 +1,79 @@
 //! `responder.kind = "http"`: POST the built context as JSON to an agent service,
 //! which answers `{text, confidence, handoff, references}`.
 //!
-//! Most of a request's bytes are the tenant's catalog and knowledge. They are
-//! serialized once per cached value and shared by every request that sends them
+//! Most of a request's bytes are the tenant's catalog and knowledge, as
+//! [`shown`]: bounded, however large the tenant's are. They are serialized once
+//! per cached value and shared by every request that sends them
 //! (the body goes out as chunks), so a thousand requests in flight hold one copy
 //! of each tenant's catalog, not a thousand.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::Poll;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use hyper::body::{Frame, SizeHint};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
 
-use super::{Answer, Context, RespondError, Responder, Usage, first_bytes};
+use super::transport::{Secret, Transport, unreadable};
+use super::{Answer, Context, RespondError, Responder, Usage, shown};
 use crate::catalog::model::Derived;
 use crate::config::ResponderConfig;
 use crate::references::Reference;
 
+const WHAT: &str = "the agent service";
+
 pub struct HttpAgent {
-    client: reqwest::Client,
+    transport: Transport,
     url: String,
-    token: Option<String>,
+    token: Option<Secret>,
 }
 
+/// Shows whether a token is sent, never the token (nor the URL's password).
+impl std::fmt::Debug for HttpAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpAgent")
+            .field("transport", &self.transport)
+            .field("url", &crate::redact::redact_url(&self.url))
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
+/// The agent's answer, read leniently where it can be: checking it against the
+/// tenant is [`untrusted`](super::untrusted)'s job.
 #[derive(Deserialize)]
 struct AgentReply {
     text: String,
     confidence: f32,
     handoff: bool,
+    /// Each read on its own: one malformed reference is dropped, not the answer.
     #[serde(default)]
-    references: Vec<Reference>,
+    references: Option<Vec<Value>>,
+}
+
+/// A reference as an agent may send it: without a position (0: none given).
+#[derive(Deserialize)]
+struct OfferedReference {
+    kind: String,
+    id: Uuid,
+    #[serde(default)]
+    position: u32,
 }
 
 impl HttpAgent {
+    /// Sends the token in `responder.http_token_env`'s variable, if any: none by
+    /// default (the OpenAI key of `api_key_env` is never sent to an agent).
     pub fn new(config: &ResponderConfig) -> Result<Self, RespondError> {
         Ok(Self {
-            client: client(config.timeout_ms)?,
+            transport: Transport::new(config)?,
             url: config.url.clone(),
-            token: std::env::var(&config.api_key_env).ok().filter(|t| !t.is_empty()),
+            token: Secret::from_env(&config.http_token_env),
         })
     }
-}
-
-pub(super) fn client(timeout_ms: u64) -> Result<reqwest::Client, RespondError> {
-    super::install_crypto();
-    reqwest::Client::builder()
-        .timeout(Duration::from_millis(timeout_ms))
-        .connect_timeout(Duration::from_millis(timeout_ms.min(5_000)))
-        .build()
-        .map_err(|e| RespondError::Unusable(format!("cannot build the HTTP client: {e}")))
-}
-
-/// Sends a request; sorts failures into transient (timeouts, connection errors,
-/// 5xx) and unusable (4xx), logging the answer's first bytes for the latter.
-pub(super) async fn send(request: reqwest::RequestBuilder, what: &str) -> Result<Vec<u8>, RespondError> {
-    let response = request.send().await.map_err(|e| {
-        let kind = if e.is_timeout() { "timed out" } else { "could not be reached" };
-        RespondError::Transient(format!("{what} {kind}: {}", without_url(&e)))
-    })?;
-    let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| RespondError::Transient(format!("{what}: reading the answer: {}", without_url(&e))))?;
-    if status.is_server_error() {
-        return Err(RespondError::Transient(format!("{what} answered {status}: {}", first_bytes(&body))));
-    }
-    if !status.is_success() {
-        tracing::warn!(%status, body = %first_bytes(&body), "{what} refused the request");
-        return Err(RespondError::Unusable(format!("{what} answered {status}: {}", first_bytes(&body))));
-    }
-    Ok(body.to_vec())
-}
-
-/// reqwest errors quote the URL, which may carry credentials.
-fn without_url(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    if let Some(url) = e.url() {
-        text = text.replace(url.as_str(), &crate::redact::redact_url(url.as_str()));
-    }
-    text
-}
-
-pub(super) fn unreadable(what: &str, body: &[u8], e: impl std::fmt::Display) -> RespondError {
-    tracing::warn!(body = %first_bytes(body), error = %e, "{what} gave an answer that cannot be read");
-    RespondError::Unusable(format!("{what} answer cannot be read ({e}): {}", first_bytes(body)))
 }
 
 impl Responder for HttpAgent {
@@ -101,35 +86,39 @@ impl Responder for HttpAgent {
             let body = context_json(ctx)
                 .map_err(|e| RespondError::Unusable(format!("cannot write the context as JSON: {e}")))?;
             let mut request = self
-                .client
+                .transport
                 .post(&self.url)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(reqwest::Body::wrap(body));
             if let Some(token) = &self.token {
-                request = request.bearer_auth(token);
+                request = request.bearer_auth(token.expose());
             }
-            let body = send(request, "the agent service").await?;
-            let reply: AgentReply =
-                serde_json::from_slice(&body).map_err(|e| unreadable("the agent service", &body, e))?;
-            if !(0.0..=1.0).contains(&reply.confidence) {
-                return Err(unreadable("the agent service", &body, "confidence outside 0..1"));
-            }
+            let body = self.transport.send(request, WHAT).await?;
+            let reply: AgentReply = serde_json::from_slice(&body).map_err(|e| unreadable(WHAT, &body, e))?;
+            let references = reply
+                .references
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|r| serde_json::from_value::<OfferedReference>(r).ok())
+                .map(|r| Reference { kind: r.kind, id: r.id, position: r.position })
+                .collect();
             Ok(Answer {
                 text: reply.text,
                 handoff: reply.handoff,
                 confidence: reply.confidence,
-                references: reply.references,
+                references,
                 usage: Usage::default(),
             })
         })
     }
 }
 
-/// The context as JSON, byte for byte what `serde_json::to_vec(ctx)` writes, as
-/// chunks: the catalog's and the knowledge's are the cached values' own.
+/// The context as JSON, byte for byte what `serde_json::to_vec(ctx)` writes
+/// with the catalog and knowledge as [`shown`], as chunks: the catalog's and the
+/// knowledge's are written once per cached value and shared.
 fn context_json(ctx: &Context<'_>) -> Result<JsonChunks, serde_json::Error> {
-    let catalog = shared_json(&ctx.catalog.derived, ctx.catalog)?;
-    let knowledge = shared_json(&ctx.knowledge.derived, ctx.knowledge)?;
+    let catalog = shared_json(&ctx.catalog.derived, || shown::catalog(ctx.catalog))?;
+    let knowledge = shared_json(&ctx.knowledge.derived, || shown::knowledge(ctx.knowledge))?;
     let mut head = br#"{"inbound":"#.to_vec();
     serde_json::to_writer(&mut head, ctx.inbound)?;
     head.extend_from_slice(br#","conversation_status":"#);
@@ -151,9 +140,11 @@ fn context_json(ctx: &Context<'_>) -> Result<JsonChunks, serde_json::Error> {
     ])))
 }
 
-/// A cached value's JSON, written the first time a request needs it.
-fn shared_json(slot: &Derived, value: &impl Serialize) -> Result<Bytes, serde_json::Error> {
-    let written = slot.get_or_build(|| serde_json::to_vec(value).map(Bytes::from).map_err(|e| e.to_string()));
+/// A cached value's JSON (of what `shown` makes of it), written the first time
+/// a request needs it.
+fn shared_json<T: Serialize>(slot: &Derived, shown: impl FnOnce() -> T) -> Result<Bytes, serde_json::Error> {
+    let written =
+        slot.get_or_build(|| serde_json::to_vec(&shown()).map(Bytes::from).map_err(|e| e.to_string()));
     match written.as_ref() {
         Ok(json) => Ok(json.clone()),
         Err(e) => Err(serde::ser::Error::custom(e)),

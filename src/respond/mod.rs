@@ -2,13 +2,22 @@
 //!
 //! A responder sees the built [`Context`] and returns an [`Answer`]; it never
 //! touches the store or the broker. Its errors are transient (timeouts,
-//! connection errors, 5xx) or not ([`RespondError::Unusable`]: a 4xx or an
-//! answer that cannot be read); both fail the attempt and the message is retried,
-//! then dead-lettered, so nothing is lost while an operator fixes the cause.
+//! connection errors, 5xx), a request to slow down ([`RespondError::SlowDown`]),
+//! or unusable ([`RespondError::Unusable`]: a 3xx, a 4xx, an answer too large or
+//! that cannot be read); each fails the attempt and the message is retried, then
+//! dead-lettered, so nothing is lost while an operator fixes the cause.
+//!
+//! - [`builtin`] — offline, deterministic, answers from the context alone;
+//! - [`openai`], [`http`] — remote: they are shown a bounded part of the tenant
+//!   ([`shown`]), talk over one guarded [`transport`], and their answers are
+//!   believed only as far as [`untrusted`] allows.
 
 pub mod builtin;
 pub mod http;
 pub mod openai;
+pub mod shown;
+mod transport;
+pub mod untrusted;
 
 use std::sync::Arc;
 
@@ -16,6 +25,7 @@ use futures_util::future::BoxFuture;
 use serde::Serialize;
 
 pub use builtin::Builtin;
+pub use untrusted::Untrusted;
 
 use crate::catalog::model::{Catalog, Knowledge, TenantProfile};
 use crate::config::{ResponderConfig, ResponderKind};
@@ -68,9 +78,19 @@ pub enum RespondError {
     /// Timeout, connection error, 5xx: trying again may work.
     #[error("responder: {0}")]
     Transient(String),
-    /// A 4xx or an answer that cannot be read: logged with the answer's first bytes.
+    /// 429, or 503 with `Retry-After`: the responder asks to be called less
+    /// (CONTRACT §3). For now a transient failure like any other; kept apart so
+    /// that waiting for it instead can be decided where it is recognised.
+    #[error("responder asks to slow down{}: {detail}", after(.retry_after))]
+    SlowDown { retry_after: Option<std::time::Duration>, detail: String },
+    /// A 3xx, a 4xx, or an answer too large or that cannot be read: logged
+    /// with the answer's first bytes.
     #[error("responder gave an unusable answer: {0}")]
     Unusable(String),
+}
+
+fn after(retry_after: &Option<std::time::Duration>) -> String {
+    retry_after.map(|d| format!(" (retry after {}s)", d.as_secs())).unwrap_or_default()
 }
 
 pub trait Responder: Send + Sync {
@@ -79,7 +99,7 @@ pub trait Responder: Send + Sync {
     fn respond<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, Result<Answer, RespondError>>;
 }
 
-/// The responder `worker.toml` asks for.
+/// The responder `worker.toml` asks for; a remote one wrapped in [`Untrusted`].
 /// `record_contents`: put message texts on the GenAI span (personal data).
 pub fn from_config(
     config: &ResponderConfig,
@@ -87,8 +107,8 @@ pub fn from_config(
 ) -> Result<Arc<dyn Responder>, RespondError> {
     Ok(match config.kind {
         ResponderKind::Builtin => Arc::new(Builtin { handoff_threshold: config.handoff_threshold }),
-        ResponderKind::Openai => Arc::new(openai::OpenAi::new(config, record_contents)?),
-        ResponderKind::Http => Arc::new(http::HttpAgent::new(config)?),
+        ResponderKind::Openai => Arc::new(Untrusted(openai::OpenAi::new(config, record_contents)?)),
+        ResponderKind::Http => Arc::new(Untrusted(http::HttpAgent::new(config)?)),
     })
 }
 

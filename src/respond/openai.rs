@@ -9,23 +9,35 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::Instrument;
 
-use super::http::{client, send, unreadable};
+use super::shown::{self, clip};
+use super::transport::{Secret, Transport, unreadable};
 use super::{Answer, Context, RespondError, Responder, Usage, references_in};
 use crate::config::ResponderConfig;
 
 /// A reply that starts with this asks for a human.
 const HANDOFF_MARK: &str = "[handoff]";
-/// Catalog lines given to the model at most.
-const MAX_CATALOG_LINES: usize = 200;
+const WHAT: &str = "the chat-completions endpoint";
 
 pub struct OpenAi {
-    client: reqwest::Client,
+    transport: Transport,
     endpoint: String,
     model: String,
-    api_key: Option<String>,
+    api_key: Option<Secret>,
     prompt_cost_per_1k: f64,
     completion_cost_per_1k: f64,
     record_contents: bool,
+}
+
+/// Shows whether a key is sent, never the key (nor the URL's password).
+impl std::fmt::Debug for OpenAi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAi")
+            .field("transport", &self.transport)
+            .field("endpoint", &crate::redact::redact_url(&self.endpoint))
+            .field("model", &self.model)
+            .field("api_key", &self.api_key)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Deserialize)]
@@ -53,10 +65,10 @@ struct TokenUsage {
 impl OpenAi {
     pub fn new(config: &ResponderConfig, record_contents: bool) -> Result<Self, RespondError> {
         Ok(Self {
-            client: client(config.timeout_ms)?,
+            transport: Transport::new(config)?,
             endpoint: format!("{}/chat/completions", config.url.trim_end_matches('/')),
             model: config.model.clone(),
-            api_key: std::env::var(&config.api_key_env).ok().filter(|k| !k.is_empty()),
+            api_key: Secret::from_env(&config.api_key_env),
             prompt_cost_per_1k: config.prompt_cost_per_1k,
             completion_cost_per_1k: config.completion_cost_per_1k,
             record_contents,
@@ -81,21 +93,33 @@ fn system_prompt(ctx: &Context<'_>) -> String {
          start your reply with {HANDOFF_MARK}.\n",
         ctx.tenant.name
     );
-    let products = ctx
-        .catalog
-        .products
-        .iter()
-        .map(|x| format!("- {} ({}): {} {}", x.name, x.category, x.price, x.currency));
-    let services =
-        ctx.catalog.services.iter().map(|x| format!("- {} (service): {} {}", x.name, x.price, x.currency));
-    let lines: Vec<String> = products.chain(services).take(MAX_CATALOG_LINES).collect();
+    // The catalog and knowledge as `shown`: bounded, however large the tenant's.
+    let products = shown::products(ctx.catalog).map(|x| {
+        let price = super::builtin::price_text(x.price, clip(&x.currency, shown::CURRENCY_CHARS));
+        format!(
+            "- {} ({}): {price}",
+            clip(&x.name, shown::NAME_CHARS),
+            clip(&x.category, shown::CATEGORY_CHARS)
+        )
+    });
+    let services = shown::services(ctx.catalog).map(|x| {
+        let price = super::builtin::price_text(x.price, clip(&x.currency, shown::CURRENCY_CHARS));
+        format!("- {} (service): {price}", clip(&x.name, shown::NAME_CHARS))
+    });
+    let lines: Vec<String> = products.chain(services).collect();
     if !lines.is_empty() {
         let _ = write!(p, "\nCatalog:\n{}\n", lines.join("\n"));
     }
-    if !ctx.knowledge.entries.is_empty() {
+    let mut entries = shown::entries(ctx.knowledge).peekable();
+    if entries.peek().is_some() {
         p.push_str("\nKnowledge:\n");
-        for e in &ctx.knowledge.entries {
-            let _ = writeln!(p, "- {}: {}", e.title, e.content);
+        for e in entries {
+            let _ = writeln!(
+                p,
+                "- {}: {}",
+                clip(&e.title, shown::NAME_CHARS),
+                clip(&e.content, shown::CONTENT_CHARS)
+            );
         }
     }
     p
@@ -110,9 +134,9 @@ impl Responder for OpenAi {
         Box::pin(async move {
             let messages = self.messages(ctx);
             let body = json!({ "model": self.model, "messages": messages });
-            let mut request = self.client.post(&self.endpoint).json(&body);
+            let mut request = self.transport.post(&self.endpoint).json(&body);
             if let Some(key) = &self.api_key {
-                request = request.bearer_auth(key);
+                request = request.bearer_auth(key.expose());
             }
             // A GenAI client span (OpenTelemetry's gen_ai conventions); message
             // contents are customers' personal data and are not recorded.
@@ -131,16 +155,16 @@ impl Responder for OpenAi {
             if self.record_contents {
                 span.record("gen_ai.input.messages", Value::Array(messages).to_string());
             }
-            let raw = send(request, "the chat-completions endpoint").instrument(span.clone()).await?;
-            let completion: Completion = serde_json::from_slice(&raw)
-                .map_err(|e| unreadable("the chat-completions endpoint", &raw, e))?;
+            let raw = self.transport.send(request, WHAT).instrument(span.clone()).await?;
+            let completion: Completion =
+                serde_json::from_slice(&raw).map_err(|e| unreadable(WHAT, &raw, e))?;
             let content = completion
                 .choices
                 .into_iter()
                 .next()
                 .and_then(|c| c.message.content)
                 .filter(|c| !c.trim().is_empty())
-                .ok_or_else(|| unreadable("the chat-completions endpoint", &raw, "no message content"))?;
+                .ok_or_else(|| unreadable(WHAT, &raw, "no message content"))?;
             let trimmed = content.trim();
             let (handoff, text) = match trimmed.strip_prefix(HANDOFF_MARK) {
                 Some(rest) => (true, rest.trim().to_owned()),

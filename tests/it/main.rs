@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod admin_rows;
 mod batch_isolation;
 mod budget;
 mod catalog_cache;
@@ -16,6 +17,7 @@ mod group_commit;
 mod happy_path;
 mod history_cli;
 mod hostile;
+mod hostile_responders;
 mod http_stub;
 mod in_progress;
 mod observability;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use chat_worker::catalog::model::{Catalog, Knowledge, KnowledgeEntry, Product, TenantProfile};
 use chat_worker::config::{ResponderConfig, ResponderKind};
 use chat_worker::decode::decode;
+use chat_worker::references::Reference;
 use chat_worker::respond::{self, Context, RespondError};
 use chat_worker::store::HistoryItem;
 use serde_json::json;
@@ -15,7 +16,7 @@ use uuid::Uuid;
 use crate::harness::{TestEnv, eventually, header_str};
 use crate::http_stub::{self, Answer};
 
-struct Fixture {
+pub(crate) struct Fixture {
     inbound: chat_worker::decode::Inbound,
     tenant: TenantProfile,
     catalog: Catalog,
@@ -23,7 +24,7 @@ struct Fixture {
     history: Vec<HistoryItem>,
 }
 
-fn fixture() -> Fixture {
+pub(crate) fn fixture() -> Fixture {
     let body = json!({
         "message_id": "m-1", "tenant_id": Uuid::new_v4(), "channel": "web",
         "customer": {"external_id": "c-1"}, "text": "Which shoes do you have?",
@@ -40,7 +41,7 @@ fn fixture() -> Fixture {
                 name: "Trail Runner X".into(),
                 description: "Light".into(),
                 category: "running shoes".into(),
-                price: 4500.0,
+                price: Some(4500.0),
                 currency: "KES".into(),
             }],
             services: vec![],
@@ -85,7 +86,7 @@ fn config(kind: ResponderKind, url: &str, timeout_ms: u64) -> ResponderConfig {
     }
 }
 
-fn context(f: &Fixture) -> Context<'_> {
+pub(crate) fn context(f: &Fixture) -> Context<'_> {
     Context {
         inbound: &f.inbound,
         conversation_status: "open",
@@ -160,10 +161,10 @@ async fn openai_handoff_mark_sets_handoff() {
 
 #[tokio::test]
 async fn http_posts_the_built_context_and_reads_the_agents_answer() {
-    let id = Uuid::new_v4();
+    let f = fixture();
+    let id = f.catalog.products[0].id;
     let body = json!({"text": "Hi from the agent", "confidence": 0.7, "handoff": false,
                       "references": [{"kind": "product", "id": id, "position": 1}]});
-    let f = fixture();
     let (answer, stub) = ask_about(&f, ResponderKind::Http, Answer::Json(200, body.to_string()), 5_000).await;
     let answer = answer.expect("answer");
     assert_eq!((answer.text.as_str(), answer.confidence, answer.handoff), ("Hi from the agent", 0.7, false));
@@ -174,7 +175,7 @@ async fn http_posts_the_built_context_and_reads_the_agents_answer() {
     assert_eq!(stub.header("content-length"), [Some(expected.len().to_string())]);
     assert_eq!(stub.header("content-type"), [Some("application/json".to_owned())]);
     assert_eq!(stub.header("transfer-encoding"), [None]);
-    assert_eq!(answer.references[0].id, id);
+    assert_eq!(answer.references, [Reference { kind: "product".into(), id, position: 1 }]);
     let request = &stub.bodies()[0];
     assert_eq!(request["inbound"]["text"], "Which shoes do you have?");
     assert_eq!(request["catalog"]["products"][0]["name"], "Trail Runner X");

@@ -13,6 +13,8 @@ mod position;
 mod search;
 mod text;
 
+pub(crate) use text::price_text;
+
 use futures_util::future::BoxFuture;
 
 use self::position::Pointer;
@@ -111,10 +113,13 @@ impl Builtin {
     fn resolve(&self, ctx: &Context<'_>, pointer: Pointer) -> Option<Answer> {
         let list = ctx.latest_list.map(|l| l.items.as_slice()).unwrap_or_default();
         let chosen = match pointer {
-            Pointer::Nth(n) if (n as usize) <= list.len() => list.get(n as usize - 1),
+            // By the number the list showed, not by index: an agent's list may
+            // skip the number of an item that was dropped from its references.
+            Pointer::Nth(n) if list.iter().any(|r| r.position == n) => list.iter().find(|r| r.position == n),
             Pointer::Nth(_) if !list.is_empty() => {
+                let highest = list.iter().map(|r| r.position).max().unwrap_or(1);
                 let text =
-                    format!("I listed {} options; reply with a number from 1 to {}.", list.len(), list.len());
+                    format!("I listed {} options; reply with a number from 1 to {highest}.", list.len());
                 return Some(Answer::plain(&text, false, 0.6));
             }
             Pointer::Nth(_) => None,
@@ -136,17 +141,15 @@ fn describe(ctx: &Context<'_>, reference: &Reference) -> Answer {
     let service = ctx.catalog.services.iter().find(|s| s.id == reference.id);
     let text = match (product, service) {
         (Some(p), _) => format!(
-            "{} — {} {}.{} Would you like to order it?",
+            "{} — {}.{} Would you like to order it?",
             p.name,
-            text::format_price(p.price),
-            p.currency,
+            text::price_text(p.price, &p.currency),
             sentence(&p.description)
         ),
         (None, Some(s)) => format!(
-            "{} — {} {}{}.{} Would you like to book it?",
+            "{} — {}{}.{} Would you like to book it?",
             s.name,
-            text::format_price(s.price),
-            s.currency,
+            text::price_text(s.price, &s.currency),
             s.duration_minutes.map(|m| format!(", {m} minutes")).unwrap_or_default(),
             sentence(&s.description)
         ),
@@ -169,12 +172,11 @@ fn sentence(description: &str) -> String {
 fn list(hits: &[Hit], bound: Bound, confidence: f32) -> Answer {
     let shown = &hits[..hits.len().min(MAX_LISTED)];
     let currency = shown.first().map(|h| h.currency.as_str()).unwrap_or("");
+    let amount = |a: f64| text::price_text(Some(a), currency);
     let bound_text = match (bound.min, bound.max) {
-        (Some(lo), Some(hi)) => {
-            format!(" between {} and {} {currency}", text::format_price(lo), text::format_price(hi))
-        }
-        (None, Some(hi)) => format!(" under {} {currency}", text::format_price(hi)),
-        (Some(lo), None) => format!(" over {} {currency}", text::format_price(lo)),
+        (Some(lo), Some(hi)) => format!(" between {} and {}", text::format_price(lo), amount(hi)),
+        (None, Some(hi)) => format!(" under {}", amount(hi)),
+        (Some(lo), None) => format!(" over {}", amount(lo)),
         (None, None) => String::new(),
     };
     let references: Vec<Reference> = shown
@@ -185,7 +187,7 @@ fn list(hits: &[Hit], bound: Bound, confidence: f32) -> Answer {
     let lines: Vec<String> = shown
         .iter()
         .zip(1..)
-        .map(|(h, n)| format!("{n}. {} — {} {}", h.name, text::format_price(h.price), h.currency))
+        .map(|(h, n)| format!("{n}. {} — {}", h.name, text::price_text(h.price, &h.currency)))
         .collect();
     let more = if hits.len() > shown.len() {
         format!("\n…and {} more.", hits.len() - shown.len())
@@ -195,10 +197,9 @@ fn list(hits: &[Hit], bound: Bound, confidence: f32) -> Answer {
     let text = if shown.len() == 1 {
         let only = &shown[0];
         format!(
-            "We have one option{bound_text}: {} — {} {}.",
+            "We have one option{bound_text}: {} — {}.",
             only.name,
-            text::format_price(only.price),
-            only.currency
+            text::price_text(only.price, &only.currency)
         )
     } else {
         format!(

@@ -42,8 +42,12 @@ impl Bound {
         self.min.is_some() || self.max.is_some()
     }
 
-    fn admits(&self, price: f64) -> bool {
-        self.min.is_none_or(|m| price >= m) && self.max.is_none_or(|m| price <= m)
+    /// An item without a price is outside every bound (but shown when there is none).
+    fn admits(&self, price: Option<f64>) -> bool {
+        match price {
+            Some(price) => self.min.is_none_or(|m| price >= m) && self.max.is_none_or(|m| price <= m),
+            None => !self.is_set(),
+        }
     }
 }
 
@@ -52,7 +56,7 @@ pub struct Hit {
     pub kind: &'static str,
     pub id: Uuid,
     pub name: String,
-    pub price: f64,
+    pub price: Option<f64>,
     pub currency: String,
     pub score: u32,
 }
@@ -104,7 +108,9 @@ pub fn search(catalog: &Catalog, terms: &[String], bound: Bound) -> (Vec<Hit>, f
             score,
         })
         .collect();
-    hits.sort_by(|a, b| b.score.cmp(&a.score).then(a.price.total_cmp(&b.price)).then(a.name.cmp(&b.name)));
+    // Cheaper first among equals; an item without a price after those with one.
+    let price = |h: &Hit| h.price.unwrap_or(f64::INFINITY);
+    hits.sort_by(|a, b| b.score.cmp(&a.score).then(price(a).total_cmp(&price(b))).then(a.name.cmp(&b.name)));
     let coverage = if specific.is_empty() {
         if hits.is_empty() { 0.0 } else { 1.0 }
     } else {
@@ -125,7 +131,7 @@ struct Item {
     kind: &'static str,
     id: Uuid,
     name: String,
-    price: f64,
+    price: Option<f64>,
     currency: String,
 }
 
@@ -196,7 +202,7 @@ mod tests {
             name: name.into(),
             description: String::new(),
             category: category.into(),
-            price,
+            price: Some(price),
             currency: "KES".into(),
         };
         Catalog {
@@ -212,7 +218,7 @@ mod tests {
                 id: Uuid::new_v4(),
                 name: "Gait analysis".into(),
                 description: "Find the right running shoe".into(),
-                price: 1000.0,
+                price: Some(1000.0),
                 currency: "KES".into(),
                 duration_minutes: Some(30),
             }],

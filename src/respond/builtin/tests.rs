@@ -20,7 +20,7 @@ fn shop() -> Shop {
         name: name.into(),
         description: description.into(),
         category: category.into(),
-        price,
+        price: Some(price),
         currency: "KES".into(),
     };
     Shop {
@@ -38,7 +38,7 @@ fn shop() -> Shop {
                 id: Uuid::new_v4(),
                 name: "Gait analysis".into(),
                 description: "Find the right shoe for your stride".into(),
-                price: 1000.0,
+                price: Some(1000.0),
                 currency: "KES".into(),
                 duration_minutes: Some(30),
             }],

@@ -212,6 +212,16 @@ pub fn format_price(amount: f64) -> String {
     if frac == 0 { format!("{sign}{grouped}") } else { format!("{sign}{grouped}.{:02}", frac.abs()) }
 }
 
+/// A price as a customer reads it: `4,500 KES`; an item without a usable price
+/// (a NULL in the admin app's row) is "price on request", never "0".
+pub fn price_text(price: Option<f64>, currency: &str) -> String {
+    match (price, currency.trim()) {
+        (Some(amount), "") => format_price(amount),
+        (Some(amount), currency) => format!("{} {currency}", format_price(amount)),
+        (None, _) => "price on request".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +248,9 @@ mod tests {
         assert_eq!(format_price(4500.0), "4,500");
         assert_eq!(format_price(1234567.5), "1,234,567.50");
         assert_eq!(format_price(999.0), "999");
+        assert_eq!(price_text(Some(4500.0), "KES"), "4,500 KES");
+        assert_eq!(price_text(Some(4500.0), ""), "4,500");
+        assert_eq!(price_text(None, "KES"), "price on request");
     }
 
     #[test]
