@@ -82,6 +82,11 @@ impl Incoming {
         let carried = Carried::from_delivery(&self.delivery.properties, self.routing_key());
         let mut pause = MOVE_RETRY_FIRST;
         loop {
+            // A delivery whose channel is gone is the broker's again (it will
+            // redeliver it): moving it now would only make a second copy.
+            if self.delivery.acker.poisoned() {
+                return Err(BrokerError::Returned);
+            }
             let moved = self.move_once(publisher, &carried, disposition).await;
             match moved {
                 Ok(()) => break,

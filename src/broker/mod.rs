@@ -40,6 +40,8 @@ pub enum BrokerError {
     Unroutable(String),
     #[error("{0}")]
     Topology(String),
+    #[error("the delivery's channel closed, so the broker has it back and will deliver it again")]
+    Returned,
 }
 
 /// One connection with two channels: consuming and (confirmed) publishing.
