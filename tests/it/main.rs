@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod admin_endpoint;
 mod budget;
 mod catalog_cache;
 mod cli;
