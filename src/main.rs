@@ -57,6 +57,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::State { fingerprint, json } => commands::state(&config, fingerprint, *json).await,
         Command::Dead(command) => commands::dead(&config, command).await,
         Command::Stats(args) => commands::stats(&config, args).await,
+        Command::Config => commands::config(&config),
     }
 }
 
