@@ -87,9 +87,11 @@ fn init_telemetry(format: LogFormat) -> Traces {
     Traces::from(provider)
 }
 
-/// One line, the whole cause chain, no backtrace.
+/// One line, the whole cause chain, no backtrace; and, whatever a library put in
+/// its error, no password (the causes are redacted where they are made; this is
+/// the last line of defence).
 fn report(error: &anyhow::Error) -> ExitCode {
     let line = format!("{error:#}").split_whitespace().collect::<Vec<_>>().join(" ");
-    eprintln!("error: {line}");
+    eprintln!("error: {}", chat_worker::redact::redact_text(&line));
     ExitCode::FAILURE
 }
