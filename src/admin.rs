@@ -114,7 +114,10 @@ impl Listen for TcpListener {
 }
 
 async fn accept_loop<L: Listen>(listener: &L, limits: Limits, routes: Arc<Routes>, stop: CancellationToken) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    // The config bounds both; a library caller's extremes must not panic either
+    // (a semaphore past its maximum, an Instant overflowing inside hyper's timer).
+    let permits = Arc::new(Semaphore::new(limits.max_connections.clamp(1, Semaphore::MAX_PERMITS)));
+    let header_read_timeout = limits.header_read_timeout.min(Duration::from_secs(3600));
     loop {
         // At the cap, stop accepting rather than accept and close: further clients
         // wait in the kernel's backlog until an admitted connection ends, which
@@ -134,7 +137,7 @@ async fn accept_loop<L: Listen>(listener: &L, limits: Limits, routes: Arc<Routes
         };
         match stream {
             Ok(stream) => {
-                tokio::spawn(connection(stream, routes.clone(), limits.header_read_timeout, permit));
+                tokio::spawn(connection(stream, routes.clone(), header_read_timeout, permit));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "admin endpoint: accept failed; trying again in 100 ms");
