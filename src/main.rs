@@ -72,7 +72,7 @@ fn init_telemetry(format: LogFormat) -> Traces {
     let filter =
         EnvFilter::try_from_env("WORKER_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,lapin=off"));
     let provider = traces::provider().unwrap_or_else(|e| {
-        eprintln!("warning: {e}; traces are off");
+        eprintln!("warning: {}; traces are off", chat_worker::redact::redact_text(&e.to_string()));
         None
     });
     let otel = provider.as_ref().map(traces::layer);
