@@ -1,8 +1,14 @@
-//! The command line (CONTRACT §6). Every command has `--help`.
+//! The command line (CONTRACT §6). Every command has `--help`; every flag's
+//! value goes through a parser of `values` that bounds it.
+
+pub mod values;
 
 use std::path::PathBuf;
 
+use chat_worker::fingerprint::Fingerprint;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use values::Since;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -53,7 +59,8 @@ pub enum Command {
     /// The processing state of one message: status, worker, times, attempts.
     State {
         /// The message's fingerprint (64 lowercase hex characters).
-        fingerprint: String,
+        #[arg(value_parser = values::fingerprint)]
+        fingerprint: Fingerprint,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -64,16 +71,19 @@ pub enum Command {
     /// What the agent did: conversations by status, messages, handoff rate,
     /// confidence, responder latency and cost (cached for a minute).
     Stats(StatsArgs),
+    /// Print the configuration in effect (defaults, --config file, environment),
+    /// as one JSON object with passwords redacted.
+    Config,
 }
 
 #[derive(Debug, Args)]
 pub struct StatsArgs {
     /// Only this tenant (UUID); all tenants by default.
-    #[arg(long, value_name = "UUID")]
+    #[arg(long, value_name = "UUID", value_parser = values::tenant)]
     pub tenant: Option<uuid::Uuid>,
-    /// From when: an RFC 3339 time, or a span back from now such as 30m, 24h, 7d.
-    #[arg(long, default_value = "24h", value_name = "WHEN")]
-    pub since: String,
+    /// From when: an RFC 3339 time, or a span back from now such as 30m, 24h, 7d (at most 36500d).
+    #[arg(long, default_value = "24h", value_name = "WHEN", value_parser = values::since)]
+    pub since: Since,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -86,8 +96,8 @@ pub struct StatsArgs {
 pub enum LocksCommand {
     /// Messages in processing, oldest first, with their holder and whether it is alive.
     List {
-        /// At most this many.
-        #[arg(long, default_value_t = 100)]
+        /// At most this many (1 to 100000).
+        #[arg(long, default_value_t = 100, value_name = "N", value_parser = values::locks_limit)]
         limit: usize,
         /// Print one JSON object {locks: [...]}.
         #[arg(long)]
@@ -97,8 +107,9 @@ pub enum LocksCommand {
     /// redelivery then processes it). Locks of dead workers are released by the
     /// workers themselves; this is for the rest.
     Release {
-        /// The message's fingerprint.
-        fingerprint: String,
+        /// The message's fingerprint (64 lowercase hex characters).
+        #[arg(value_parser = values::fingerprint)]
+        fingerprint: Fingerprint,
     },
 }
 
@@ -106,8 +117,8 @@ pub enum LocksCommand {
 pub enum DeadCommand {
     /// Show dead letters (message_id, x-error-kind, x-error), leaving them in the queue.
     List {
-        /// At most this many.
-        #[arg(long, default_value_t = 1000)]
+        /// At most this many (1 to 1000000).
+        #[arg(long, default_value_t = 1000, value_name = "N", value_parser = values::dead_limit)]
         limit: usize,
         /// Print one JSON object {dead: [...]}.
         #[arg(long)]
@@ -115,8 +126,8 @@ pub enum DeadCommand {
     },
     /// Send dead letters back to the inbound queue (each starts again at attempt 1).
     Replay {
-        /// At most this many (default: all).
-        #[arg(long)]
+        /// At most this many, 1 to 1000000 (default: all).
+        #[arg(long, value_name = "N", value_parser = values::dead_limit)]
         limit: Option<usize>,
     },
 }
@@ -124,19 +135,19 @@ pub enum DeadCommand {
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
     /// Tenant id (UUID).
-    #[arg(long, value_name = "UUID")]
+    #[arg(long, value_name = "UUID", value_parser = values::tenant)]
     pub tenant: uuid::Uuid,
     /// Channel: whatsapp, sms, web, telegram, instagram, messenger or email.
-    #[arg(long, value_name = "CHANNEL")]
+    #[arg(long, value_name = "CHANNEL", value_parser = values::channel)]
     pub channel: String,
-    /// The customer's external id (phone number, user id).
-    #[arg(long, value_name = "ID")]
+    /// The customer's external id (phone number, user id; 1 to 128 characters).
+    #[arg(long, value_name = "ID", value_parser = values::customer)]
     pub customer: String,
     /// Page number, from 1.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = values::page)]
     pub page: u32,
     /// Messages per page (1 to 1000).
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, default_value_t = 20, value_name = "M", value_parser = values::page_size)]
     pub page_size: u32,
     /// Print one JSON object: {conversation_id, page, page_size, total, pages, has_next, has_previous, messages}.
     #[arg(long)]
@@ -148,24 +159,38 @@ pub enum CacheCommand {
     /// Load tenants' catalogs into the shared (Redis) tier, all active tenants or one.
     Warm {
         /// Only this tenant (UUID).
-        #[arg(long, value_name = "UUID")]
+        #[arg(long, value_name = "UUID", value_parser = values::tenant)]
         tenant: Option<uuid::Uuid>,
     },
     /// Make every running worker drop what it cached for a tenant, now.
     Invalidate {
         /// The tenant (UUID).
-        #[arg(long, value_name = "UUID")]
+        #[arg(long, value_name = "UUID", value_parser = values::tenant)]
         tenant: uuid::Uuid,
     },
 }
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Messages handled at the same time (overrides worker.concurrency).
-    #[arg(long, value_name = "N")]
+    /// Messages handled at the same time, 1 to 100000 (overrides worker.concurrency).
+    #[arg(long, value_name = "N", value_parser = values::concurrency)]
     pub concurrency: Option<usize>,
 
-    /// This process's name in locks and processing states (default: <hostname>-<pid>).
-    #[arg(long, value_name = "ID")]
+    /// This process's name in locks and processing states: 1 to 128 letters, digits
+    /// and - _ . : @ (default: <hostname>-<pid>).
+    #[arg(long, value_name = "ID", value_parser = values::worker_id)]
     pub worker_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        // clap checks defaults against their parsers, names, and so on.
+        Cli::command().debug_assert();
+    }
 }

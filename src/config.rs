@@ -5,14 +5,15 @@
 //! wrong value anywhere is reported with the key and the layer it came from.
 //! Every key here is documented, at its default, in the repository's `worker.toml`.
 
+use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::redact::redact_url;
+use crate::redact::{redact_json, redact_text, redact_url};
+
+mod layers;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -52,7 +53,7 @@ pub struct WorkerConfig {
     pub max_message_age_secs: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct AmqpConfig {
     pub url: String,
@@ -72,7 +73,7 @@ pub struct AmqpConfig {
     pub consumer_timeout_secs: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
     pub url: String,
@@ -86,7 +87,7 @@ pub struct RedisConfig {
     pub liveness_ttl_secs: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
     pub url: String,
@@ -132,7 +133,7 @@ pub enum ResponderKind {
     Http,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ResponderConfig {
     pub kind: ResponderKind,
@@ -165,6 +166,10 @@ pub struct AdminConfig {
     pub addr: String,
     /// How often the inbound queue's depth and consumers are read from the broker.
     pub queue_poll_secs: u64,
+    /// Connections served at once; more wait (unaccepted) until one ends.
+    pub max_connections: usize,
+    /// A connection that has not sent its request's headers by then is closed.
+    pub header_read_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -192,7 +197,12 @@ impl Default for TracingConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { addr: "127.0.0.1:9464".into(), queue_poll_secs: 15 }
+        Self {
+            addr: "127.0.0.1:9464".into(),
+            queue_poll_secs: 15,
+            max_connections: 64,
+            header_read_timeout_secs: 5,
+        }
     }
 }
 
@@ -298,8 +308,28 @@ pub enum ConfigError {
     Unreadable(String, std::io::Error),
     #[error("config: {0}")]
     Layer(String),
-    #[error("config key `{key}`: {problem}")]
-    Invalid { key: &'static str, problem: String },
+    /// `origin` names what set the value (a variable, a flag, the file); none for a default.
+    #[error("config key `{key}`{}: {problem}", .origin.as_deref().map(|o| format!(" (from {o})")).unwrap_or_default())]
+    Invalid { key: &'static str, problem: String, origin: Option<String> },
+}
+
+/// Most messages one process may work on at once (`worker.concurrency`, `--concurrency`).
+pub const MAX_CONCURRENCY: usize = 100_000;
+/// Bound of every `*_secs` key (a year): deadlines and TTLs stay far from overflow.
+const MAX_SECS: u64 = 365 * 24 * 3600;
+/// Bound of every `*_ms` key (a day).
+const MAX_MS: u64 = 24 * 3600 * 1000;
+/// Longest worker id: it is part of lock values and the AMQP consumer tag (≤ 255 bytes).
+pub const MAX_WORKER_ID_LEN: usize = 128;
+
+/// A worker id names this process in locks, states and consumer tags: 1 to 128
+/// letters, digits and `- _ . : @` (no spaces, no `|`, which separates lock fields).
+pub fn check_worker_id(id: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.:@".contains(c);
+    if id.is_empty() || id.len() > MAX_WORKER_ID_LEN || !id.chars().all(allowed) {
+        return Err(format!("must be 1 to {MAX_WORKER_ID_LEN} characters: letters, digits and - _ . : @"));
+    }
+    Ok(())
 }
 
 /// Values given on the command line; `None` leaves the lower layers in charge.
@@ -314,23 +344,41 @@ pub struct Overrides {
 impl Config {
     /// Loads defaults, then the file, then the process environment, then the flags.
     pub fn load(file: Option<&Path>, flags: &Overrides) -> Result<Self, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| ConfigError::Unreadable(path.display().to_string(), e))?;
-            figment = figment.merge(Toml::string(&text));
-        }
-        figment = figment
-            .merge(contract_env())
-            .merge(Env::prefixed("WORKER__").split("__").lowercase(true))
-            .merge(Serialized::default("worker", flags));
-        let config: Config = figment.extract().map_err(|e| ConfigError::Layer(one_line(&e.to_string())))?;
-        config.validate()?;
+        let text = match file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::Unreadable(path.display().to_string(), e))?,
+            ),
+            None => None,
+        };
+        let file = file.zip(text.as_deref());
+        let (figment, layers) = layers::figment(file, flags);
+        // figment quotes the offending value, which may be a misplaced secret.
+        let config: Config =
+            figment.extract().map_err(|e| ConfigError::Layer(redact_text(&one_line(&e.to_string()))))?;
+        config.validate().map_err(|e| match e {
+            ConfigError::Invalid { key, problem, .. } => {
+                ConfigError::Invalid { key, problem, origin: layers.origin(&figment, key) }
+            }
+            other => other,
+        })?;
         Ok(config)
     }
 
+    /// The configuration as JSON with every secret redacted (`worker config`).
+    pub fn redacted(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        redact_json(&mut value);
+        value
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, problem: &str| ConfigError::Invalid { key, problem: problem.into() };
+        let invalid =
+            |key, problem: &str| ConfigError::Invalid { key, problem: problem.into(), origin: None };
+        self.check_bounds()?;
+        if !self.worker.id.is_empty() {
+            check_worker_id(&self.worker.id).map_err(|problem| invalid("worker.id", &problem))?;
+        }
         if self.worker.concurrency == 0 {
             return Err(invalid("worker.concurrency", "must be at least 1"));
         }
@@ -363,10 +411,14 @@ impl Config {
         if self.database.commit_batch_max == 0 {
             return Err(invalid("database.commit_batch_max", "must be at least 1"));
         }
+        let needed = self
+            .database
+            .commits_in_flight
+            .saturating_add(self.database.reads_in_flight)
+            .saturating_add(SPARE_CONNECTIONS);
         if self.database.commits_in_flight == 0
             || self.database.reads_in_flight == 0
-            || self.database.commits_in_flight + self.database.reads_in_flight + SPARE_CONNECTIONS
-                > self.database.max_connections as usize
+            || needed > self.database.max_connections as usize
         {
             return Err(invalid(
                 "database.commits_in_flight",
@@ -395,6 +447,14 @@ impl Config {
         if !(0.0..=1.0).contains(&self.responder.handoff_threshold) {
             return Err(invalid("responder.handoff_threshold", "must be between 0 and 1"));
         }
+        for (key, cost) in [
+            ("responder.prompt_cost_per_1k", self.responder.prompt_cost_per_1k),
+            ("responder.completion_cost_per_1k", self.responder.completion_cost_per_1k),
+        ] {
+            if !(cost.is_finite() && cost >= 0.0) {
+                return Err(invalid(key, "must be a price of 0 or more"));
+            }
+        }
         match self.responder.kind {
             ResponderKind::Builtin => {}
             ResponderKind::Openai | ResponderKind::Http => {
@@ -407,17 +467,68 @@ impl Config {
         if self.admin.addr.parse::<std::net::SocketAddr>().is_err() {
             return Err(invalid(
                 "admin.addr",
-                "must be host:port, such as 127.0.0.1:9464 (port 0 picks a free one)",
+                &format!(
+                    "`{}` is not an IP address and port such as 127.0.0.1:9464 (port 0 picks a free one)",
+                    quoted(&self.admin.addr)
+                ),
             ));
         }
         if self.admin.queue_poll_secs == 0 {
             return Err(invalid("admin.queue_poll_secs", "must be at least 1"));
+        }
+        if self.admin.max_connections == 0 {
+            return Err(invalid("admin.max_connections", "must be at least 1"));
+        }
+        if self.admin.header_read_timeout_secs == 0 {
+            return Err(invalid("admin.header_read_timeout_secs", "must be at least 1"));
         }
         self.check_timeouts()?;
         check_url("amqp.url", &self.amqp.url, &["amqp", "amqps"])?;
         check_url("redis.url", &self.redis.url, &["redis", "rediss", "redis+unix", "unix"])?;
         check_url("database.url", &self.database.url, &["postgres", "postgresql"])?;
         Ok(())
+    }
+
+    /// Upper bounds, so that no value an operator can type makes arithmetic on it
+    /// overflow (a deadline `now + startup_timeout`, a TTL in milliseconds, a
+    /// semaphore of `concurrency` permits). Lower bounds are checked key by key.
+    fn check_bounds(&self) -> Result<(), ConfigError> {
+        let (w, a, r, d, c) = (&self.worker, &self.amqp, &self.redis, &self.database, &self.cache);
+        let bounds: [(&'static str, u64, u64); 25] = [
+            ("worker.concurrency", w.concurrency as u64, MAX_CONCURRENCY as u64),
+            ("worker.startup_timeout_secs", w.startup_timeout_secs, MAX_SECS),
+            ("worker.shutdown_timeout_secs", w.shutdown_timeout_secs, MAX_SECS),
+            ("worker.max_attempts", u64::from(w.max_attempts), 100),
+            ("worker.retry_base_delay_ms", w.retry_base_delay_ms, MAX_MS),
+            ("worker.retry_max_delay_ms", w.retry_max_delay_ms, MAX_MS),
+            ("worker.message_deadline_secs", w.message_deadline_secs, MAX_SECS),
+            ("worker.max_message_age_secs", w.max_message_age_secs, MAX_SECS),
+            ("amqp.consumer_timeout_secs", a.consumer_timeout_secs, MAX_SECS),
+            ("redis.lock_ttl_secs", r.lock_ttl_secs, MAX_SECS),
+            ("redis.state_ttl_secs", r.state_ttl_secs, MAX_SECS),
+            ("redis.liveness_ttl_secs", r.liveness_ttl_secs, MAX_SECS),
+            ("database.max_connections", u64::from(d.max_connections), 10_000),
+            ("database.commit_batch_max", d.commit_batch_max as u64, 100_000),
+            ("database.commits_in_flight", d.commits_in_flight as u64, 10_000),
+            ("database.reads_in_flight", d.reads_in_flight as u64, 10_000),
+            ("cache.catalog_ttl_secs", c.catalog_ttl_secs, MAX_SECS),
+            ("cache.settings_ttl_secs", c.settings_ttl_secs, MAX_SECS),
+            ("cache.knowledge_ttl_secs", c.knowledge_ttl_secs, MAX_SECS),
+            ("context.reference_ttl_secs", self.context.reference_ttl_secs, MAX_SECS),
+            ("responder.timeout_ms", self.responder.timeout_ms, MAX_MS),
+            ("admin.queue_poll_secs", self.admin.queue_poll_secs, MAX_SECS),
+            ("admin.max_connections", self.admin.max_connections as u64, 10_000),
+            ("admin.header_read_timeout_secs", self.admin.header_read_timeout_secs, 300),
+            ("amqp.delivery_limit", u64::from(a.delivery_limit), 1_000_000),
+        ];
+        match bounds.into_iter().find(|&(_, value, max)| value > max) {
+            Some((key, value, max)) => Err(ConfigError::Invalid {
+                key,
+                problem: format!("is {value}; it must be at most {max}"),
+                origin: None,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Timeouts that must fit inside one another, checked at start (issue 4):
@@ -427,7 +538,7 @@ impl Config {
         let w = &self.worker;
         let secs = |ms: u64| ms as f64 / 1000.0;
         let fits = |key: &'static str, ok: bool, problem: String| {
-            if ok { Ok(()) } else { Err(ConfigError::Invalid { key, problem }) }
+            if ok { Ok(()) } else { Err(ConfigError::Invalid { key, problem, origin: None }) }
         };
         fits(
             "worker.message_deadline_secs",
@@ -496,175 +607,61 @@ impl Config {
     }
 }
 
-/// The plain variables CONTRACT §1 names (`AMQP_URL`, `REDIS_URL`, `DATABASE_URL`, `WORKER_ADMIN_ADDR`).
-fn contract_env() -> Env {
-    Env::raw().only(&["AMQP_URL", "REDIS_URL", "DATABASE_URL"]).map(|key| {
-        match key.as_str().to_ascii_uppercase().as_str() {
-            "AMQP_URL" => "amqp.url".into(),
-            "REDIS_URL" => "redis.url".into(),
-            _ => "database.url".into(),
-        }
-    })
-}
-
 fn check_url(key: &'static str, raw: &str, schemes: &[&str]) -> Result<(), ConfigError> {
     let url = url::Url::parse(raw).map_err(|e| ConfigError::Invalid {
         key,
         problem: format!("`{}` is not a URL ({e})", redact_url(raw)),
+        origin: None,
     })?;
     if !schemes.contains(&url.scheme()) {
         return Err(ConfigError::Invalid {
             key,
             problem: format!("scheme `{}` is not one of {}", url.scheme(), schemes.join(", ")),
+            origin: None,
         });
     }
     Ok(())
 }
+
+/// At most 64 characters of an operator's value, on one line, for an error.
+fn quoted(value: &str) -> String {
+    let short: String = value.chars().take(64).collect();
+    let short = redact_text(&short).escape_debug().to_string();
+    if value.chars().count() > 64 { format!("{short}…") } else { short }
+}
+
+/// Debug of the sections holding URLs or keys: every field as `redact_json`
+/// leaves it, so `{:?}` of a config never prints a secret, and a field added
+/// later is printed, and redacted, without touching this.
+fn debug_redacted<T: Serialize>(name: &str, section: &T, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let Ok(mut value) = serde_json::to_value(section) else {
+        return f.debug_struct(name).finish_non_exhaustive();
+    };
+    redact_json(&mut value);
+    let mut out = f.debug_struct(name);
+    if let serde_json::Value::Object(fields) = &value {
+        for (field, v) in fields {
+            out.field(field, &format_args!("{v}"));
+        }
+    }
+    out.finish()
+}
+
+macro_rules! redacted_debug {
+    ($($section:ident),*) => {$(
+        impl fmt::Debug for $section {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                debug_redacted(stringify!($section), self, f)
+            }
+        }
+    )*};
+}
+redacted_debug!(AmqpConfig, RedisConfig, DatabaseConfig, ResponderConfig);
 
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]
-#[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
-mod tests {
-    use figment::Jail;
-
-    use super::*;
-
-    fn load_in(jail: &Jail, file: Option<&str>, flags: &Overrides) -> Result<Config, ConfigError> {
-        let path = file.map(|text| {
-            jail.create_file("worker.toml", text).map(|_| ()).ok();
-            jail.directory().join("worker.toml")
-        });
-        Config::load(path.as_deref(), flags)
-    }
-
-    #[test]
-    fn the_repository_worker_toml_is_exactly_the_defaults() {
-        let text = include_str!("../worker.toml");
-        let from_file: Config = Figment::from(Toml::string(text)).extract().expect("worker.toml parses");
-        assert_eq!(from_file, Config::default());
-    }
-
-    #[test]
-    fn flag_beats_env_beats_file_beats_default() {
-        Jail::expect_with(|jail| {
-            let file = "[worker]\nconcurrency = 7\nmax_attempts = 9\n[amqp]\nprefetch = 11\n";
-            let none = Overrides::default();
-
-            let from_file = load_in(jail, Some(file), &none).expect("loads");
-            assert_eq!(from_file.worker.concurrency, 7);
-            assert_eq!(from_file.worker.max_attempts, 9);
-            assert_eq!(from_file.worker.shutdown_timeout_secs, 30, "untouched keys keep defaults");
-
-            jail.set_env("WORKER__WORKER__CONCURRENCY", "8");
-            jail.set_env("WORKER__AMQP__PREFETCH", "12");
-            let from_env = load_in(jail, Some(file), &none).expect("loads");
-            assert_eq!((from_env.worker.concurrency, from_env.amqp.prefetch), (8, 12));
-            assert_eq!(from_env.worker.max_attempts, 9, "file still applies where env is silent");
-
-            let flags = Overrides { concurrency: Some(3), id: Some("w-flag".into()) };
-            let from_flag = load_in(jail, Some(file), &flags).expect("loads");
-            assert_eq!(from_flag.worker.concurrency, 3);
-            assert_eq!(from_flag.worker_id(), "w-flag");
-            Ok(())
-        });
-    }
-
-    #[test]
-    fn contract_url_variables_override_the_file_and_nested_ones_win_over_them() {
-        Jail::expect_with(|jail| {
-            jail.set_env("AMQP_URL", "amqps://u:p@broker:5671/vh");
-            jail.set_env("DATABASE_URL", "postgres://db/one");
-            jail.set_env("WORKER__DATABASE__URL", "postgres://db/two");
-            let config =
-                load_in(jail, Some("[amqp]\nurl = \"amqp://file\"\n"), &Overrides::default()).expect("loads");
-            assert_eq!(config.amqp.url, "amqps://u:p@broker:5671/vh");
-            assert_eq!(config.database.url, "postgres://db/two");
-            Ok(())
-        });
-    }
-
-    #[test]
-    fn timeouts_must_fit_inside_one_another() {
-        Jail::expect_with(|jail| {
-            let err = load_in(
-                jail,
-                Some("[redis]\nlock_ttl_secs = 30\nstate_ttl_secs = 600\n"),
-                &Overrides::default(),
-            )
-            .expect_err("deadline 45 s > lock 30 s");
-            assert!(
-                err.to_string().starts_with("config key `redis.lock_ttl_secs`: is 30s; it must exceed"),
-                "{err}"
-            );
-            let err = load_in(jail, Some("[amqp]\nconsumer_timeout_secs = 60\n"), &Overrides::default())
-                .expect_err("lock 60");
-            assert!(err.to_string().contains("amqp.consumer_timeout_secs"), "{err}");
-            let err = load_in(jail, Some("[worker]\nmax_message_age_secs = 100\n"), &Overrides::default())
-                .expect_err("age");
-            assert!(err.to_string().contains("5 attempts of up to 45s"), "{err}");
-            let err = load_in(jail, Some("[responder]\ntimeout_ms = 50000\n"), &Overrides::default())
-                .expect_err("slow");
-            assert!(err.to_string().contains("worker.message_deadline_secs"), "{err}");
-            Ok(())
-        });
-    }
-
-    #[test]
-    fn grouped_reads_and_writes_leave_connections_to_the_rest() {
-        Jail::expect_with(|jail| {
-            let err = load_in(
-                jail,
-                Some("[database]\nmax_connections = 8\ncommits_in_flight = 4\nreads_in_flight = 3\n"),
-                &Overrides::default(),
-            )
-            .expect_err("4 + 3 slots leave 1 of 8");
-            assert!(err.to_string().starts_with("config key `database.commits_in_flight`"), "{err}");
-            load_in(
-                jail,
-                Some("[database]\nmax_connections = 8\ncommits_in_flight = 3\nreads_in_flight = 3\n"),
-                &Overrides::default(),
-            )
-            .expect("3 + 3 slots leave 2 of 8");
-            Ok(())
-        });
-    }
-
-    #[test]
-    fn the_default_retry_schedule_fits_the_default_age() {
-        let schedule = Config::default().retry_schedule_secs();
-        assert!(schedule < 3600.0 && schedule > 225.0, "{schedule}");
-    }
-
-    #[test]
-    fn bad_values_name_their_key() {
-        Jail::expect_with(|jail| {
-            jail.set_env("WORKER__WORKER__CONCURRENCY", "lots");
-            let err = load_in(jail, None, &Overrides::default()).expect_err("rejected").to_string();
-            assert!(err.to_lowercase().contains("worker.concurrency"), "{err}");
-            Ok(())
-        });
-        Jail::expect_with(|jail| {
-            let err =
-                load_in(jail, Some("[amqp]\nprefetch = 0\n"), &Overrides::default()).expect_err("rejected");
-            assert_eq!(err.to_string(), "config key `amqp.prefetch`: must be at least 1");
-            Ok(())
-        });
-        Jail::expect_with(|jail| {
-            let err = load_in(jail, Some("[redis]\nurl = \"http://user:secret@x\"\n"), &Overrides::default())
-                .expect_err("rejected")
-                .to_string();
-            assert!(err.contains("redis.url") && err.contains("http"), "{err}");
-            assert!(!err.contains("secret"), "{err}");
-            Ok(())
-        });
-        Jail::expect_with(|jail| {
-            let err =
-                load_in(jail, Some("[worker]\nconcurency = 3\n"), &Overrides::default()).expect_err("typo");
-            assert!(err.to_string().contains("concurency"), "{err}");
-            Ok(())
-        });
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

@@ -57,6 +57,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::State { fingerprint, json } => commands::state(&config, fingerprint, *json).await,
         Command::Dead(command) => commands::dead(&config, command).await,
         Command::Stats(args) => commands::stats(&config, args).await,
+        Command::Config => commands::config(&config),
     }
 }
 
@@ -71,7 +72,7 @@ fn init_telemetry(format: LogFormat) -> Traces {
     let filter =
         EnvFilter::try_from_env("WORKER_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,lapin=off"));
     let provider = traces::provider().unwrap_or_else(|e| {
-        eprintln!("warning: {e}; traces are off");
+        eprintln!("warning: {}; traces are off", chat_worker::redact::redact_text(&e.to_string()));
         None
     });
     let otel = provider.as_ref().map(traces::layer);
@@ -86,9 +87,11 @@ fn init_telemetry(format: LogFormat) -> Traces {
     Traces::from(provider)
 }
 
-/// One line, the whole cause chain, no backtrace.
+/// One line, the whole cause chain, no backtrace; and, whatever a library put in
+/// its error, no password (the causes are redacted where they are made; this is
+/// the last line of defence).
 fn report(error: &anyhow::Error) -> ExitCode {
     let line = format!("{error:#}").split_whitespace().collect::<Vec<_>>().join(" ");
-    eprintln!("error: {line}");
+    eprintln!("error: {}", chat_worker::redact::redact_text(&line));
     ExitCode::FAILURE
 }

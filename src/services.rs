@@ -64,7 +64,7 @@ fn unreachable(service: &'static str, url: &str, started: Instant, last_error: S
 
 /// Client libraries sometimes quote the URL they were given; never echo its password.
 fn redact_url_in(text: &str, url: &str) -> String {
-    text.replace(url, &redact_url(url))
+    crate::redact::redact_in(text, url)
 }
 
 /// `statement_timeout`: PostgreSQL cancels any statement running longer (the

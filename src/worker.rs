@@ -136,7 +136,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
     let background = Background::default();
     background.spawn(
         "admin endpoint",
-        admin::serve(admin, metrics.clone(), health.clone(), background.stop_token()),
+        admin::serve(admin, (&config.admin).into(), metrics.clone(), health.clone(), background.stop_token()),
     );
     background.spawn(
         "health checks",

@@ -2,15 +2,11 @@
 
 use anyhow::{Context, bail};
 use chat_worker::config::Config;
-use chat_worker::decode::CHANNELS;
 use chat_worker::store::{self, HistoryPage};
 
 use crate::cli::HistoryArgs;
 
 pub async fn history(config: &Config, args: &HistoryArgs) -> anyhow::Result<()> {
-    if !CHANNELS.contains(&args.channel.as_str()) {
-        bail!("--channel `{}` is not one of {}", args.channel, CHANNELS.join(", "));
-    }
     let pool = super::database(config).await?;
     let conversation = store::customer_conversation(&pool, args.tenant, &args.channel, &args.customer)
         .await
@@ -56,10 +52,12 @@ fn print_text(page: &HistoryPage) {
             text
         );
     }
+    // u64: page + 1 of page u32::MAX must not overflow.
+    let (previous, next) = (u64::from(page.page).saturating_sub(1), u64::from(page.page) + 1);
     let nav = match (page.has_previous, page.has_next) {
-        (true, true) => format!("--page {} or --page {}", page.page - 1, page.page + 1),
-        (true, false) => format!("--page {} for the previous page", page.page - 1),
-        (false, true) => format!("--page {} for the next page", page.page + 1),
+        (true, true) => format!("--page {previous} or --page {next}"),
+        (true, false) => format!("--page {previous} for the previous page"),
+        (false, true) => format!("--page {next} for the next page"),
         (false, false) => String::new(),
     };
     if !nav.is_empty() {

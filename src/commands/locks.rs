@@ -1,6 +1,6 @@
 //! `worker locks list|release` and `worker state` (CONTRACT §6).
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use chat_worker::config::Config;
 use chat_worker::dedup::{Dedup, ProcessingState, Released};
 use chat_worker::fingerprint::Fingerprint;
@@ -13,13 +13,6 @@ async fn dedup(config: &Config) -> anyhow::Result<Dedup> {
     let deadline = std::time::Instant::now() + config.startup_timeout();
     let redis = chat_worker::services::redis(config, deadline).await?;
     Ok(Dedup::new(redis, &config.redis, "operator"))
-}
-
-fn fingerprint(text: &str) -> anyhow::Result<Fingerprint> {
-    match Fingerprint::parse(text) {
-        Some(fp) => Ok(fp),
-        None => bail!("`{text}` is not a fingerprint (64 lowercase hex characters)"),
-    }
 }
 
 pub async fn locks(config: &Config, command: &LocksCommand) -> anyhow::Result<()> {
@@ -43,8 +36,7 @@ pub async fn locks(config: &Config, command: &LocksCommand) -> anyhow::Result<()
             }
         }
         LocksCommand::Release { fingerprint: fp } => {
-            let fp = fingerprint(fp)?;
-            match dedup.release(&fp, true).await.context("releasing the lock")? {
+            match dedup.release(fp, true).await.context("releasing the lock")? {
                 Released::Released => {
                     println!(
                         "released {fp}; a redelivery will process it, and its former holder can no longer commit"
@@ -57,13 +49,12 @@ pub async fn locks(config: &Config, command: &LocksCommand) -> anyhow::Result<()
     Ok(())
 }
 
-pub async fn state(config: &Config, fp: &str, as_json: bool) -> anyhow::Result<()> {
-    let fp = fingerprint(fp)?;
+pub async fn state(config: &Config, fp: &Fingerprint, as_json: bool) -> anyhow::Result<()> {
     let dedup = dedup(config).await?;
-    let state = dedup.state(&fp).await.context("reading the processing state")?;
+    let state = dedup.state(fp).await.context("reading the processing state")?;
     let deadline = std::time::Instant::now() + config.startup_timeout();
     let pool = chat_worker::services::postgres(config, deadline, None).await?;
-    let reply = store::stored_reply(&pool, &fp).await.context("reading the stored reply")?;
+    let reply = store::stored_reply(&pool, fp).await.context("reading the stored reply")?;
     if as_json {
         let committed = reply
             .as_ref()

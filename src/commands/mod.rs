@@ -1,6 +1,7 @@
 //! One module per command of the binary (CONTRACT §6).
 
 mod cache;
+mod config;
 mod dead;
 mod history;
 mod locks;
@@ -9,6 +10,7 @@ mod run;
 mod stats;
 
 pub use cache::cache;
+pub use config::config;
 pub use dead::dead;
 pub use history::history;
 pub use locks::{locks, state};

@@ -54,26 +54,36 @@ pub async fn customer_conversation(
 
 type MessageRow = (Uuid, String, String, String, String, DateTime<Utc>);
 
+/// Page `page` (from 1) of `page_size` messages. Any `u32`s are safe: a page
+/// size of 0 counts as 1, and a page past the end is empty without a query (its
+/// OFFSET, page × page size, can exceed what PostgreSQL's bigint holds).
 pub async fn history_page(
     pool: &PgPool,
     conversation_id: Uuid,
     page: u32,
     page_size: u32,
 ) -> Result<HistoryPage, StoreError> {
+    let (page, page_size) = (page.max(1), page_size.max(1));
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE conversation_id = $1")
         .bind(conversation_id)
         .fetch_one(pool)
         .await?;
-    let rows: Vec<MessageRow> = sqlx::query_as(
-        "SELECT id, direction, text, provider_message_id, fingerprint, created_at FROM messages
-          WHERE conversation_id = $1 ORDER BY created_at, id LIMIT $2 OFFSET $3",
-    )
-    .bind(conversation_id)
-    .bind(i64::from(page_size))
-    .bind(i64::from(page.saturating_sub(1)) * i64::from(page_size))
-    .fetch_all(pool)
-    .await?;
-    let pages = (total + i64::from(page_size) - 1) / i64::from(page_size);
+    let offset = u64::from(page - 1).checked_mul(u64::from(page_size)).and_then(|o| i64::try_from(o).ok());
+    let rows: Vec<MessageRow> = match offset {
+        Some(offset) if offset < total => {
+            sqlx::query_as(
+                "SELECT id, direction, text, provider_message_id, fingerprint, created_at FROM messages
+                  WHERE conversation_id = $1 ORDER BY created_at, id LIMIT $2 OFFSET $3",
+            )
+            .bind(conversation_id)
+            .bind(i64::from(page_size))
+            .bind(offset)
+            .fetch_all(pool)
+            .await?
+        }
+        _ => Vec::new(),
+    };
+    let pages = total.saturating_add(i64::from(page_size) - 1) / i64::from(page_size);
     Ok(HistoryPage {
         conversation_id,
         page,

@@ -46,7 +46,88 @@ async fn an_unreadable_config_or_bad_value_is_one_line_naming_it() {
     );
 
     let out = worker().args(["run"]).env("WORKER__AMQP__PREFETCH", "0").output().await.expect("runs");
-    assert_eq!(stderr_lines(&out), ["error: config key `amqp.prefetch`: must be at least 1"]);
+    assert_eq!(
+        stderr_lines(&out),
+        ["error: config key `amqp.prefetch` (from WORKER__AMQP__PREFETCH): must be at least 1"]
+    );
+
+    let out =
+        worker().args(["config"]).env("WORKER_ADMIN_ADDR", "localhost:9464").output().await.expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0]
+            .starts_with("error: config key `admin.addr` (from WORKER_ADMIN_ADDR): `localhost:9464` is not"),
+        "{lines:?}"
+    );
+}
+
+/// Issue 12: every flag value an operator can type is a usage error naming the
+/// flag and what it allows (exit 2, one line), never a panic (exit 101).
+#[tokio::test]
+async fn hostile_flag_values_are_one_line_usage_errors_never_panics() {
+    let tenant = "0b6f1c7e-2f0a-4c43-9d43-8f1f2b8a9a10";
+    let history = |flag: &'static str, value: &'static str| {
+        vec!["history", "--tenant", tenant, "--channel", "web", "--customer", "c", flag, value]
+    };
+    let (long_id, upper, not_hex) = ("w".repeat(1024), "F".repeat(64), "g".repeat(64));
+    let cases: Vec<(Vec<&str>, &str, &str)> = vec![
+        (vec!["stats", "--since", "100000000d"], "--since", "at most 36500d"),
+        (vec!["stats", "--since", "é"], "--since", "RFC 3339"),
+        (vec!["stats", "--since=-5d"], "--since", "RFC 3339"),
+        (vec!["stats", "--tenant", "not-a-uuid"], "--tenant", "UUID"),
+        (history("--page", "0"), "--page", "from 1 to 4294967295"),
+        (history("--page", "18446744073709551615"), "--page", "from 1 to 4294967295"),
+        (history("--page-size", "0"), "--page-size", "from 1 to 1000"),
+        (history("--page-size", "99999999999999999999"), "--page-size", "from 1 to 1000"),
+        (
+            vec!["history", "--tenant", tenant, "--channel", "fax", "--customer", "c"],
+            "--channel",
+            "one of whatsapp",
+        ),
+        (vec!["locks", "list", "--limit", "18446744073709551616"], "--limit", "from 1 to 100000"),
+        (vec!["dead", "list", "--limit", "0"], "--limit", "from 1 to 1000000"),
+        (vec!["dead", "replay", "--limit", "99999999999"], "--limit", "from 1 to 1000000"),
+        (vec!["state", "A1B2"], "<FINGERPRINT>", "64 lowercase hex"),
+        (vec!["state", &upper], "<FINGERPRINT>", "64 lowercase hex"),
+        (vec!["locks", "release", &not_hex], "<FINGERPRINT>", "64 lowercase hex"),
+        (vec!["cache", "invalidate", "--tenant", "{}"], "--tenant", "UUID"),
+        (vec!["run", "--concurrency", "0"], "--concurrency", "from 1 to 100000"),
+        (vec!["run", "--concurrency", "18446744073709551615"], "--concurrency", "from 1 to 100000"),
+        (vec!["run", "--worker-id", "has spaces"], "--worker-id", "1 to 128 characters"),
+        (vec!["run", "--worker-id", &long_id], "--worker-id", "1 to 128 characters"),
+    ];
+    for (args, flag, allowed) in cases {
+        let out = worker().args(&args).output().await.expect("runs");
+        let lines = stderr_lines(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {lines:?}");
+        assert_eq!(lines.len(), 1, "{args:?}: {lines:?}");
+        assert!(lines[0].contains(flag) && lines[0].contains(allowed), "{args:?}: {lines:?}");
+    }
+}
+
+/// `worker config` shows what the layers add up to, with every password hidden.
+#[tokio::test]
+async fn config_prints_the_layers_result_without_passwords() {
+    let out = worker()
+        .arg("config")
+        .env("AMQP_URL", "amqps://u:hunter2@broker:5671/vh")
+        .env("REDIS_URL", "rediss://default:hunter3@cache:6380/0")
+        .env("WORKER__DATABASE__URL", "postgres://db/w?sslpassword=hunter5&sslmode=require")
+        .env("WORKER_ADMIN_ADDR", "0.0.0.0:9464")
+        .output()
+        .await
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("hunter"), "{text}");
+    let config: serde_json::Value = serde_json::from_str(&text).expect("one JSON object");
+    assert_eq!(config["amqp"]["url"], "amqps://u:***@broker:5671/vh");
+    assert_eq!(config["redis"]["url"], "rediss://default:***@cache:6380/0");
+    assert_eq!(config["database"]["url"], "postgres://db/w?sslpassword=***&sslmode=require");
+    assert_eq!(config["admin"]["addr"], "0.0.0.0:9464");
+    assert_eq!(config["worker"]["startup_timeout_secs"], 1, "WORKER__ variables apply");
 }
 
 #[tokio::test]

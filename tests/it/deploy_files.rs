@@ -55,12 +55,41 @@ fn the_compose_file_brings_up_the_services_the_fleet_and_the_observability_stack
         .map(|t| t.iter().filter_map(|x| x.as_str()).collect())
         .unwrap_or_default();
     assert_eq!(targets, ["worker-1:9464", "worker-2:9464", "worker-3:9464"]);
+
+    // What a compose worker's environment really configures, read back from the
+    // worker itself: the admin address Prometheus scrapes, its id, its services.
+    for (worker, target) in ["worker-1", "worker-2", "worker-3"].into_iter().zip(&targets) {
+        let config = effective_config(&services[worker]["environment"]);
+        let addr: std::net::SocketAddr =
+            config["admin"]["addr"].as_str().and_then(|a| a.parse().ok()).expect("an admin address");
+        assert!(addr.ip().is_unspecified(), "{worker} must listen beyond loopback for Prometheus: {addr}");
+        assert_eq!(target.rsplit_once(':').map(|(_, p)| p), Some(addr.port().to_string().as_str()));
+        assert_eq!(config["worker"]["id"], worker);
+        assert_eq!(config["amqp"]["url"], "amqp://guest:***@rabbitmq:5672/%2f");
+        assert_eq!(config["database"]["url"], "postgres://postgres:***@postgres:5432/worker");
+    }
     let collector = yaml("deploy/otel-collector.yaml");
     assert!(
         collector["receivers"]["otlp"]["protocols"]["grpc"].is_mapping()
             && collector["receivers"]["otlp"]["protocols"]["http"].is_mapping()
     );
     assert_eq!(collector["service"]["pipelines"]["traces"]["exporters"][0].as_str(), Some("otlp/tempo"));
+}
+
+/// `worker config` run with exactly this environment (and nothing of ours).
+fn effective_config(environment: &Yaml) -> Json {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_worker"));
+    command.env_clear().arg("config");
+    for (key, value) in environment.as_mapping().expect("an environment mapping") {
+        let value = match value {
+            Yaml::String(s) => s.clone(),
+            other => serde_yaml::to_string(other).expect("a scalar").trim().to_owned(),
+        };
+        command.env(key.as_str().expect("a variable name"), value);
+    }
+    let out = command.output().expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
 }
 
 #[test]

@@ -95,6 +95,17 @@ async fn paging_a_ten_thousand_message_conversation() {
 
     let (code, _, err) = history(&env, &["--page", "0"]).await;
     assert_eq!(code, Some(2), "{err}");
+
+    // The last page a u32 holds, at the largest page size: its OFFSET would not
+    // fit PostgreSQL's bigint, and it is simply past the end.
+    let (code, out, err) = history(&env, &["--page", "4294967295", "--page-size", "1000", "--json"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let far: Value = serde_json::from_str(&out).expect("json");
+    assert!(page(&far).is_empty());
+    assert_eq!((far["has_next"].as_bool(), far["has_previous"].as_bool()), (Some(false), Some(true)));
+    let (code, out, _) = history(&env, &["--page", "4294967295", "--page-size", "1"]).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("(--page 4294967294 for the previous page)"), "{out}");
     env.finish().await;
 }
 

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod admin_endpoint;
 mod admin_rows;
 mod batch_isolation;
 mod budget;

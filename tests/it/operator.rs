@@ -96,8 +96,8 @@ async fn locks_list_state_and_release_show_and_free_a_stuck_lock() {
     );
 
     let (code, _, err) = worker_cli(&env, &["state", "not-a-fingerprint"]).await;
-    assert_eq!(code, 1);
-    assert!(err.contains("is not a fingerprint"), "{err}");
+    assert_eq!(code, 2, "a usage error");
+    assert!(err.contains("'not-a-fingerprint'") && err.contains("is not a fingerprint"), "{err}");
     env.finish().await;
 }
 
