@@ -24,6 +24,7 @@ mod in_progress;
 mod observability;
 mod operator;
 mod race;
+mod raw_amqp;
 mod redis_loss;
 mod refused_publish;
 mod rejects;
