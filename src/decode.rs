@@ -72,9 +72,13 @@ pub fn decode(body: &[u8]) -> Result<Inbound, Rejection> {
 /// tenant or channel cannot write into another's. `None`: not known (a message
 /// put straight into the queue), nothing to check.
 pub fn check_route(inbound: &Inbound, routing_key: Option<&str>) -> Result<(), Rejection> {
-    let mut tenant = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let tenant = inbound.tenant_id.hyphenated().encode_lower(&mut tenant);
-    let matches = |key: &str| key.split_once('.') == Some((inbound.channel.as_str(), &*tenant));
+    // The tenant as a UUID, whatever its spelling (case, hyphens): the rule is
+    // about naming another tenant, not about how the gateway writes this one.
+    let matches = |key: &str| {
+        key.split_once('.').is_some_and(|(channel, tenant)| {
+            channel == inbound.channel && Uuid::try_parse(tenant).is_ok_and(|t| t == inbound.tenant_id)
+        })
+    };
     match routing_key {
         Some(key) if !matches(key) => Err(invalid(format!(
             "routing key `{}` does not match the body's channel and tenant_id (`{}`)",

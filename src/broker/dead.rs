@@ -36,6 +36,24 @@ fn death_reason(h: Option<&FieldTable>) -> Option<String> {
     Some(reason.escape_debug().to_string())
 }
 
+/// The routing key a message the broker dead-lettered was published with to
+/// `inbound_exchange`, from its `x-death` record.
+fn death_origin<'a>(h: Option<&'a FieldTable>, inbound_exchange: &str) -> Option<&'a str> {
+    let AMQPValue::FieldArray(deaths) = h?.inner().get("x-death")? else { return None };
+    deaths.as_slice().iter().find_map(|death| {
+        let AMQPValue::FieldTable(death) = death else { return None };
+        if headers::text(Some(death), "exchange", 255)? != inbound_exchange {
+            return None;
+        }
+        let AMQPValue::FieldArray(keys) = death.inner().get("routing-keys")? else { return None };
+        match keys.as_slice().first()? {
+            AMQPValue::LongString(k) => std::str::from_utf8(k.as_bytes()).ok(),
+            AMQPValue::ShortString(k) => Some(k.as_str()),
+            _ => None,
+        }
+    })
+}
+
 /// Up to `limit` dead letters, oldest first, left in the queue.
 pub async fn list(
     connection: &Connection,
@@ -98,7 +116,11 @@ pub async fn replay(
             break;
         };
         let d = message.delivery;
-        let first_key = headers::routing_key(d.properties.headers().as_ref());
+        let h = d.properties.headers().as_ref();
+        // The broker's own record first: a message it dead-lettered (delivery
+        // limit, an expiration the gateway set) carries the gateway's headers,
+        // a forged `x-routing-key` among them, but x-death says where it came in.
+        let first_key = death_origin(h, &config.inbound_exchange).or_else(|| headers::routing_key(h));
         let properties = Carried::from_delivery(&d.properties, first_key).properties([]);
         let confirm = channel
             .basic_publish(

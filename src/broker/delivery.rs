@@ -23,17 +23,21 @@ pub struct Incoming {
     /// delivery's own when it came from there, else the one a retry or a replay
     /// carried in `x-routing-key`, else unknown (a publish straight to the queue).
     published_with: Option<String>,
+    /// Whether it came from `chat.inbound`, i.e. from a gateway: then our own
+    /// headers (`x-attempts`, `x-worker-seen`) on it are the gateway's, and ignored.
+    from_gateway: bool,
 }
 
 impl Incoming {
     /// `inbound_exchange`: where gateways publish (CONTRACT §2).
     pub fn new(delivery: Delivery, inbound_exchange: &str) -> Self {
-        let published_with = if delivery.exchange.as_str() == inbound_exchange {
+        let from_gateway = delivery.exchange.as_str() == inbound_exchange;
+        let published_with = if from_gateway {
             Some(delivery.routing_key.as_str().to_owned())
         } else {
             headers::routing_key(delivery.properties.headers().as_ref()).map(str::to_owned)
         };
-        Self { delivery, published_with }
+        Self { delivery, published_with, from_gateway }
     }
 
     pub fn body(&self) -> &[u8] {
@@ -47,14 +51,15 @@ impl Incoming {
 
     /// This delivery's attempt number, from 1: our retries count in `x-attempts`.
     pub fn attempt(&self) -> u32 {
-        headers::attempts(self.headers()).unwrap_or(0).saturating_add(1)
+        let ours = if self.from_gateway { None } else { headers::attempts(self.headers()) };
+        ours.unwrap_or(0).saturating_add(1)
     }
 
     /// Whether this message may have been seen before by a worker that is still
     /// working on it: a broker redelivery (its consumer's channel went away) or one
     /// of our retries. A live lock holder is then not trusted to finish.
     pub fn seen_before(&self) -> bool {
-        self.delivery.redelivered || headers::seen(self.headers())
+        self.delivery.redelivered || (!self.from_gateway && headers::seen(self.headers()))
     }
 
     pub fn delivery_tag(&self) -> u64 {
@@ -76,8 +81,7 @@ impl Incoming {
     /// delivery back, and nothing is left to do here.
     pub async fn settle(self, publisher: &Publisher, disposition: &Disposition) -> Result<(), BrokerError> {
         if *disposition == Disposition::Ack {
-            self.delivery.ack(BasicAckOptions::default()).await?;
-            return Ok(());
+            return self.ack().await;
         }
         let carried = Carried::from_delivery(&self.delivery.properties, self.routing_key());
         let mut pause = MOVE_RETRY_FIRST;
@@ -98,8 +102,13 @@ impl Incoming {
                 }
             }
         }
-        self.delivery.ack(BasicAckOptions::default()).await?;
-        Ok(())
+        self.ack().await
+    }
+
+    /// Acks; lapin answers `false` when the delivery's channel closed meanwhile
+    /// (the broker has it back): after a move that is a second copy, said out loud.
+    async fn ack(&self) -> Result<(), BrokerError> {
+        if self.delivery.ack(BasicAckOptions::default()).await? { Ok(()) } else { Err(BrokerError::Returned) }
     }
 
     async fn move_once(

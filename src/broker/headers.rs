@@ -164,6 +164,22 @@ pub fn long(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s.as_bytes()))
 }
 
+/// The longest `x-error` / `x-last-error` we write: one line an operator reads,
+/// not a copy of what the message carried.
+pub const MAX_ERROR: usize = 1024;
+
+/// `error` as a header value, cut at [`MAX_ERROR`] bytes on a character boundary.
+pub fn error_text(error: &str) -> AMQPValue {
+    if error.len() <= MAX_ERROR {
+        return long(error);
+    }
+    let mut end = MAX_ERROR - '…'.len_utf8();
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    long(&format!("{}…", &error[..end]))
+}
+
 #[cfg(test)]
 #[path = "headers_tests.rs"]
 mod tests;

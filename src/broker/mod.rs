@@ -40,6 +40,8 @@ pub enum BrokerError {
     Unroutable(String),
     #[error("{0}")]
     Topology(String),
+    #[error("rabbitmq did not confirm a publish within {0}s")]
+    Unconfirmed(u64),
     #[error("the delivery's channel closed, so the broker has it back and will deliver it again")]
     Returned,
 }

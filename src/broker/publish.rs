@@ -22,6 +22,12 @@ use crate::config::AmqpConfig;
 
 const PERSISTENT: u8 = 2;
 
+/// The longest a publish waits for the broker's confirm. Confirms take
+/// milliseconds; one that never comes (a queue without a leader, a connection
+/// blocked by a memory alarm) must fail the publish — and readiness — rather
+/// than hold the delivery, and its permit, for ever.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub use super::headers::SEEN as SEEN_HEADER;
 
 #[derive(Clone)]
@@ -104,11 +110,11 @@ impl PublishChannel {
         properties: BasicProperties,
     ) -> Result<(), BrokerError> {
         let channel = self.current();
-        let first = publish_on(&channel, exchange, routing_key, body, properties.clone()).await;
+        let first = confirmed(publish_on(&channel, exchange, routing_key, body, properties.clone())).await;
         let result = match first {
             Err(_) if !channel.status().connected() && self.connection_up() => {
                 match self.reopen(&channel).await {
-                    Ok(fresh) => publish_on(&fresh, exchange, routing_key, body, properties).await,
+                    Ok(fresh) => confirmed(publish_on(&fresh, exchange, routing_key, body, properties)).await,
                     Err(e) => Err(e),
                 }
             }
@@ -132,6 +138,15 @@ impl PublishChannel {
         }
         self.usable.store(failing.is_empty(), Ordering::Relaxed);
     }
+}
+
+/// `publish` within [`CONFIRM_TIMEOUT`].
+async fn confirmed(
+    publish: impl std::future::Future<Output = Result<(), BrokerError>>,
+) -> Result<(), BrokerError> {
+    tokio::time::timeout(CONFIRM_TIMEOUT, publish)
+        .await
+        .unwrap_or(Err(BrokerError::Unconfirmed(CONFIRM_TIMEOUT.as_secs())))
 }
 
 async fn confirmed_channel(connection: &Connection) -> Result<Channel, BrokerError> {
@@ -208,7 +223,7 @@ impl Publisher {
         error: &str,
         attempts: Option<u32>,
     ) -> Result<(), BrokerError> {
-        let mut ours = vec![(headers::ERROR_KIND, long(kind)), (headers::ERROR, long(error))];
+        let mut ours = vec![(headers::ERROR_KIND, long(kind)), (headers::ERROR, headers::error_text(error))];
         if let Some(n) = attempts {
             ours.push((headers::ATTEMPTS, AMQPValue::LongLongInt(i64::from(n))));
         }
@@ -227,7 +242,7 @@ impl Publisher {
     ) -> Result<(), BrokerError> {
         let ours = [
             (headers::ATTEMPTS, AMQPValue::LongLongInt(i64::from(attempt))),
-            (headers::LAST_ERROR, long(error)),
+            (headers::LAST_ERROR, headers::error_text(error)),
         ];
         self.park(body, carried, ours, attempt, delay).await
     }

@@ -87,19 +87,29 @@ async fn declare_inbound(
     channel: Channel,
     config: &AmqpConfig,
 ) -> Result<Channel, BrokerError> {
+    let delivery_limit = AMQPValue::LongInt(config.delivery_limit.min(i32::MAX as u32) as i32);
     let mut args = at_least_once_to(&config.dead_queue);
-    args.insert(
-        "x-delivery-limit".into(),
-        AMQPValue::LongInt(config.delivery_limit.min(i32::MAX as u32) as i32),
-    );
+    args.insert("x-delivery-limit".into(), delivery_limit.clone());
     let refused = match declare_queue(&channel, &config.inbound_queue, args).await {
         Ok(()) => return Ok(channel),
         Err(BrokerError::Amqp(e)) if precondition_failed(&e) => e,
         Err(e) => return Err(e),
     };
+    // Only an older worker's queue, argument for argument, is taken as it is:
+    // another (no delivery limit, no dead-letter target, a classic queue) is an
+    // operator's to fix, not ours to run on.
+    let mut older = quorum();
+    older.insert("x-delivery-limit".into(), delivery_limit);
+    older.insert("x-dead-letter-exchange".into(), long_string(""));
+    older.insert("x-dead-letter-routing-key".into(), long_string(&config.dead_queue));
     let channel = connection.create_channel().await?;
-    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-    channel.queue_declare(config.inbound_queue.as_str().into(), passive, FieldTable::default()).await?;
+    if let Err(e) = declare_queue(&channel, &config.inbound_queue, older).await {
+        return Err(BrokerError::Topology(format!(
+            "the inbound queue {} exists with arguments neither this worker nor an older one declares \
+             ({refused}; as an older worker's: {e}): delete it once empty, or declare it as docs/upgrading.md shows",
+            config.inbound_queue
+        )));
+    }
     tracing::warn!(
         queue = %config.inbound_queue,
         broker_said = %refused,

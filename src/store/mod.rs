@@ -74,15 +74,26 @@ pub fn pool(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
     pool_with(connect_options(url)?, max_connections)
 }
 
+/// The longest a statement of the worker waits for a row lock. A row another
+/// program holds (an admin app's transaction left open on one conversation)
+/// would otherwise hold the group commit — and every message batched with it —
+/// for the whole `statement_timeout`; past this the batch fails, is split, and
+/// only the message whose row is locked waits for a retry (55P03 is transient).
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// A pool whose every statement PostgreSQL cancels after `statement_timeout`:
-/// the worker's bound on a write that the message deadline does not cut.
+/// the worker's bound on a write that the message deadline does not cut; and
+/// whose row-lock waits end after [`LOCK_TIMEOUT`] (or the statement timeout).
 pub fn bounded_pool(
     url: &str,
     max_connections: u32,
     statement_timeout: Duration,
 ) -> Result<PgPool, StoreError> {
     let timeout = format!("{}ms", statement_timeout.as_millis());
-    pool_with(connect_options(url)?.options([("statement_timeout", timeout.as_str())]), max_connections)
+    let lock_timeout = format!("{}ms", LOCK_TIMEOUT.min(statement_timeout).as_millis());
+    let options = connect_options(url)?
+        .options([("statement_timeout", timeout.as_str()), ("lock_timeout", lock_timeout.as_str())]);
+    pool_with(options, max_connections)
 }
 
 fn pool_with(options: PgConnectOptions, max_connections: u32) -> Result<PgPool, StoreError> {

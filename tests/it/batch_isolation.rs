@@ -47,6 +47,8 @@ async fn a_value_the_database_refuses_is_invalid_at_once_and_its_neighbours_are_
         "RAISE EXCEPTION 'value refused by a test trigger' USING ERRCODE = 'invalid_parameter_value'",
     )
     .await;
+    // Each commit takes a while, so the messages that arrive meanwhile share the next one.
+    env.on_message_insert("PERFORM pg_sleep(0.2)").await;
     let mut worker = env.spawn_worker("w-isolation");
     env.ready(&mut worker).await;
 
@@ -86,6 +88,15 @@ async fn a_value_the_database_refuses_is_invalid_at_once_and_its_neighbours_are_
     assert_eq!(header_str(&dead[0], "x-attempts"), None, "not a failure after retries");
     assert_eq!(worker.tally.failed.load(Ordering::Relaxed), 0, "no failed attempt, for it or its neighbours");
     assert_eq!(env.total_rows().await, 2 * neighbours.len() as i64);
+    chat_worker::respond::install_crypto();
+    let addr = *worker.tally.admin_addr.get().expect("admin address");
+    let metrics =
+        reqwest::get(format!("http://{addr}/metrics")).await.expect("metrics").text().await.expect("text");
+    let split = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("chat_worker_db_commit_batches_split_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(split.is_some_and(|n| n >= 1.0), "the poison shared a commit, which was split: {split:?}");
     worker.stop().await.expect("clean stop");
     env.finish().await;
 }

@@ -150,7 +150,11 @@ async fn hostile_input_ends_in_one_outcome_each_and_never_harms_its_neighbours()
         ),
     ];
     for (name, table) in odd_headers {
-        cases.message(name, |_| {}, plain.clone().with_headers(table), Expect::Reply);
+        // On a good message: answered as if the header were absent. On a bad
+        // one: its dead letter carries only what a moved message keeps.
+        cases.message(name, |_| {}, plain.clone().with_headers(table.clone()), Expect::Reply);
+        let bad = format!("{name}-on-invalid");
+        cases.message(&bad, |m| m["text"] = json!(""), plain.clone().with_headers(table), invalid("text"));
     }
 
     // Field rules of §2, each naming its field.
@@ -318,7 +322,31 @@ async fn hostile_input_ends_in_one_outcome_each_and_never_harms_its_neighbours()
                     .headers()
                     .as_ref()
                     .map_or(Vec::new(), |h| h.inner().keys().map(|k| k.to_string()).collect());
-                assert!(names.iter().all(|k| !["CC", "BCC"].contains(&k.as_str())), "{id}: {names:?}");
+                // x-delivery-count is the dead queue's own (it counts its deliveries to this test).
+                let kept = [
+                    "x-error-kind",
+                    "x-error",
+                    "x-routing-key",
+                    "traceparent",
+                    "tracestate",
+                    "x-delivery-count",
+                ];
+                assert!(
+                    names.iter().all(|k| kept.contains(&k.as_str())),
+                    "{id}: only an allow-list: {names:?}"
+                );
+                assert_eq!(
+                    header_str(d, "x-routing-key").as_deref(),
+                    Some(original.routing_key.as_str()),
+                    "{id}"
+                );
+                let parent = header_str(d, "traceparent").unwrap_or_default();
+                assert!(
+                    parent.is_empty() || parent == PARENT,
+                    "{id}: a traceparent only when valid: {parent:.60}"
+                );
+                let state = header_str(d, "tracestate").unwrap_or_default();
+                assert!(state.len() <= 512, "{id}: a bounded tracestate");
             }
         }
     }

@@ -34,9 +34,22 @@ async fn a_seen_copy_of_a_message_in_progress_elsewhere_waits_and_is_processed_o
     let fp = fingerprint_of(&message);
     env.hold_lock_elsewhere(&fp).await;
     let worker = env.spawn_worker("w1");
+    // As a retry queue hands a message back: straight into the inbound queue,
+    // marked by a worker (the same header from a gateway is ignored).
     let mut seen = FieldTable::default();
     seen.insert("x-worker-seen".into(), AMQPValue::Boolean(true));
-    env.publish_with_headers(message.to_string().as_bytes(), seen).await;
+    env.channel
+        .basic_publish(
+            "".into(),
+            env.config.amqp.inbound_queue.as_str().into(),
+            lapin::options::BasicPublishOptions { mandatory: true, ..Default::default() },
+            message.to_string().as_bytes(),
+            lapin::BasicProperties::default().with_delivery_mode(2).with_headers(seen),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
     eventually("deferred at least twice", || async { worker.tally.deferred.load(Ordering::Relaxed) >= 2 })
         .await;
     assert_eq!(worker.tally.duplicate.load(Ordering::Relaxed), 0, "never acked as a duplicate");
@@ -49,5 +62,25 @@ async fn a_seen_copy_of_a_message_in_progress_elsewhere_waits_and_is_processed_o
     assert_eq!(env.rows(&fp).await, (1, 1));
     assert_eq!(env.replies().await.len(), 1);
     assert!(env.dead_letters().await.is_empty());
+    env.finish().await;
+}
+
+/// The same header set by a gateway is the gateway's data: a fresh copy from
+/// `chat.inbound` is a duplicate of the message in progress, whatever it claims.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_claiming_its_copy_was_seen_is_not_believed() {
+    let env = TestEnv::new().await;
+    let message = env.message("m-claims-seen", "c1", "hello");
+    let fp = fingerprint_of(&message);
+    env.hold_lock_elsewhere(&fp).await;
+    let worker = env.spawn_worker("w1");
+    let mut forged = FieldTable::default();
+    forged.insert("x-worker-seen".into(), AMQPValue::Boolean(true));
+    forged.insert("x-attempts".into(), AMQPValue::LongLongInt(4));
+    env.publish_with_headers(message.to_string().as_bytes(), forged).await;
+    eventually("settled", || async { worker.tally.total() == 1 }).await;
+    let tally = worker.tally.clone();
+    worker.stop().await.expect("clean stop");
+    assert_eq!(tally.duplicate.load(Ordering::Relaxed), 1, "a duplicate, not deferred");
     env.finish().await;
 }

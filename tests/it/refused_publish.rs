@@ -87,3 +87,47 @@ async fn a_refused_publish_reopens_the_channel_and_the_worker_keeps_settling() {
     worker.stop().await.expect("clean stop");
     env.finish().await;
 }
+
+/// A move the broker refuses (the dead queue is gone, so the dead letter is
+/// unroutable) is tried again in place: the delivery is never handed back (the
+/// delivery limit would dead-letter it, or loop it), the worker answers other
+/// messages meanwhile, says it is not ready, and the move lands once, when it can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_move_is_retried_in_place_and_lands_once() {
+    let env = TestEnv::new().await;
+    let mut worker = env.spawn_worker("w-refused-move");
+    env.ready(&mut worker).await;
+    let readyz = format!("http://{}/readyz", worker.tally.admin_addr.get().expect("admin address"));
+    let dead_queue = env.config.amqp.dead_queue.clone();
+    env.channel
+        .queue_delete(dead_queue.as_str().into(), Default::default())
+        .await
+        .expect("delete dead queue");
+
+    env.publish(b"{not json").await;
+    eventually("not ready while the dead letter cannot be moved", || async { status(&readyz).await == 503 })
+        .await;
+    let reply = env.converse("c-meanwhile", "hello").await;
+    assert!(reply["text"].is_string(), "other messages are answered meanwhile");
+    assert_eq!(worker.tally.rejected.load(Ordering::Relaxed), 1, "judged once");
+
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), lapin::types::AMQPValue::LongString("quorum".into()));
+    env.channel
+        .queue_declare(
+            dead_queue.as_str().into(),
+            lapin::options::QueueDeclareOptions { durable: true, ..Default::default() },
+            args,
+        )
+        .await
+        .expect("dead queue again");
+    eventually("the dead letter lands", || async { env.queue_depth(&dead_queue).await > 0 }).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let dead = env.dead_letters().await;
+    assert_eq!(dead.len(), 1, "moved once");
+    assert_eq!(header_str(&dead[0], "x-error-kind").as_deref(), Some("malformed"));
+    assert_eq!(worker.tally.total(), 2, "no delivery was handed back and judged again");
+    eventually("ready again", || async { status(&readyz).await == 200 }).await;
+    worker.stop().await.expect("clean stop");
+    env.finish().await;
+}
