@@ -464,11 +464,12 @@ impl Config {
                 }
             }
         }
-        if self.admin.addr.parse::<std::net::SocketAddr>().is_err() {
+        if !listen_address(&self.admin.addr) {
             return Err(invalid(
                 "admin.addr",
                 &format!(
-                    "`{}` is not an IP address and port such as 127.0.0.1:9464 (port 0 picks a free one)",
+                    "`{}` is not an address and port such as 127.0.0.1:9464, 0.0.0.0:9464 or localhost:9464 \
+                     (port 0 picks a free one)",
                     quoted(&self.admin.addr)
                 ),
             ));
@@ -624,6 +625,24 @@ fn check_url(key: &'static str, raw: &str, schemes: &[&str]) -> Result<(), Confi
 }
 
 /// At most 64 characters of an operator's value, on one line, for an error.
+/// An address the admin endpoint can listen on: an IP address and port, or a
+/// host name (resolved when binding, as `localhost`) and port.
+fn listen_address(addr: &str) -> bool {
+    if addr.parse::<std::net::SocketAddr>().is_ok() {
+        return true;
+    }
+    addr.rsplit_once(':').is_some_and(|(host, port)| {
+        port.parse::<u16>().is_ok()
+            && !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            })
+    })
+}
+
 fn quoted(value: &str) -> String {
     let short: String = value.chars().take(64).collect();
     let short = redact_text(&short).escape_debug().to_string();

@@ -356,3 +356,13 @@ proptest::proptest! {
         });
     }
 }
+
+#[test]
+fn the_admin_address_is_an_ip_or_a_host_name_with_a_port() {
+    for ok in ["127.0.0.1:9464", "0.0.0.0:0", "[::1]:9464", "localhost:9464", "worker-0.chat.svc:9464"] {
+        assert!(super::listen_address(ok), "{ok}");
+    }
+    for bad in ["localhost", ":9464", "a b:1", "host:99999", "host:", "x..y:1", ""] {
+        assert!(!super::listen_address(bad), "{bad}");
+    }
+}

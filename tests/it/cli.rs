@@ -52,13 +52,13 @@ async fn an_unreadable_config_or_bad_value_is_one_line_naming_it() {
     );
 
     let out =
-        worker().args(["config"]).env("WORKER_ADMIN_ADDR", "localhost:9464").output().await.expect("runs");
+        worker().args(["config"]).env("WORKER_ADMIN_ADDR", "localhost 9464").output().await.expect("runs");
     assert_eq!(out.status.code(), Some(1));
     let lines = stderr_lines(&out);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(
         lines[0]
-            .starts_with("error: config key `admin.addr` (from WORKER_ADMIN_ADDR): `localhost:9464` is not"),
+            .starts_with("error: config key `admin.addr` (from WORKER_ADMIN_ADDR): `localhost 9464` is not"),
         "{lines:?}"
     );
 }
