@@ -95,6 +95,19 @@ impl Incoming {
             match moved {
                 Ok(()) => break,
                 Err(e) if !publisher.connection_up() => return Err(e),
+                Err(BrokerError::Unroutable(target)) => {
+                    let queue = match disposition {
+                        Disposition::Retry { attempt, .. } => Some(*attempt),
+                        Disposition::Defer { .. } => Some(1),
+                        Disposition::DeadLetter { .. } | Disposition::Ack => None,
+                    };
+                    tracing::warn!(%target, "no queue took the moved message; declaring it again");
+                    if let Err(e) = publisher.declare_again(queue).await {
+                        tracing::warn!(error = %e, "could not declare the queue again");
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MOVE_RETRY_MAX);
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "rabbitmq refused to move the message; trying again");
                     tokio::time::sleep(pause).await;

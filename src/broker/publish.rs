@@ -202,6 +202,20 @@ impl Publisher {
         self.channel.connection_up()
     }
 
+    /// Declares the dead queue (`None`) or the retry queue of an attempt again,
+    /// when the worker declares its topology: a move found no queue, because an
+    /// operator deleted it under the running worker.
+    pub async fn declare_again(&self, retry_attempt: Option<u32>) -> Result<(), BrokerError> {
+        if !self.config.declare_topology {
+            return Ok(());
+        }
+        let connection = &self.channel.connection;
+        match retry_attempt {
+            None => super::topology::declare_dead_queue(connection, &self.config).await,
+            Some(attempt) => super::topology::declare_retry_queue(connection, &self.config, attempt).await,
+        }
+    }
+
     pub async fn publish_reply(&self, reply: &OutboundReply<'_>) -> Result<(), BrokerError> {
         let properties = BasicProperties::default()
             .with_delivery_mode(PERSISTENT)

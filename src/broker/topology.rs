@@ -121,6 +121,27 @@ async fn declare_inbound(
     Ok(channel)
 }
 
+/// Declares the dead queue again (an operator deleted it under a running worker).
+pub async fn declare_dead_queue(connection: &Connection, config: &AmqpConfig) -> Result<(), BrokerError> {
+    let channel = connection.create_channel().await?;
+    let declared = declare_queue(&channel, &config.dead_queue, quorum()).await;
+    let _ = channel.close(200, "declared".into()).await;
+    declared
+}
+
+/// Declares the retry queue of `attempt` again.
+pub async fn declare_retry_queue(
+    connection: &Connection,
+    config: &AmqpConfig,
+    attempt: u32,
+) -> Result<(), BrokerError> {
+    let channel = connection.create_channel().await?;
+    let args = at_least_once_to(&config.inbound_queue);
+    let declared = declare_queue(&channel, &retry_queue(config, attempt), args).await;
+    let _ = channel.close(200, "declared".into()).await;
+    declared
+}
+
 async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> Result<(), BrokerError> {
     let durable = QueueDeclareOptions { durable: true, ..Default::default() };
     channel.queue_declare(name.into(), durable, args).await?;

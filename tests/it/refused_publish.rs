@@ -94,7 +94,9 @@ async fn a_refused_publish_reopens_the_channel_and_the_worker_keeps_settling() {
 /// messages meanwhile, says it is not ready, and the move lands once, when it can.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_move_is_retried_in_place_and_lands_once() {
-    let env = TestEnv::new().await;
+    let mut env = TestEnv::new().await;
+    // A worker without configure permission: it cannot declare the queue again.
+    env.config.amqp.declare_topology = false;
     let mut worker = env.spawn_worker("w-refused-move");
     env.ready(&mut worker).await;
     let readyz = format!("http://{}/readyz", worker.tally.admin_addr.get().expect("admin address"));
@@ -128,6 +130,36 @@ async fn a_refused_move_is_retried_in_place_and_lands_once() {
     assert_eq!(header_str(&dead[0], "x-error-kind").as_deref(), Some("malformed"));
     assert_eq!(worker.tally.total(), 2, "no delivery was handed back and judged again");
     eventually("ready again", || async { status(&readyz).await == 200 }).await;
+    worker.stop().await.expect("clean stop");
+    env.finish().await;
+}
+
+/// A worker that declares its topology declares a queue an operator deleted
+/// under it again when a move finds none, and the move lands, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_dead_queue_is_declared_again_and_the_move_lands_once() {
+    let env = TestEnv::new().await;
+    let mut worker = env.spawn_worker("w-redeclare");
+    env.ready(&mut worker).await;
+    let dead_queue = env.config.amqp.dead_queue.clone();
+    env.channel
+        .queue_delete(dead_queue.as_str().into(), Default::default())
+        .await
+        .expect("delete dead queue");
+    env.publish(b"{not json").await;
+    // A channel per look: asking for a queue that is not there closes the channel.
+    eventually("the dead letter lands", || async {
+        let passive = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+        let channel = env.fresh_channel().await;
+        let depth = channel.queue_declare(dead_queue.as_str().into(), passive, FieldTable::default()).await;
+        depth.is_ok_and(|q| q.message_count() > 0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let dead = env.dead_letters().await;
+    assert_eq!(dead.len(), 1, "moved once");
+    assert_eq!(header_str(&dead[0], "x-error-kind").as_deref(), Some("malformed"));
+    assert_eq!(worker.tally.total(), 1, "judged once");
     worker.stop().await.expect("clean stop");
     env.finish().await;
 }
