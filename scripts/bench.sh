@@ -7,7 +7,7 @@
 #
 #   N=20000               messages published for the drain (10% exact copies)
 #   WORKERS=1             `worker run` processes
-#   CONCURRENCY=          worker.concurrency and amqp.prefetch (default: worker.toml's, 256)
+#   CONCURRENCY=          worker.concurrency and amqp.prefetch (default: worker.toml's, 1024)
 #   RESPONDER_DELAY_MS=0  > 0: answer through the http responder, a local stub that
 #                         waits this long per answer (at most 60000)
 #   PACED_SECONDS=10      the latency phase: fresh messages at half the drain rate

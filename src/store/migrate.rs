@@ -75,3 +75,32 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     migrator.run(pool).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+
+    /// A file added to `migrations/` but not to `MIGRATIONS` would be silently
+    /// skipped: the list and the directory must name the same files, in order,
+    /// each embedded with its own text.
+    #[test]
+    fn every_file_in_migrations_is_embedded_in_order() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+            .expect("migrations/")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+            .map(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+                (name, std::fs::read_to_string(&p).expect("sql"))
+            })
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), MIGRATIONS.len(), "migrations/ has {files:?}");
+        for ((name, sql), (version, _, embedded)) in files.iter().zip(MIGRATIONS) {
+            let number: i64 = name.split('_').next().and_then(|n| n.parse().ok()).unwrap_or(-1);
+            assert_eq!(number, *version, "{name}: versions follow the file names");
+            assert_eq!(sql, embedded, "{name} is embedded as version {version}");
+        }
+    }
+}
