@@ -577,14 +577,19 @@ impl Config {
         )
     }
 
-    /// The longest a message can take over all its attempts: each attempt's
-    /// deadline plus every retry delay at its largest jitter.
-    pub fn retry_schedule_secs(&self) -> f64 {
-        let policy = crate::outcome::RetryPolicy {
+    /// How failed attempts are retried (`worker.max_attempts` and the delays).
+    pub fn retry_policy(&self) -> crate::outcome::RetryPolicy {
+        crate::outcome::RetryPolicy {
             max_attempts: self.worker.max_attempts,
             base_delay: Duration::from_millis(self.worker.retry_base_delay_ms),
             max_delay: Duration::from_millis(self.worker.retry_max_delay_ms),
-        };
+        }
+    }
+
+    /// The longest a message can take over all its attempts: each attempt's
+    /// deadline plus every retry delay at its largest jitter.
+    pub fn retry_schedule_secs(&self) -> f64 {
+        let policy = self.retry_policy();
         let delays: f64 =
             (1..self.worker.max_attempts).map(|n| policy.delay_after(n, 1.0).as_secs_f64()).sum();
         delays + f64::from(self.worker.max_attempts) * self.worker.message_deadline_secs as f64

@@ -341,7 +341,7 @@ impl Session<'_> {
         let permits = Arc::new(Semaphore::new(self.config.worker.concurrency));
         let tasks = TaskTracker::new();
         let hard_stop = CancellationToken::new();
-        let policy = retry_policy(self.config);
+        let policy = self.config.retry_policy();
         loop {
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -546,14 +546,6 @@ fn log_outcome(outcome: &Outcome, incoming: &Incoming, attempt: u32) {
             let fingerprint = fingerprint.as_ref().map(|f| f.as_str()).unwrap_or("-");
             tracing::warn!(message_id, fingerprint, attempt, %error, "failed");
         }
-    }
-}
-
-fn retry_policy(config: &Config) -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: config.worker.max_attempts,
-        base_delay: Duration::from_millis(config.worker.retry_base_delay_ms),
-        max_delay: Duration::from_millis(config.worker.retry_max_delay_ms),
     }
 }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::options::BasicAckOptions;
 
 use super::headers::{self, Carried};
 use super::{BrokerError, Publisher};
@@ -143,11 +143,5 @@ impl Incoming {
                 publisher.dead_letter(body, carried, kind, error, *attempts).await
             }
         }
-    }
-
-    /// Hands the delivery back to the queue untouched (e.g. at shutdown).
-    pub async fn hand_back(self) -> Result<(), BrokerError> {
-        self.delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
-        Ok(())
     }
 }

@@ -158,7 +158,7 @@ impl ContextReader {
             want_list,
             reply,
         };
-        let stopped = || StoreError::Db(sqlx::Error::Protocol("the context reader has stopped".into()));
+        let stopped = || StoreError::Stopped("context reader");
         self.jobs.send(lookup).map_err(|_| stopped())?;
         result.await.map_err(|_| stopped())?
     }
@@ -252,7 +252,7 @@ fn answer(lookups: Vec<Lookup>, rows: Vec<BatchRow>) {
     }
     for lookup in lookups.into_iter().flatten() {
         let missing = "the grouped context read returned no row for a message";
-        let _ = lookup.reply.send(Err(StoreError::Db(sqlx::Error::Protocol(missing.into()))));
+        let _ = lookup.reply.send(Err(StoreError::Inconsistent(missing.into())));
     }
 }
 

@@ -133,9 +133,9 @@ pub(super) fn list_size(answer: &Answer) -> i16 {
 pub(super) async fn existing(pool: &PgPool, fp: &Fingerprint) -> Result<Recorded, StoreError> {
     match stored_reply(pool, fp).await? {
         Some(reply) => Ok(Recorded::Existing(reply)),
-        None => Err(StoreError::Db(sqlx::Error::Protocol(format!(
-            "fingerprint {fp} has an inbound row but no reply row"
-        )))),
+        None => {
+            Err(StoreError::Inconsistent(format!("fingerprint {fp} has an inbound row but no reply row")))
+        }
     }
 }
 

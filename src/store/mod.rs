@@ -47,6 +47,12 @@ pub enum StoreError {
     Fenced(String),
     #[error("database `{0}` does not exist: run `worker migrate` to create it")]
     Missing(String),
+    /// The grouped reader or writer task is gone (the worker is stopping).
+    #[error("the database {0} has stopped")]
+    Stopped(&'static str),
+    /// A statement returned less than it must: the rows are not what the worker wrote.
+    #[error("database: {0}")]
+    Inconsistent(String),
 }
 
 impl StoreError {

@@ -85,7 +85,7 @@ impl Writer {
 }
 
 fn stopped() -> StoreError {
-    StoreError::Db(sqlx::Error::Protocol("the database writer has stopped".into()))
+    StoreError::Stopped("writer")
 }
 
 /// Returns the connection to keep for the next batch, if it is still sound.
@@ -195,9 +195,7 @@ async fn record_batch(
         .into_iter()
         .map(|r| {
             r.unwrap_or_else(|| {
-                Err(StoreError::Db(sqlx::Error::Protocol(
-                    "the group commit returned no row for a message".into(),
-                )))
+                Err(StoreError::Inconsistent("the group commit returned no row for a message".into()))
             })
         })
         .collect();
