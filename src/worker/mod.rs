@@ -1,0 +1,256 @@
+//! `worker run`: wire the services together, consume, and stop cleanly.
+//!
+//! A semaphore permit is taken before a delivery is pulled, and moved into the
+//! task that handles it, so at most `concurrency` messages are worked on at once
+//! (and the broker pushes at most `prefetch`). Every task is tracked; shutdown
+//! stops consuming, waits up to `shutdown_timeout` for the tasks, and closes the
+//! connection, which hands any delivery not yet acked back to the queue.
+//!
+//! Every step of shutdown is bounded (see [`shutdown_bound`]): a broker, database
+//! or Redis that stops answering at the wrong moment costs at most a few seconds,
+//! never a worker that lingers after SIGTERM.
+
+mod background;
+mod session;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, Health};
+use crate::broker::Broker;
+use crate::catalog::{CatalogCache, invalidation};
+use crate::config::Config;
+use crate::dedup::{Dedup, sweeper};
+use crate::outcome::Outcome;
+use crate::pipeline::{Pipeline, PipelineSettings};
+use crate::respond;
+use crate::services::{self, Unreachable};
+use crate::telemetry::metrics::Metrics;
+
+use background::{Background, heartbeat, warm, watch_health};
+use session::Session;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Unreachable(#[from] Unreachable),
+    #[error("declaring the rabbitmq topology: {0}")]
+    Topology(crate::broker::BrokerError),
+    #[error("listening for catalog changes in postgresql: {0}")]
+    Listener(String),
+    #[error("admin endpoint at {addr}: {error}")]
+    Admin { addr: String, error: std::io::Error },
+    #[error("{0}")]
+    Responder(crate::respond::RespondError),
+}
+
+/// The longest each closing step may take: cancelling the consumer, closing the
+/// queue poller's channel, closing the connection, stopping the background
+/// tasks, withdrawing the liveness key. Each normally takes milliseconds; a step
+/// that overruns is logged and skipped, since nothing is lost by then (every
+/// delivery is settled or goes back to the queue when the connection drops).
+pub const CLOSING_STEP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The longest `run` takes to return once shutdown is asked for: the in-flight
+/// grace plus every closing step. `worker run` exits anyway past it.
+pub fn shutdown_bound(config: &Config) -> Duration {
+    Duration::from_secs(config.worker.shutdown_timeout_secs) + 5 * CLOSING_STEP_TIMEOUT
+}
+
+/// What the worker has done (deliveries by outcome, logged when it stops) and is
+/// doing (`consuming`: connected and taking deliveries, the basis of readiness).
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub consuming: Arc<AtomicBool>,
+    /// Whether the last publish could be made (a broker that keeps refusing is not ready).
+    pub publishing: Arc<AtomicBool>,
+    /// Where `/metrics`, `/healthz` and `/readyz` answer (known once started).
+    pub admin_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    pub processed: AtomicU64,
+    pub duplicate: AtomicU64,
+    pub rejected: AtomicU64,
+    pub failed: AtomicU64,
+    pub deferred: AtomicU64,
+}
+
+impl Tally {
+    /// Deliveries settled so far, whatever their outcome.
+    pub fn total(&self) -> u64 {
+        [&self.processed, &self.duplicate, &self.rejected, &self.failed, &self.deferred]
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn count(&self, outcome: &Outcome) {
+        let counter = match outcome {
+            Outcome::Processed { .. } => &self.processed,
+            Outcome::Duplicate { .. } => &self.duplicate,
+            Outcome::Rejected(_) => &self.rejected,
+            Outcome::Failed { .. } => &self.failed,
+            Outcome::Deferred { .. } => &self.deferred,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs until `shutdown` is cancelled. Returns an error only when the services
+/// cannot be reached at start; after that, broker outages are ridden out.
+/// `tally` counts outcomes as they happen (tests and the binary read it).
+pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>) -> Result<(), RunError> {
+    let worker_id = config.worker_id();
+    let deadline = Instant::now() + config.startup_timeout();
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health {
+        consuming: tally.consuming.clone(),
+        publishing: tally.publishing.clone(),
+        ..Health::default()
+    });
+    let pool =
+        services::postgres(&config, deadline, Some(Duration::from_secs(config.worker.message_deadline_secs)))
+            .await?;
+    let redis = services::redis(&config, deadline).await?;
+    let mut broker = services::rabbitmq_reporting(&config, deadline, tally.publishing.clone()).await?;
+    if config.amqp.declare_topology {
+        broker.declare(config.worker.max_attempts).await.map_err(RunError::Topology)?;
+    }
+
+    let responder = respond::from_config(&config.responder, config.tracing.record_message_content)
+        .map_err(RunError::Responder)?;
+    let admin = tokio::net::TcpListener::bind(&config.admin.addr)
+        .await
+        .map_err(|error| RunError::Admin { addr: config.admin.addr.clone(), error })?;
+    if let Ok(addr) = admin.local_addr() {
+        let _ = tally.admin_addr.set(addr);
+        tracing::info!(%addr, "admin endpoint: /metrics /healthz /readyz");
+    }
+    let redis_probe = redis.clone();
+    let dedup = Dedup::new(redis.clone(), &config.redis, &worker_id);
+    let cache = CatalogCache::new(pool.clone(), redis, &config.redis.key_prefix, &config.cache);
+    let background = Background::default();
+    background.spawn(
+        "admin endpoint",
+        admin::serve(admin, (&config.admin).into(), metrics.clone(), health.clone(), background.stop_token()),
+    );
+    background.spawn(
+        "health checks",
+        watch_health(
+            pool.clone(),
+            redis_probe,
+            dedup.clone(),
+            cache.clone(),
+            metrics.clone(),
+            health.clone(),
+            background.stop_token(),
+        ),
+    );
+    background.spawn("liveness heartbeat", heartbeat(dedup.clone(), background.stop_token()));
+    let (synced_tx, synced) = tokio::sync::oneshot::channel();
+    background.spawn(
+        "cache invalidation listener",
+        invalidation::listen(pool.clone(), cache.clone(), background.stop_token(), synced_tx),
+    );
+    // Serve nothing from the cache before the versions are known.
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(remaining, synced).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => return Err(RunError::Listener(e.to_string())),
+        _ => return Err(RunError::Listener("no answer before the startup timeout".into())),
+    }
+    background.spawn(
+        "lock sweeper",
+        sweeper::run(
+            dedup.clone(),
+            Duration::from_secs(config.redis.liveness_ttl_secs),
+            metrics.clone(),
+            background.stop_token(),
+        ),
+    );
+    if config.cache.warm_at_start {
+        background.spawn("cache warming", warm(pool.clone(), cache.clone()));
+    }
+    if let Err(e) = dedup.heartbeat().await {
+        tracing::warn!(error = %e, "first liveness heartbeat failed; will keep trying");
+    }
+
+    let writer = crate::store::Writer::start(
+        pool.clone(),
+        crate::store::WriterSettings {
+            max_batch: config.database.commit_batch_max,
+            in_flight: config.database.commits_in_flight,
+        },
+        crate::store::WriterMetrics {
+            batch_sizes: metrics.commit_batch_size.clone(),
+            split_batches: metrics.commit_batches_split.clone(),
+        },
+    );
+    let reader = crate::store::ContextReader::start(
+        pool.clone(),
+        config.database.reads_in_flight,
+        config.context.history_limit,
+    );
+    let settings = PipelineSettings {
+        key_prefix: config.redis.key_prefix.clone(),
+        reference_ttl: Duration::from_secs(config.context.reference_ttl_secs),
+        deadline: Duration::from_secs(config.worker.message_deadline_secs),
+        crash_at: std::env::var("WORKER_TEST_CRASH_AT").ok(),
+    };
+    tracing::info!(%worker_id, concurrency = config.worker.concurrency, prefetch = config.amqp.prefetch, "worker started");
+    loop {
+        let pipeline = Pipeline {
+            pool: pool.clone(),
+            reader: reader.clone(),
+            writer: writer.clone(),
+            dedup: dedup.clone(),
+            cache: cache.clone(),
+            responder: responder.clone(),
+            publisher: broker.publisher(),
+            settings: settings.clone(),
+            metrics: metrics.clone(),
+        };
+        let pipeline = Arc::new(pipeline);
+        let session = Session { config: &config, worker_id: &worker_id, pipeline, tally: tally.clone() };
+        session.consume(&broker, &shutdown).await;
+        if tokio::time::timeout(CLOSING_STEP_TIMEOUT, broker.close()).await.is_err() {
+            tracing::warn!("rabbitmq did not confirm closing the connection; dropping it");
+        }
+        if shutdown.is_cancelled() {
+            break;
+        }
+        match reconnect(&config, &shutdown, &tally).await {
+            Some(reconnected) => {
+                metrics.reconnect("rabbitmq");
+                broker = reconnected;
+            }
+            None => break,
+        }
+    }
+
+    background.stop_all().await;
+    match tokio::time::timeout(CLOSING_STEP_TIMEOUT, dedup.sign_off()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not withdraw the liveness key; it expires by itself"),
+        Err(_) => tracing::warn!("redis did not answer in time; the liveness key expires by itself"),
+    }
+    Ok(())
+}
+
+/// Reconnects to RabbitMQ with backoff; `None` when shutdown is asked for first.
+async fn reconnect(config: &Config, shutdown: &CancellationToken, tally: &Tally) -> Option<Broker> {
+    loop {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            connected = services::rabbitmq_reporting(config, deadline, tally.publishing.clone()) => match connected {
+                Ok(broker) => {
+                    tracing::info!("reconnected to rabbitmq");
+                    return Some(broker);
+                }
+                Err(e) => tracing::error!(error = %e, "still reconnecting"),
+            },
+        }
+    }
+}
