@@ -99,6 +99,7 @@ async fn a_worker_paused_past_its_lease_can_never_commit_or_publish() {
 
     // The paused worker consumes its own queue (suffix "p") and asks the slow agent.
     let suffixed = |name: &str| format!("{name}.p");
+    env.track_suffix("p");
     let mut paused = env
         .worker_binary()
         .args(["run", "--worker-id", "paused"])

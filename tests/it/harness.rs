@@ -248,6 +248,12 @@ impl TestEnv {
         self._connection.create_channel().await.expect("channel")
     }
 
+    /// Names suffixed `suffix` (exchange, inbound and retry queues) that a worker
+    /// run outside `spawn_worker_on` uses, to remove with the rest at `finish`.
+    pub fn track_suffix(&self, suffix: &str) {
+        self.suffixes.lock().unwrap_or_else(|p| p.into_inner()).push(suffix.to_owned());
+    }
+
     /// The test's id, which every name it uses on the shared services starts with.
     pub fn id(&self) -> &str {
         &self.id
@@ -583,13 +589,23 @@ impl TestEnv {
         for (exchange, queue, retry_prefix) in inbound {
             exchanges.push(exchange);
             queues.push(queue);
-            queues.extend((1..self.config.worker.max_attempts.max(2)).map(|n| format!("{retry_prefix}.{n}")));
+            // `new` declared the default's retry queues; a test may have changed
+            // max_attempts since (and a worker declared its own): remove them all.
+            let declared = self.config.worker.max_attempts.max(Config::default().worker.max_attempts).max(2);
+            queues.extend((1..declared).map(|n| format!("{retry_prefix}.{n}")));
         }
+        // A channel of its own: the test may have left the shared one closed
+        // (the broker closes a channel on which it refused something).
+        let mut cleanup = self.fresh_channel().await;
         for queue in queues {
-            let _ = self.channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+            if cleanup.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await.is_err() {
+                cleanup = self.fresh_channel().await;
+            }
         }
         for exchange in exchanges {
-            let _ = self.channel.exchange_delete(exchange.as_str().into(), Default::default()).await;
+            if cleanup.exchange_delete(exchange.as_str().into(), Default::default()).await.is_err() {
+                cleanup = self.fresh_channel().await;
+            }
         }
         self.flush_redis().await;
         self.pool.close().await;
