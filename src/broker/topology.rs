@@ -123,10 +123,7 @@ async fn declare_inbound(
 
 /// Declares the dead queue again (an operator deleted it under a running worker).
 pub async fn declare_dead_queue(connection: &Connection, config: &AmqpConfig) -> Result<(), BrokerError> {
-    let channel = connection.create_channel().await?;
-    let declared = declare_queue(&channel, &config.dead_queue, quorum()).await;
-    let _ = channel.close(200, "declared".into()).await;
-    declared
+    declare_alone(connection, &config.dead_queue, quorum()).await
 }
 
 /// Declares the retry queue of `attempt` again.
@@ -135,9 +132,14 @@ pub async fn declare_retry_queue(
     config: &AmqpConfig,
     attempt: u32,
 ) -> Result<(), BrokerError> {
+    declare_alone(connection, &retry_queue(config, attempt), at_least_once_to(&config.inbound_queue)).await
+}
+
+/// Declares one queue on a channel of its own, closed afterwards (a refusal
+/// closes only that channel).
+async fn declare_alone(connection: &Connection, name: &str, args: FieldTable) -> Result<(), BrokerError> {
     let channel = connection.create_channel().await?;
-    let args = at_least_once_to(&config.inbound_queue);
-    let declared = declare_queue(&channel, &retry_queue(config, attempt), args).await;
+    let declared = declare_queue(&channel, name, args).await;
     let _ = channel.close(200, "declared".into()).await;
     declared
 }
