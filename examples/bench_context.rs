@@ -15,6 +15,7 @@ use anyhow::Context as _;
 use chat_worker::catalog::CatalogCache;
 use chat_worker::config::{Config, Overrides};
 use chat_worker::decode::{Inbound, decode};
+use chat_worker::model::ConversationStatus;
 use chat_worker::respond::{Builtin, Context};
 use chat_worker::store;
 use serde_json::json;
@@ -57,7 +58,7 @@ async fn run() -> anyhow::Result<()> {
         let tenant_profile = profile.tenant.clone().context("seeded tenant")?;
         let ctx = Context {
             inbound: msg,
-            conversation_status: "open",
+            conversation_status: ConversationStatus::Open,
             tenant: &tenant_profile,
             catalog: &catalog,
             knowledge: &knowledge,
@@ -87,9 +88,9 @@ async fn run() -> anyhow::Result<()> {
 }
 
 type Built = (
-    std::sync::Arc<chat_worker::catalog::model::Profile>,
-    std::sync::Arc<chat_worker::catalog::model::Catalog>,
-    std::sync::Arc<chat_worker::catalog::model::Knowledge>,
+    std::sync::Arc<chat_worker::model::catalog::Profile>,
+    std::sync::Arc<chat_worker::model::catalog::Catalog>,
+    std::sync::Arc<chat_worker::model::catalog::Knowledge>,
     Vec<store::HistoryItem>,
 );
 

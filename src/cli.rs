@@ -5,7 +5,7 @@ pub mod values;
 
 use std::path::PathBuf;
 
-use chat_worker::fingerprint::Fingerprint;
+use chat_worker::model::Fingerprint;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use values::Since;

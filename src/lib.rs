@@ -34,7 +34,7 @@ pub mod catalog;
 pub mod config;
 pub mod decode;
 pub mod dedup;
-pub mod fingerprint;
+pub mod model;
 pub mod outcome;
 pub mod pipeline;
 pub mod redact;

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::fingerprint::Fingerprint;
+use crate::model::Fingerprint;
 
 /// Why a message can never be processed: it goes to `worker.dead` unchanged.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,12 +16,13 @@ use sqlx::PgPool;
 use crate::broker::publish::OutboundReply;
 use crate::broker::{Incoming, Publisher};
 use crate::catalog::CatalogCache;
-use crate::catalog::model::TenantProfile;
 use crate::decode::{Inbound, check_route, decode};
 use crate::dedup::{Claim, Dedup, Lease};
-use crate::fingerprint::Fingerprint;
+use crate::model::Fingerprint;
+use crate::model::catalog::TenantProfile;
+use crate::model::{Direction, NumberedList};
 use crate::outcome::{DuplicateOf, Outcome, Rejection, RejectionKind};
-use crate::references::{self, NumberedList};
+use crate::references;
 use crate::reply::reply_body;
 use crate::respond::{Context, Responder};
 use crate::store::{self, Exchange, Recorded, StoredReply};
@@ -264,7 +265,7 @@ impl Pipeline {
         let context = context.ok_or_else(|| Stop::Reject(foreign_conversation(inbound)))?;
         let conversation_id = context.conversation.as_ref().map(|c| c.id);
         let latest_list = conversation_id.and_then(|id| {
-            let from_history = context.history.iter().filter(|m| m.direction == "out").map(|m| {
+            let from_history = context.history.iter().filter(|m| m.direction == Direction::Out).map(|m| {
                 NumberedList { conversation_id: Some(id), at: m.created_at, items: m.references.clone() }
             });
             references::latest(
@@ -276,7 +277,7 @@ impl Pipeline {
         // respond
         let ctx = Context {
             inbound,
-            conversation_status: context.conversation.as_ref().map_or("open", |c| c.status.as_str()),
+            conversation_status: context.conversation.as_ref().map(|c| c.status).unwrap_or_default(),
             tenant,
             catalog: &catalog,
             knowledge: &knowledge,

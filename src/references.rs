@@ -5,27 +5,9 @@
 //! `reference_ttl_secs`; PostgreSQL has every reply's references, and answers
 //! when Redis does not. The newest of what each source knows wins.
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::decode::Inbound;
-
-/// A catalog item a reply is about (`references` in CONTRACT §4).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reference {
-    pub kind: String,
-    pub id: Uuid,
-    pub position: u32,
-}
-
-/// A reply that listed two or more items.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NumberedList {
-    pub conversation_id: Option<Uuid>,
-    pub at: DateTime<Utc>,
-    pub items: Vec<Reference>,
-}
+use crate::model::{Inbound, NumberedList};
 
 /// Redis key of a customer's latest list (per tenant, channel and customer, which
 /// is known before the conversation is, so it can ride along with the claim).
@@ -47,10 +29,12 @@ pub fn latest(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{ItemKind, Reference};
+    use chrono::DateTime;
 
     fn list(conv: Uuid, secs: i64, n: u32) -> NumberedList {
         let items =
-            (1..=n).map(|p| Reference { kind: "product".into(), id: Uuid::new_v4(), position: p }).collect();
+            (1..=n).map(|p| Reference { kind: ItemKind::Product, id: Uuid::new_v4(), position: p }).collect();
         NumberedList {
             conversation_id: Some(conv),
             at: DateTime::from_timestamp(secs, 0).unwrap_or_default(),

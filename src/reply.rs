@@ -6,8 +6,8 @@ use chrono::SecondsFormat;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::decode::Inbound;
-use crate::fingerprint::Fingerprint;
+use crate::model::Fingerprint;
+use crate::model::Inbound;
 use crate::store::StoredReply;
 
 #[derive(Serialize)]

@@ -19,8 +19,9 @@ use serde::de::DeserializeOwned;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::model::{Catalog, Knowledge, Profile, Weight};
+use super::Weight;
 use crate::config::CacheConfig;
+use crate::model::catalog::{Catalog, Knowledge, Profile};
 use crate::store::{self, StoreError};
 
 /// Hits and misses per tier, for metrics and benchmarks.

@@ -1,6 +1,7 @@
 //! Stage "catalog": what a tenant sells and knows, cached in two tiers.
 //!
-//! - [`model`] — the cached values (profile, catalog, knowledge);
+//! - the cached values (profile, catalog, knowledge) are [`crate::model::catalog`];
+//!   [`weight`] says how much of the memory bound each takes;
 //! - [`cache`] — in-process (moka, memory-bounded, single-flight) in front of
 //!   Redis in front of PostgreSQL; a Redis outage degrades to the database;
 //! - [`invalidation`] — LISTEN `chat_worker_cache`: PostgreSQL triggers bump a
@@ -8,6 +9,8 @@
 
 pub mod cache;
 pub mod invalidation;
-pub mod model;
+mod weight;
+
+pub use weight::Weight;
 
 pub use cache::{CacheStats, CatalogCache};

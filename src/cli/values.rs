@@ -5,7 +5,7 @@
 
 use chat_worker::config::{MAX_CONCURRENCY, check_worker_id};
 use chat_worker::decode::CHANNELS;
-use chat_worker::fingerprint::Fingerprint;
+use chat_worker::model::Fingerprint;
 use chrono::{DateTime, TimeDelta, Utc};
 
 /// Most messages per page of `worker history`.

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use chat_worker::config::Config;
 use chat_worker::dedup::{Dedup, ProcessingState, Released};
-use chat_worker::fingerprint::Fingerprint;
+use chat_worker::model::Fingerprint;
 use chat_worker::store;
 use serde_json::json;
 

@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::ConnectionManager;
 
-use crate::fingerprint::Fingerprint;
+use crate::model::Fingerprint;
 
 #[derive(Debug, thiserror::Error)]
 #[error("redis: {0}")]

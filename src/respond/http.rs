@@ -20,9 +20,9 @@ use uuid::Uuid;
 
 use super::transport::{Secret, Transport, unreadable};
 use super::{Answer, Context, RespondError, Responder, Usage, shown};
-use crate::catalog::model::Derived;
 use crate::config::ResponderConfig;
-use crate::references::Reference;
+use crate::model::catalog::Derived;
+use crate::model::{ItemKind, Reference};
 
 const WHAT: &str = "the agent service";
 
@@ -58,7 +58,7 @@ struct AgentReply {
 /// A reference as an agent may send it: without a position (0: none given).
 #[derive(Deserialize)]
 struct OfferedReference {
-    kind: String,
+    kind: ItemKind,
     id: Uuid,
     #[serde(default)]
     position: u32,
@@ -122,7 +122,7 @@ fn context_json(ctx: &Context<'_>) -> Result<JsonChunks, serde_json::Error> {
     let mut head = br#"{"inbound":"#.to_vec();
     serde_json::to_writer(&mut head, ctx.inbound)?;
     head.extend_from_slice(br#","conversation_status":"#);
-    serde_json::to_writer(&mut head, ctx.conversation_status)?;
+    serde_json::to_writer(&mut head, &ctx.conversation_status)?;
     head.extend_from_slice(br#","tenant":"#);
     serde_json::to_writer(&mut head, ctx.tenant)?;
     head.extend_from_slice(br#","catalog":"#);

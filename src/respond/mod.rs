@@ -24,21 +24,22 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 
+pub use crate::model::{Answer, Usage};
 pub use builtin::Builtin;
 pub use untrusted::Untrusted;
 
-use crate::catalog::model::{Catalog, Knowledge, TenantProfile};
 use crate::config::{ResponderConfig, ResponderKind};
-use crate::decode::Inbound;
-use crate::references::{NumberedList, Reference};
+use crate::model::Inbound;
+use crate::model::catalog::{Catalog, Knowledge, TenantProfile};
+use crate::model::{ConversationStatus, ItemKind, NumberedList, Reference};
 use crate::store::HistoryItem;
 
 /// What a responder knows when it answers.
 #[derive(Debug, Serialize)]
 pub struct Context<'a> {
     pub inbound: &'a Inbound,
-    /// `open` (also for a conversation about to be opened), `handoff` or `closed`.
-    pub conversation_status: &'a str,
+    /// `open` also for a conversation about to be opened (with the reply).
+    pub conversation_status: ConversationStatus,
     pub tenant: &'a TenantProfile,
     pub catalog: &'a Catalog,
     pub knowledge: &'a Knowledge,
@@ -46,31 +47,6 @@ pub struct Context<'a> {
     pub history: &'a [HistoryItem],
     /// The latest reply that listed two or more items.
     pub latest_list: Option<&'a NumberedList>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Answer {
-    pub text: String,
-    pub handoff: bool,
-    pub confidence: f32,
-    /// The catalog items the reply is about, with their positions.
-    pub references: Vec<Reference>,
-    pub usage: Usage,
-}
-
-/// What answering cost, where the responder knows it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Usage {
-    pub model: Option<String>,
-    pub prompt_tokens: Option<i32>,
-    pub completion_tokens: Option<i32>,
-    pub cost: Option<f64>,
-}
-
-impl Answer {
-    pub fn plain(text: &str, handoff: bool, confidence: f32) -> Self {
-        Self { text: text.to_owned(), handoff, confidence, references: Vec::new(), usage: Usage::default() }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,17 +104,13 @@ pub(crate) fn first_bytes(body: &[u8]) -> String {
 /// `references` is filled whichever responder wrote the text.
 pub(crate) fn references_in(text: &str, catalog: &Catalog) -> Vec<Reference> {
     let lower = text.to_lowercase();
-    let mut found: Vec<(usize, &str, uuid::Uuid)> = catalog
+    let mut found: Vec<(usize, ItemKind, uuid::Uuid)> = catalog
         .products
         .iter()
-        .map(|p| ("product", p.id, &p.name))
-        .chain(catalog.services.iter().map(|s| ("service", s.id, &s.name)))
+        .map(|p| (ItemKind::Product, p.id, &p.name))
+        .chain(catalog.services.iter().map(|s| (ItemKind::Service, s.id, &s.name)))
         .filter_map(|(kind, id, name)| lower.find(&name.to_lowercase()).map(|at| (at, kind, id)))
         .collect();
     found.sort_by_key(|(at, _, _)| *at);
-    found
-        .into_iter()
-        .zip(1u32..)
-        .map(|((_, kind, id), position)| Reference { kind: kind.into(), id, position })
-        .collect()
+    found.into_iter().zip(1u32..).map(|((_, kind, id), position)| Reference { kind, id, position }).collect()
 }

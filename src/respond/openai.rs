@@ -13,6 +13,7 @@ use super::shown::{self, clip};
 use super::transport::{Secret, Transport, unreadable};
 use super::{Answer, Context, RespondError, Responder, Usage, references_in};
 use crate::config::ResponderConfig;
+use crate::model::Direction;
 
 /// A reply that starts with this asks for a human.
 const HANDOFF_MARK: &str = "[handoff]";
@@ -78,7 +79,7 @@ impl OpenAi {
     fn messages(&self, ctx: &Context<'_>) -> Vec<Value> {
         let mut messages = vec![json!({ "role": "system", "content": system_prompt(ctx) })];
         for m in ctx.history {
-            let role = if m.direction == "in" { "user" } else { "assistant" };
+            let role = if m.direction == Direction::In { "user" } else { "assistant" };
             messages.push(json!({ "role": role, "content": m.text }));
         }
         messages.push(json!({ "role": "user", "content": ctx.inbound.text }));

@@ -10,7 +10,7 @@
 //! shown does not depend on the message, so the `http` responder serializes
 //! them once per cached catalog; they are the first in the catalog's order.
 
-use crate::catalog::model::{Catalog, Knowledge, KnowledgeEntry, Product, Service};
+use crate::model::catalog::{Catalog, Knowledge, KnowledgeEntry, Product, Service};
 
 /// Items and entries shown at most. With the character bounds below, the
 /// catalog's JSON stays under ~300 KB even with 4-byte characters throughout

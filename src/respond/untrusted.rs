@@ -15,8 +15,8 @@ use futures_util::future::BoxFuture;
 use uuid::Uuid;
 
 use super::{Answer, Context, RespondError, Responder};
-use crate::catalog::model::Catalog;
-use crate::references::Reference;
+use crate::model::catalog::Catalog;
+use crate::model::{ItemKind, Reference};
 
 /// As long as an inbound message may be (CONTRACT §2): room for a full answer,
 /// not for a runaway one.
@@ -67,9 +67,9 @@ pub fn accept(answer: Answer, catalog: &Catalog) -> Result<Answer, RespondError>
 pub fn kept(offered: Vec<Reference>, catalog: &Catalog) -> Vec<Reference> {
     // One pass over the catalog, whatever its size, for the ids offered.
     let offered_ids: HashSet<Uuid> = offered.iter().map(|r| r.id).collect();
-    let products = catalog.products.iter().map(|p| (p.id, "product"));
-    let services = catalog.services.iter().map(|s| (s.id, "service"));
-    let known: HashMap<Uuid, &str> =
+    let products = catalog.products.iter().map(|p| (p.id, ItemKind::Product));
+    let services = catalog.services.iter().map(|s| (s.id, ItemKind::Service));
+    let known: HashMap<Uuid, ItemKind> =
         products.chain(services).filter(|(id, _)| offered_ids.contains(id)).collect();
 
     let mut seen = HashSet::new();

@@ -1,7 +1,7 @@
 use uuid::Uuid;
 
 use super::*;
-use crate::catalog::model::{Product, Service};
+use crate::model::catalog::{Product, Service};
 use crate::respond::Usage;
 
 fn product(name: &str) -> Product {
@@ -32,7 +32,8 @@ fn shop() -> Catalog {
 }
 
 fn reference(kind: &str, id: Uuid, position: u32) -> Reference {
-    Reference { kind: kind.into(), id, position }
+    let kind = if kind == "service" { ItemKind::Service } else { ItemKind::Product };
+    Reference { kind, id, position }
 }
 
 fn answer(text: &str, confidence: f32, references: Vec<Reference>) -> Answer {

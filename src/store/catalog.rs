@@ -17,7 +17,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::catalog::model::{Catalog, Knowledge, KnowledgeEntry, Product, Profile, Service, TenantProfile};
+use crate::model::catalog::{Catalog, Knowledge, KnowledgeEntry, Product, Profile, Service, TenantProfile};
 
 /// Characters kept of each text (PostgreSQL's `left` counts characters, so a cut
 /// never splits one). A name or title is a line, a category or currency a word;

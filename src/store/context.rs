@@ -10,13 +10,12 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{Conversation, StoreError};
-use crate::decode::Inbound;
-use crate::references::{NumberedList, Reference};
+use crate::model::Inbound;
+use crate::model::{ConversationStatus, Direction, NumberedList, Reference};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryItem {
-    /// `in` (the customer) or `out` (a reply).
-    pub direction: String,
+    pub direction: Direction,
     pub text: String,
     #[serde(default)]
     pub references: Vec<Reference>,
@@ -75,7 +74,7 @@ type BatchRow = (
 /// The conversation a key found, with its history gathered from its rows.
 struct Found {
     id: Uuid,
-    status: String,
+    status: ConversationStatus,
     history: Vec<HistoryItem>,
     list: Option<StoredList>,
 }
@@ -87,14 +86,20 @@ impl Found {
         let mut keys: Vec<(i64, Option<Found>)> = Vec::new();
         for (ordinal, id, status, list, direction, text, references, created_at) in rows {
             if keys.last().is_none_or(|(last, _)| *last != ordinal) {
-                let found =
-                    id.zip(status).map(|(id, status)| Found { id, status, history: Vec::new(), list: None });
+                let found = id.zip(status).map(|(id, status)| Found {
+                    id,
+                    // The table's CHECK allows no other value.
+                    status: ConversationStatus::parse(&status).unwrap_or_default(),
+                    history: Vec::new(),
+                    list: None,
+                });
                 keys.push((ordinal, found));
             }
             let Some((_, Some(found))) = keys.last_mut() else { continue };
             if let Some(Json(list)) = list {
                 found.list = Some(list);
             }
+            let direction = direction.as_deref().and_then(Direction::parse);
             if let (Some(direction), Some(text), Some(created_at)) = (direction, text, created_at) {
                 let references = references.map(|Json(r)| r).unwrap_or_default();
                 found.history.push(HistoryItem { direction, text, references, created_at });

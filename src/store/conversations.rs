@@ -1,8 +1,9 @@
 use uuid::Uuid;
 
+use crate::model::ConversationStatus;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conversation {
     pub id: Uuid,
-    /// `open`, `handoff` or `closed`.
-    pub status: String,
+    pub status: ConversationStatus,
 }

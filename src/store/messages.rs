@@ -6,9 +6,9 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::decode::Inbound;
-use crate::fingerprint::Fingerprint;
-use crate::respond::Answer;
+use crate::model::Answer;
+use crate::model::Fingerprint;
+use crate::model::Inbound;
 
 /// One inbound message and the reply to it, to be committed together.
 #[derive(Debug, Clone)]

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chat_worker::dedup::Dedup;
-use chat_worker::fingerprint::Fingerprint;
+use chat_worker::model::Fingerprint;
 use chat_worker::respond::Answer;
 use chat_worker::store::{self, Exchange, StoreError};
 use tokio::io::{AsyncBufReadExt, BufReader};

@@ -4,10 +4,10 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use chat_worker::catalog::model::{Catalog, Knowledge, KnowledgeEntry, Product, TenantProfile};
 use chat_worker::config::{ResponderConfig, ResponderKind};
 use chat_worker::decode::decode;
-use chat_worker::references::Reference;
+use chat_worker::model::catalog::{Catalog, Knowledge, KnowledgeEntry, Product, TenantProfile};
+use chat_worker::model::{ConversationStatus, Direction, ItemKind, Reference};
 use chat_worker::respond::{self, Context, RespondError};
 use chat_worker::store::HistoryItem;
 use serde_json::json;
@@ -58,13 +58,13 @@ pub(crate) fn fixture() -> Fixture {
         },
         history: vec![
             HistoryItem {
-                direction: "in".into(),
+                direction: Direction::In,
                 text: "hi".into(),
                 references: vec![],
                 created_at: chrono::Utc::now(),
             },
             HistoryItem {
-                direction: "out".into(),
+                direction: Direction::Out,
                 text: "Hello!".into(),
                 references: vec![],
                 created_at: chrono::Utc::now(),
@@ -89,7 +89,7 @@ fn config(kind: ResponderKind, url: &str, timeout_ms: u64) -> ResponderConfig {
 pub(crate) fn context(f: &Fixture) -> Context<'_> {
     Context {
         inbound: &f.inbound,
-        conversation_status: "open",
+        conversation_status: ConversationStatus::Open,
         tenant: &f.tenant,
         catalog: &f.catalog,
         knowledge: &f.knowledge,
@@ -175,7 +175,7 @@ async fn http_posts_the_built_context_and_reads_the_agents_answer() {
     assert_eq!(stub.header("content-length"), [Some(expected.len().to_string())]);
     assert_eq!(stub.header("content-type"), [Some("application/json".to_owned())]);
     assert_eq!(stub.header("transfer-encoding"), [None]);
-    assert_eq!(answer.references, [Reference { kind: "product".into(), id, position: 1 }]);
+    assert_eq!(answer.references, [Reference { kind: ItemKind::Product, id, position: 1 }]);
     let request = &stub.bodies()[0];
     assert_eq!(request["inbound"]["text"], "Which shoes do you have?");
     assert_eq!(request["catalog"]["products"][0]["name"], "Trail Runner X");

@@ -1,7 +1,7 @@
 //! Knowledge answers: the active entry whose title (and content) best covers the question.
 
 use super::text::{matches, stem, terms, words};
-use crate::catalog::model::{Knowledge, KnowledgeEntry};
+use crate::model::catalog::{Knowledge, KnowledgeEntry};
 
 /// The best entry and how well it matches (0..1), if any matches at all.
 pub fn best<'k>(knowledge: &'k Knowledge, query_terms: &[String]) -> Option<(&'k KnowledgeEntry, f32)> {

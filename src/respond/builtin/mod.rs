@@ -20,7 +20,7 @@ use futures_util::future::BoxFuture;
 use self::position::Pointer;
 use self::search::{Bound, Hit};
 use super::{Answer, Context, RespondError, Responder};
-use crate::references::Reference;
+use crate::model::{ConversationStatus, Direction, Reference};
 
 const HANDOFF_WORDS: &[&str] = &["human", "agent", "person", "humans", "agents", "people"];
 const GREETINGS: &[&str] = &[
@@ -59,7 +59,7 @@ impl Default for Builtin {
 impl Builtin {
     pub fn answer(&self, ctx: &Context<'_>) -> Answer {
         let words = text::words(&ctx.inbound.text);
-        if ctx.conversation_status == "handoff" {
+        if ctx.conversation_status == ConversationStatus::Handoff {
             return Answer::plain(
                 "Thanks, a member of our team has your conversation and will reply here shortly.",
                 true,
@@ -129,7 +129,7 @@ impl Builtin {
                 .history
                 .iter()
                 .rev()
-                .find(|m| m.direction == "out" && !m.references.is_empty())
+                .find(|m| m.direction == Direction::Out && !m.references.is_empty())
                 .and_then(|m| (m.references.len() == 1).then(|| &m.references[0])),
         }?;
         Some(describe(ctx, chosen))
@@ -182,7 +182,7 @@ fn list(hits: &[Hit], bound: Bound, confidence: f32) -> Answer {
     let references: Vec<Reference> = shown
         .iter()
         .zip(1u32..)
-        .map(|(h, position)| Reference { kind: h.kind.to_owned(), id: h.id, position })
+        .map(|(h, position)| Reference { kind: h.kind, id: h.id, position })
         .collect();
     let lines: Vec<String> = shown
         .iter()

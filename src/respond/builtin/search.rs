@@ -2,7 +2,8 @@
 //! or description match the message's words, within its price bound.
 
 use super::text::{matches, parse_number, stem, words};
-use crate::catalog::model::Catalog;
+use crate::model::ItemKind;
+use crate::model::catalog::Catalog;
 use uuid::Uuid;
 
 /// A price bound said in words: "under 5000", "over 1000", "between 1000 and 3000".
@@ -53,7 +54,7 @@ impl Bound {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
-    pub kind: &'static str,
+    pub kind: ItemKind,
     pub id: Uuid,
     pub name: String,
     pub price: Option<f64>,
@@ -128,7 +129,7 @@ struct Index {
 }
 
 struct Item {
-    kind: &'static str,
+    kind: ItemKind,
     id: Uuid,
     name: String,
     price: Option<f64>,
@@ -161,11 +162,11 @@ impl Index {
         };
         for p in &catalog.products {
             let fields = [(p.name.as_str(), 3), (p.category.as_str(), 2), (p.description.as_str(), 1)];
-            add(item("product", p.id, &p.name, p.price, &p.currency), fields);
+            add(item(ItemKind::Product, p.id, &p.name, p.price, &p.currency), fields);
         }
         for s in &catalog.services {
             let fields = [(s.name.as_str(), 3), ("service", 2), (s.description.as_str(), 1)];
-            add(item("service", s.id, &s.name, s.price, &s.currency), fields);
+            add(item(ItemKind::Service, s.id, &s.name, s.price, &s.currency), fields);
         }
         Self { items, words: postings.into_iter().collect() }
     }
@@ -193,7 +194,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::model::{Product, Service};
+    use crate::model::catalog::{Product, Service};
     use crate::respond::builtin::text::terms;
 
     fn catalog() -> Catalog {

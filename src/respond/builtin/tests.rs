@@ -3,9 +3,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::*;
-use crate::catalog::model::{Catalog, Knowledge, KnowledgeEntry, Product, Service, TenantProfile};
-use crate::decode::Inbound;
-use crate::references::NumberedList;
+use crate::model::Inbound;
+use crate::model::catalog::{Catalog, Knowledge, KnowledgeEntry, Product, Service, TenantProfile};
+use crate::model::{ConversationStatus, Direction, ItemKind, NumberedList};
 use crate::store::HistoryItem;
 
 struct Shop {
@@ -75,21 +75,21 @@ fn inbound(text: &str) -> Inbound {
 /// list between turns as the pipeline does.
 struct Conversation {
     shop: Shop,
-    status: String,
+    status: ConversationStatus,
     history: Vec<HistoryItem>,
     list: Option<NumberedList>,
 }
 
 impl Conversation {
     fn new() -> Self {
-        Self { shop: shop(), status: "open".into(), history: Vec::new(), list: None }
+        Self { shop: shop(), status: ConversationStatus::Open, history: Vec::new(), list: None }
     }
 
     fn say(&mut self, text: &str) -> Answer {
         let msg = inbound(text);
         let answer = Builtin::default().answer(&Context {
             inbound: &msg,
-            conversation_status: &self.status,
+            conversation_status: self.status,
             tenant: &self.shop.tenant,
             catalog: &self.shop.catalog,
             knowledge: &self.shop.knowledge,
@@ -98,13 +98,13 @@ impl Conversation {
         });
         let now = Utc::now();
         self.history.push(HistoryItem {
-            direction: "in".into(),
+            direction: Direction::In,
             text: text.into(),
             references: vec![],
             created_at: now,
         });
         self.history.push(HistoryItem {
-            direction: "out".into(),
+            direction: Direction::Out,
             text: answer.text.clone(),
             references: answer.references.clone(),
             created_at: now,
@@ -114,7 +114,7 @@ impl Conversation {
                 Some(NumberedList { conversation_id: None, at: now, items: answer.references.clone() });
         }
         if answer.handoff {
-            self.status = "handoff".into();
+            self.status = ConversationStatus::Handoff;
         }
         answer
     }
@@ -136,7 +136,7 @@ fn a_conversation_lists_resolves_positions_answers_faqs_and_hands_off() {
     let positions: Vec<(Uuid, u32)> = list.references.iter().map(|r| (r.id, r.position)).collect();
     assert_eq!(positions[0], (c.product("City Sprint"), 1));
     assert_eq!(positions[1], (c.product("Trail Runner X"), 2));
-    assert!(list.references.iter().all(|r| r.kind == "product" || r.kind == "service"));
+    assert!(list.references.iter().all(|r| matches!(r.kind, ItemKind::Product | ItemKind::Service)));
 
     let second = c.say("the second one");
     assert!(second.text.starts_with("Trail Runner X — 4,500 KES"), "{}", second.text);
@@ -188,7 +188,7 @@ fn services_are_found_and_described_with_their_duration() {
     let mut c = Conversation::new();
     let list = c.say("Do you offer gait analysis?");
     assert_eq!(list.references.len(), 1);
-    assert_eq!(list.references[0].kind, "service");
+    assert_eq!(list.references[0].kind, ItemKind::Service);
     let shop = shop();
     let mut with_list = Conversation::new();
     let items = c.shop.catalog.services.iter().map(|s| s.id).chain([c.product("Yoga Mat")]);
@@ -199,8 +199,8 @@ fn services_are_found_and_described_with_their_duration() {
         at: Utc::now(),
         items: items
             .zip(1..)
-            .map(|(id, position)| crate::references::Reference {
-                kind: if position == 1 { "service".into() } else { "product".into() },
+            .map(|(id, position)| crate::model::Reference {
+                kind: if position == 1 { ItemKind::Service } else { ItemKind::Product },
                 id,
                 position,
             })
