@@ -91,7 +91,7 @@ type Built = (
     std::sync::Arc<chat_worker::model::catalog::Profile>,
     std::sync::Arc<chat_worker::model::catalog::Catalog>,
     std::sync::Arc<chat_worker::model::catalog::Knowledge>,
-    Vec<store::HistoryItem>,
+    Vec<chat_worker::model::HistoryItem>,
 );
 
 /// What the pipeline's catalog + history stage does for one message.

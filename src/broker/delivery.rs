@@ -6,9 +6,10 @@ use std::time::Duration;
 use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
 
+use super::Disposition;
 use super::headers::{self, Carried};
 use super::{BrokerError, Publisher};
-use crate::outcome::Disposition;
+use crate::model::{Envelope, TraceContext};
 
 /// The first and the longest pause between two tries of a move the broker
 /// refused: the delivery stays with us meanwhile (handing it back would count a
@@ -30,7 +31,7 @@ pub struct Incoming {
 
 impl Incoming {
     /// `inbound_exchange`: where gateways publish (CONTRACT §2).
-    pub fn new(delivery: Delivery, inbound_exchange: &str) -> Self {
+    pub(super) fn new(delivery: Delivery, inbound_exchange: &str) -> Self {
         let from_gateway = delivery.exchange.as_str() == inbound_exchange;
         let published_with = if from_gateway {
             Some(delivery.routing_key.as_str().to_owned())
@@ -44,13 +45,29 @@ impl Incoming {
         &self.delivery.data
     }
 
+    /// What the pipeline reads of this delivery.
+    pub fn envelope(&self) -> Envelope<'_> {
+        let headers = self.headers();
+        Envelope {
+            body: &self.delivery.data,
+            message_id: self.delivery.properties.message_id().as_ref().map(|m| m.as_str()),
+            routing_key: self.routing_key(),
+            attempt: self.attempt(),
+            seen_before: self.seen_before(),
+            trace: TraceContext {
+                traceparent: headers::traceparent(headers),
+                tracestate: headers::tracestate(headers),
+            },
+        }
+    }
+
     /// The routing key to check the body against, when it is known.
-    pub fn routing_key(&self) -> Option<&str> {
+    fn routing_key(&self) -> Option<&str> {
         self.published_with.as_deref()
     }
 
     /// This delivery's attempt number, from 1: our retries count in `x-attempts`.
-    pub fn attempt(&self) -> u32 {
+    fn attempt(&self) -> u32 {
         let ours = if self.from_gateway { None } else { headers::attempts(self.headers()) };
         ours.unwrap_or(0).saturating_add(1)
     }
@@ -58,21 +75,17 @@ impl Incoming {
     /// Whether this message may have been seen before by a worker that is still
     /// working on it: a broker redelivery (its consumer's channel went away) or one
     /// of our retries. A live lock holder is then not trusted to finish.
-    pub fn seen_before(&self) -> bool {
+    fn seen_before(&self) -> bool {
         self.delivery.redelivered || (!self.from_gateway && headers::seen(self.headers()))
     }
 
+    /// The broker's number for this delivery on its channel (for the span).
     pub fn delivery_tag(&self) -> u64 {
         self.delivery.delivery_tag
     }
 
-    pub fn headers(&self) -> Option<&lapin::types::FieldTable> {
+    fn headers(&self) -> Option<&lapin::types::FieldTable> {
         self.delivery.properties.headers().as_ref()
-    }
-
-    /// The producer's `message_id` property, for logs when the body is unreadable.
-    pub fn message_id(&self) -> Option<&str> {
-        self.delivery.properties.message_id().as_ref().map(|m| m.as_str())
     }
 
     /// Carries out the disposition: moves the message where it says (confirmed),

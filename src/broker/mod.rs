@@ -7,6 +7,8 @@
 
 pub mod dead;
 pub mod delivery;
+mod depth;
+mod disposition;
 pub mod headers;
 pub mod publish;
 pub mod topology;
@@ -24,6 +26,7 @@ use crate::config::AmqpConfig;
 use crate::redact::redact_url;
 
 pub use delivery::Incoming;
+pub use disposition::Disposition;
 pub use publish::Publisher;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +47,25 @@ pub enum BrokerError {
     Unconfirmed(u64),
     #[error("the delivery's channel closed, so the broker has it back and will deliver it again")]
     Returned,
+}
+
+/// The deliveries of one consumer, each read into an [`Incoming`].
+pub struct Deliveries {
+    consumer: Consumer,
+    inbound_exchange: String,
+}
+
+impl Deliveries {
+    /// The next delivery; `Ok(None)` when the broker cancelled the consumer,
+    /// an error when the connection is lost.
+    pub async fn next(&mut self) -> Result<Option<Incoming>, BrokerError> {
+        use futures_util::StreamExt;
+        match self.consumer.next().await {
+            Some(Ok(delivery)) => Ok(Some(Incoming::new(delivery, &self.inbound_exchange))),
+            Some(Err(e)) => Err(e.into()),
+            None => Ok(None),
+        }
+    }
 }
 
 /// One connection with two channels: consuming and (confirmed) publishing.
@@ -88,7 +110,7 @@ impl Broker {
     }
 
     /// Starts consuming the inbound queue with manual acks and `prefetch` deliveries in flight.
-    pub async fn consume(&self, consumer_tag: &str) -> Result<Consumer, BrokerError> {
+    pub async fn consume(&self, consumer_tag: &str) -> Result<Deliveries, BrokerError> {
         self.consume_channel.basic_qos(self.config.prefetch, BasicQosOptions::default()).await?;
         let consumer = self
             .consume_channel
@@ -99,7 +121,7 @@ impl Broker {
                 FieldTable::default(),
             )
             .await?;
-        Ok(consumer)
+        Ok(Deliveries { consumer, inbound_exchange: self.config.inbound_exchange.clone() })
     }
 
     /// Stops the broker from sending more deliveries; those in flight can still be settled.

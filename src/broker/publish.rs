@@ -19,6 +19,8 @@ use super::BrokerError;
 use super::headers::{self, Carried, long};
 use super::topology::retry_queue;
 use crate::config::AmqpConfig;
+use crate::model::TraceContext;
+use crate::telemetry::propagation;
 
 const PERSISTENT: u8 = 2;
 
@@ -44,8 +46,9 @@ pub struct OutboundReply<'a> {
     pub reply_id: &'a str,
     pub in_reply_to: &'a str,
     pub body: &'a [u8],
-    /// `traceparent` / `tracestate` of the worker's span (or the gateway's).
-    pub headers: FieldTable,
+    /// The gateway's trace context: the reply carries the worker's span's
+    /// instead when traces are exported (CONTRACT §4).
+    pub gateway_trace: TraceContext<'a>,
 }
 
 /// The confirmed publishing channel of one connection, reopened when the broker
@@ -222,7 +225,7 @@ impl Publisher {
             .with_content_type("application/json".into())
             .with_message_id(short(reply.reply_id))
             .with_correlation_id(short(reply.in_reply_to))
-            .with_headers(reply.headers.clone())
+            .with_headers(trace_headers(reply.gateway_trace))
             .with_timestamp(now_secs());
         self.channel.publish(&self.outbound_exchange, reply.routing_key, reply.body, properties).await
     }
@@ -291,6 +294,18 @@ impl Publisher {
 /// Short strings are capped at 255 bytes; every caller passes a validated or
 /// generated value, and anything longer is cut at a character boundary rather
 /// than allowed to panic.
+/// The reply's `traceparent`/`tracestate`: the current span's (the worker's
+/// publish stage) when traces are exported, else the gateway's unchanged.
+fn trace_headers(gateway: TraceContext<'_>) -> FieldTable {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    let mut table = FieldTable::default();
+    for (name, value) in propagation::reply_trace(&cx, gateway) {
+        table.insert(name.into(), long(&value));
+    }
+    table
+}
+
 fn short(s: &str) -> ShortString {
     let mut end = s.len().min(255);
     while !s.is_char_boundary(end) {

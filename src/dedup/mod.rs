@@ -14,8 +14,11 @@
 //! Each verb is one script, so one round trip. Redis is the fast path, not the
 //! guarantee: the fencing token and the uniqueness constraint in PostgreSQL are.
 
+mod guard;
 mod scripts;
 pub mod sweeper;
+
+pub use guard::Cut;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,8 +52,6 @@ pub enum Claim {
 pub struct Lease {
     pub fingerprint: Fingerprint,
     value: String,
-    /// Claims of this fingerprint while its state lives.
-    pub attempts: u32,
     /// This acquisition's fencing token; it grows with every acquisition.
     pub fence: i64,
     /// The message was being processed by a worker that is gone (or whose lease
@@ -125,7 +126,7 @@ impl Dedup {
     pub async fn claim(&self, fp: &Fingerprint, also_get: Option<&str>) -> Result<Claim, DedupError> {
         let value = format!("{}|{}|{}", uuid::Uuid::new_v4().simple(), self.instance, self.worker_id);
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        let (verdict, who, attempts, fetched, fence): (String, String, u32, Option<Vec<u8>>, i64) =
+        let (verdict, who, _attempts, fetched, fence): (String, String, u32, Option<Vec<u8>>, i64) =
             scripts::CLAIM
                 .key(self.key("state", fp))
                 .key(self.key("lock", fp))
@@ -147,7 +148,6 @@ impl Dedup {
             taken => Claim::Acquired(Lease {
                 fingerprint: fp.clone(),
                 value,
-                attempts,
                 fence,
                 took_over_from: (taken == "taken_over").then_some(who),
                 fetched,

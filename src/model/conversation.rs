@@ -1,7 +1,10 @@
-//! A message's direction and a conversation's status, as the shared tables
+//! A conversation's messages (direction, history item) and its status, as the shared tables
 //! spell them (CONTRACT §5: `messages.direction`, `conversations.status`).
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use super::Reference;
 
 /// `in`: the customer wrote it; `out`: a reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -58,6 +61,16 @@ impl ConversationStatus {
             _ => None,
         }
     }
+}
+
+/// A message of a conversation's history, as the responders are shown it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryItem {
+    pub direction: Direction,
+    pub text: String,
+    #[serde(default)]
+    pub references: Vec<Reference>,
+    pub created_at: DateTime<Utc>,
 }
 
 #[cfg(test)]

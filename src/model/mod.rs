@@ -18,7 +18,7 @@ pub mod inbound;
 pub mod reference;
 
 pub use answer::{Answer, Usage};
-pub use conversation::{ConversationStatus, Direction};
+pub use conversation::{ConversationStatus, Direction, HistoryItem};
 pub use envelope::{Envelope, TraceContext};
 pub use fingerprint::Fingerprint;
 pub use inbound::Inbound;

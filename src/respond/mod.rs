@@ -29,10 +29,10 @@ pub use builtin::Builtin;
 pub use untrusted::Untrusted;
 
 use crate::config::{ResponderConfig, ResponderKind};
+use crate::model::HistoryItem;
 use crate::model::Inbound;
 use crate::model::catalog::{Catalog, Knowledge, TenantProfile};
 use crate::model::{ConversationStatus, ItemKind, NumberedList, Reference};
-use crate::store::HistoryItem;
 
 /// What a responder knows when it answers.
 #[derive(Debug, Serialize)]

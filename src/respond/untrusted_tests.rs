@@ -85,8 +85,8 @@ fn only_the_tenants_own_items_of_the_right_kind_are_kept_each_once() {
         reference("product", gait, 4),   // a service, named as a product
         reference("service", gait, 5),
         reference("product", trail, 6), // the same item again
-        // (A kind other than product or service never gets this far: the
-        // http responder drops such a reference as it parses the answer.)
+                                        // (A kind other than product or service never gets this far: the
+                                        // http responder drops such a reference as it parses the answer.)
     ];
     let got = accept(answer("ok", 0.5, offered), &shop).expect("usable").references;
     // The text's numbers stay: "5" still means the gait analysis, "2" means nothing.

@@ -4,23 +4,14 @@
 //! first, limited: no OFFSET scan however long the conversation.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sqlx::PgPool;
 use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{Conversation, StoreError};
 use crate::model::Inbound;
-use crate::model::{ConversationStatus, Direction, NumberedList, Reference};
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HistoryItem {
-    pub direction: Direction,
-    pub text: String,
-    #[serde(default)]
-    pub references: Vec<Reference>,
-    pub created_at: DateTime<Utc>,
-}
+use crate::model::{ConversationStatus, Direction, HistoryItem, NumberedList, Reference};
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ConversationContext {
@@ -197,13 +188,13 @@ async fn read(
                 };
                 match alone.await {
                     Ok(rows) => answer(vec![lookup], rows),
-                    Err(e) => fail(vec![lookup], &e),
+                    Err(e) => fail(vec![lookup], e),
                 }
             }
             None
         }
         Err(e) => {
-            fail(lookups, &e);
+            fail(lookups, e);
             None
         }
     }
@@ -261,16 +252,12 @@ fn answer(lookups: Vec<Lookup>, rows: Vec<BatchRow>) {
     }
 }
 
-/// Hands each lookup the statement's error, keeping whether its input caused it.
-fn fail(lookups: Vec<Lookup>, e: &StoreError) {
-    let error = e.to_string();
+/// Hands each lookup the statement's error (kind, SQLSTATE and all: whether the
+/// input caused it is still known).
+fn fail(lookups: Vec<Lookup>, e: StoreError) {
+    let shared = std::sync::Arc::new(e);
     for lookup in lookups {
-        let shared = if e.caused_by_input() {
-            StoreError::Input(error.clone())
-        } else {
-            StoreError::Shared(error.clone())
-        };
-        let _ = lookup.reply.send(Err(shared));
+        let _ = lookup.reply.send(Err(StoreError::Shared(shared.clone())));
     }
 }
 

@@ -37,12 +37,45 @@ pub struct StoredReply {
     pub created_at: DateTime<Utc>,
 }
 
+impl StoredReply {
+    /// The reply `ex` commits, in `conversation_id`.
+    fn of(ex: &Exchange, conversation_id: Uuid) -> Self {
+        Self {
+            conversation_id,
+            text: ex.answer.text.clone(),
+            handoff: ex.answer.handoff,
+            confidence: ex.answer.confidence,
+            references: references_json(&ex.answer),
+            created_at: ex.replied_at,
+        }
+    }
+}
+
+/// What recording an exchange left in the table: the reply to publish, either way.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Recorded {
-    /// This call committed the rows, in this conversation.
-    New { conversation_id: Uuid },
-    /// The fingerprint was committed before (by an earlier attempt or another worker).
+    /// This call committed the rows.
+    New(StoredReply),
+    /// The fingerprint was committed before (by an earlier attempt or another
+    /// worker): its reply as stored, to be published again.
     Existing(StoredReply),
+}
+
+impl Recorded {
+    /// `ex`'s rows were committed by this call, in `conversation_id`.
+    pub(super) fn new(ex: &Exchange, conversation_id: Uuid) -> Self {
+        Recorded::New(StoredReply::of(ex, conversation_id))
+    }
+
+    pub fn reply(&self) -> &StoredReply {
+        match self {
+            Recorded::New(reply) | Recorded::Existing(reply) => reply,
+        }
+    }
+
+    pub fn replayed(&self) -> bool {
+        matches!(self, Recorded::Existing(_))
+    }
 }
 
 /// Commits, in one transaction: the conversation if it is new, the inbound row,
@@ -116,7 +149,7 @@ pub async fn record_exchange(pool: &PgPool, ex: &Exchange) -> Result<Recorded, S
         return existing(pool, &ex.fingerprint).await;
     }
     tx.commit().await?;
-    Ok(Recorded::New { conversation_id })
+    Ok(Recorded::new(ex, conversation_id))
 }
 
 /// The reply's references as stored (`reply_references`).

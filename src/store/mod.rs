@@ -20,7 +20,7 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 pub use catalog::{load_catalog, load_knowledge, load_profile};
-pub use context::{ContextReader, ConversationContext, HistoryItem, load_context};
+pub use context::{ContextReader, ConversationContext, load_context};
 pub use conversations::Conversation;
 pub use history::{HistoryPage, customer_conversation, history_page};
 pub use messages::{Exchange, Recorded, StoredReply, record_exchange, register_fence, stored_reply};
@@ -36,8 +36,8 @@ pub enum StoreError {
     #[error("database url: {0}")]
     Url(String),
     /// A load that other waiters shared failed (the cache's single flight).
-    #[error("{0}")]
-    Shared(String),
+    #[error(transparent)]
+    Shared(std::sync::Arc<StoreError>),
     /// A statement this message shared failed, and failed again for it alone,
     /// because of a value it carries (see [`StoreError::caused_by_input`]).
     #[error("{0}")]
@@ -64,6 +64,7 @@ impl StoreError {
         let code = match self {
             StoreError::Db(sqlx::Error::Database(e)) => e.code(),
             StoreError::Input(_) => return true,
+            StoreError::Shared(shared) => return shared.caused_by_input(),
             _ => return false,
         };
         code.is_some_and(|c| c.starts_with("22") || c.starts_with("54"))

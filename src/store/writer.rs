@@ -186,7 +186,7 @@ async fn record_batch(
         *slot = Some(if fenced {
             Err(StoreError::Fenced(ex.fingerprint.to_string()))
         } else if inserted {
-            Ok(Recorded::New { conversation_id: conversations[index as usize] })
+            Ok(Recorded::new(ex, conversations[index as usize]))
         } else {
             messages::existing(pool, &ex.fingerprint).await
         });

@@ -15,8 +15,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::outcome::Outcome;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     pub outcome: &'static str,
@@ -191,8 +189,9 @@ impl Metrics {
         Self { registry, ..m }
     }
 
-    pub fn outcome(&self, outcome: &Outcome) {
-        self.messages.get_or_create(&OutcomeLabel { outcome: outcome.label() }).inc();
+    /// Counts one settled delivery under its `chat.outcome` label.
+    pub fn outcome(&self, outcome: &'static str) {
+        self.messages.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     /// Records the time since `started` for `stage`.

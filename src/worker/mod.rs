@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::dedup::{Dedup, sweeper};
 use crate::outcome::Outcome;
 use crate::pipeline::{Pipeline, PipelineSettings};
+use crate::references::ListMemory;
 use crate::respond;
 use crate::services::{self, Unreachable};
 use crate::telemetry::metrics::Metrics;
@@ -85,7 +86,7 @@ impl Tally {
             .sum()
     }
 
-    fn count(&self, outcome: &Outcome) {
+    pub(super) fn count(&self, outcome: &Outcome) {
         let counter = match outcome {
             Outcome::Processed { .. } => &self.processed,
             Outcome::Duplicate { .. } => &self.duplicate,
@@ -193,8 +194,10 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
         config.context.history_limit,
     );
     let settings = PipelineSettings {
-        key_prefix: config.redis.key_prefix.clone(),
-        reference_ttl: Duration::from_secs(config.context.reference_ttl_secs),
+        references: ListMemory::new(
+            &config.redis.key_prefix,
+            Duration::from_secs(config.context.reference_ttl_secs),
+        ),
         deadline: Duration::from_secs(config.worker.message_deadline_secs),
         crash_at: std::env::var("WORKER_TEST_CRASH_AT").ok(),
     };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures_util::{FutureExt, StreamExt};
+use futures_util::FutureExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -16,9 +16,9 @@ use tracing::Instrument;
 use super::{CLOSING_STEP_TIMEOUT, Tally};
 use crate::broker::{Broker, Incoming};
 use crate::config::{Config, ProducerContext};
-use crate::outcome::{Disposition, Outcome, RetryPolicy};
+use crate::outcome::event::Settled;
+use crate::outcome::{Failure, Outcome, RetryPolicy};
 use crate::pipeline::Pipeline;
-use crate::telemetry::metrics::Metrics;
 use crate::telemetry::spans;
 
 pub(super) struct Session<'a> {
@@ -33,7 +33,7 @@ pub(super) struct Session<'a> {
 impl Session<'_> {
     /// Consumes until shutdown or until the broker connection is lost.
     pub(super) async fn consume(&self, broker: &Broker, shutdown: &CancellationToken) {
-        let mut consumer = match broker.consume(self.worker_id).await {
+        let mut deliveries = match broker.consume(self.worker_id).await {
             Ok(consumer) => consumer,
             Err(e) => {
                 tracing::error!(error = %e, "could not start consuming");
@@ -42,16 +42,14 @@ impl Session<'_> {
         };
         self.tally.consuming.store(true, Ordering::Relaxed);
         let session_over = CancellationToken::new();
-        let poller = broker.connection.create_channel().await.ok().map(|channel| {
-            tokio::spawn(poll_queue(
-                broker.connection.clone(),
-                channel,
-                self.config.amqp.inbound_queue.clone(),
+        let poller = broker
+            .watch_depth(
+                &self.config.amqp.inbound_queue,
                 Duration::from_secs(self.config.admin.queue_poll_secs),
                 self.pipeline.metrics.clone(),
                 session_over.clone(),
-            ))
-        });
+            )
+            .await;
         let permits = Arc::new(Semaphore::new(self.config.worker.concurrency));
         let tasks = TaskTracker::new();
         let hard_stop = CancellationToken::new();
@@ -63,15 +61,15 @@ impl Session<'_> {
             };
             let delivery = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                next = consumer.next() => next,
+                next = deliveries.next() => next,
             };
-            let delivery = match delivery {
-                Some(Ok(delivery)) => delivery,
-                Some(Err(e)) => {
+            let incoming = match delivery {
+                Ok(Some(incoming)) => incoming,
+                Err(e) => {
                     tracing::error!(error = %e, "rabbitmq connection lost; reconnecting");
                     break;
                 }
-                None => {
+                Ok(None) => {
                     tracing::warn!("rabbitmq cancelled the consumer; reconnecting");
                     break;
                 }
@@ -79,15 +77,10 @@ impl Session<'_> {
             let pipeline = self.pipeline.clone();
             let tally = self.tally.clone();
             let hard_stop = hard_stop.clone();
-            let incoming = Incoming::new(delivery, &self.config.amqp.inbound_exchange);
             let span = spans::consumer(
-                &spans::DeliveryInfo {
-                    queue: &self.config.amqp.inbound_queue,
-                    message_id: incoming.message_id(),
-                    delivery_tag: incoming.delivery_tag(),
-                    body_size: incoming.body().len(),
-                    headers: incoming.headers(),
-                },
+                &self.config.amqp.inbound_queue,
+                &incoming.envelope(),
+                incoming.delivery_tag(),
                 self.config.tracing.producer_context == ProducerContext::Link,
             );
             tasks.spawn(
@@ -138,88 +131,26 @@ impl Session<'_> {
 async fn handle(pipeline: &Pipeline, incoming: Incoming, policy: &RetryPolicy, tally: &Tally) {
     let metrics = &pipeline.metrics;
     metrics.in_flight.inc();
-    let attempt = incoming.attempt();
-    let outcome = AssertUnwindSafe(pipeline.process(&incoming))
+    let envelope = incoming.envelope();
+    let outcome = AssertUnwindSafe(pipeline.process(&envelope))
         .catch_unwind()
         .await
-        .unwrap_or_else(|_| Outcome::Failed { fingerprint: None, error: "processing panicked".into() });
+        .unwrap_or(Outcome::Failed { fingerprint: None, error: Failure::Panicked });
+    let disposition = outcome.disposition(envelope.attempt, policy, fastrand::f64());
     tally.count(&outcome);
-    metrics.outcome(&outcome);
-    tracing::Span::current().record("chat.outcome", outcome.label());
-    log_outcome(&outcome, &incoming, attempt);
-    let disposition = outcome.disposition(attempt, policy, fastrand::f64());
-    match &disposition {
-        Disposition::Retry { .. } => {
-            metrics.retries.inc();
-        }
-        Disposition::DeadLetter { kind, .. } => metrics.dead_letter(kind),
-        Disposition::Ack | Disposition::Defer { .. } => {}
-    }
+    let settled = Settled {
+        outcome: &outcome,
+        disposition: &disposition,
+        attempt: envelope.attempt,
+        message_id: envelope.message_id,
+    };
+    settled.emit(metrics);
     let settling = Instant::now();
-    let settled = incoming.settle(&pipeline.publisher, &disposition).instrument(spans::stage("ack")).await;
-    if let Err(e) = settled {
-        tracing::warn!(error = %e, outcome = outcome.label(), "could not settle the delivery; the broker will redeliver it");
+    let label = outcome.label();
+    let result = incoming.settle(&pipeline.publisher, &disposition).instrument(spans::stage("ack")).await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, outcome = label, "could not settle the delivery; the broker will redeliver it");
     }
     metrics.stage("ack", settling);
     metrics.in_flight.dec();
-}
-
-/// Reads the inbound queue's depth and consumer count from the broker. A
-/// channel the broker closes is replaced (the depth is what autoscaling reads);
-/// the loop ends with the session, or when the connection is gone.
-async fn poll_queue(
-    connection: Arc<lapin::Connection>,
-    mut channel: lapin::Channel,
-    queue: String,
-    every: Duration,
-    metrics: Arc<Metrics>,
-    stop: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        let options = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
-        match channel.queue_declare(queue.as_str().into(), options, Default::default()).await {
-            Ok(q) => {
-                metrics.queue_depth.set(i64::from(q.message_count()));
-                metrics.queue_consumers.set(i64::from(q.consumer_count()));
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "queue poll failed");
-                if !connection.status().connected() {
-                    break;
-                }
-                match connection.create_channel().await {
-                    Ok(fresh) => channel = fresh,
-                    Err(_) => break,
-                }
-            }
-        }
-    }
-    // Closed here rather than when dropped (see `Session::consume`); this fails
-    // at once, harmlessly, when the channel or connection is already gone.
-    let _ = channel.close(200, "session over".into()).await;
-}
-
-fn log_outcome(outcome: &Outcome, incoming: &Incoming, attempt: u32) {
-    let message_id = incoming.message_id().unwrap_or("-");
-    match outcome {
-        Outcome::Processed { fingerprint, replayed } => {
-            tracing::debug!(%fingerprint, replayed, "processed");
-        }
-        Outcome::Duplicate { fingerprint, of } => tracing::debug!(%fingerprint, ?of, "duplicate"),
-        Outcome::Deferred { fingerprint, worker_id } => {
-            tracing::info!(%fingerprint, holder = %worker_id, "redelivered while another worker holds it; looking again later");
-        }
-        Outcome::Rejected(r) => {
-            tracing::warn!(message_id, kind = r.kind.as_str(), error = %r.error, "rejected");
-        }
-        Outcome::Failed { fingerprint, error } => {
-            let fingerprint = fingerprint.as_ref().map(|f| f.as_str()).unwrap_or("-");
-            tracing::warn!(message_id, fingerprint, attempt, %error, "failed");
-        }
-    }
 }

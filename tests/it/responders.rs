@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use chat_worker::config::{ResponderConfig, ResponderKind};
 use chat_worker::decode::decode;
+use chat_worker::model::HistoryItem;
 use chat_worker::model::catalog::{Catalog, Knowledge, KnowledgeEntry, Product, TenantProfile};
 use chat_worker::model::{ConversationStatus, Direction, ItemKind, Reference};
 use chat_worker::respond::{self, Context, RespondError};
-use chat_worker::store::HistoryItem;
 use serde_json::json;
 use uuid::Uuid;
 

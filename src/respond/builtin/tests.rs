@@ -3,10 +3,10 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::*;
+use crate::model::HistoryItem;
 use crate::model::Inbound;
 use crate::model::catalog::{Catalog, Knowledge, KnowledgeEntry, Product, Service, TenantProfile};
 use crate::model::{ConversationStatus, Direction, ItemKind, NumberedList};
-use crate::store::HistoryItem;
 
 struct Shop {
     tenant: TenantProfile,

@@ -1,97 +1,8 @@
-//! What became of one delivery (CONTRACT §3), and the one place that turns it
-//! into what the broker is told: ack, retry later, or dead-letter.
-//!
-//! The pipeline returns an [`Outcome`]; [`Outcome::disposition`] decides; the
-//! broker module carries the decision out. Nothing else acks.
+//! The one decision: ack, retry later, defer, or dead-letter (CONTRACT §3).
 
 use std::time::Duration;
 
-use crate::model::Fingerprint;
-
-/// Why a message can never be processed: it goes to `worker.dead` unchanged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    pub kind: RejectionKind,
-    /// One line saying what is wrong (`x-error`).
-    pub error: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectionKind {
-    Malformed,
-    Invalid,
-    UnknownTenant,
-}
-
-impl RejectionKind {
-    /// The `x-error-kind` header value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RejectionKind::Malformed => "malformed",
-            RejectionKind::Invalid => "invalid",
-            RejectionKind::UnknownTenant => "unknown_tenant",
-        }
-    }
-}
-
-/// Why a message was recognised as already handled.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DuplicateOf {
-    /// Its processing state says completed.
-    Completed,
-    /// Another live worker holds its lock right now.
-    InProgress { worker_id: String },
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// One inbound and one reply row exist and the reply was published (confirmed).
-    /// `replayed`: the rows were already committed (an earlier attempt died before
-    /// publishing, or Redis lost its state), and their reply was published again.
-    Processed {
-        fingerprint: Fingerprint,
-        replayed: bool,
-    },
-    Duplicate {
-        fingerprint: Fingerprint,
-        of: DuplicateOf,
-    },
-    Rejected(Rejection),
-    /// A live worker holds the lock, but this delivery may be the copy that worker
-    /// lost (a redelivery or one of our retries): look again later, without
-    /// spending an attempt, rather than ack a copy no one may finish.
-    Deferred {
-        fingerprint: Fingerprint,
-        worker_id: String,
-    },
-    /// A transient fault: the message is retried later.
-    Failed {
-        fingerprint: Option<Fingerprint>,
-        error: String,
-    },
-}
-
-/// What the broker does with the delivery.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Disposition {
-    Ack,
-    /// Publish unchanged to the retry queue of `attempt`, to come back after `delay`; then ack.
-    Retry {
-        attempt: u32,
-        delay: Duration,
-        error: String,
-    },
-    /// Like `Retry`, but the attempt is not counted.
-    Defer {
-        delay: Duration,
-    },
-    /// Publish unchanged to `worker.dead` with these headers; then ack.
-    DeadLetter {
-        kind: &'static str,
-        error: String,
-        attempts: Option<u32>,
-    },
-}
+use super::{Disposition, Outcome};
 
 /// Retry timing: attempt `n` (1-based, the attempt that just failed) waits
 /// `base * 2^(n-1)`, capped, plus up to 25% jitter so retries of a burst spread out.
@@ -120,24 +31,13 @@ impl Outcome {
             }
             Outcome::Deferred { .. } => Disposition::Defer { delay: policy.delay_after(1, jitter_unit) },
             Outcome::Failed { error, .. } if attempt >= policy.max_attempts => {
-                Disposition::DeadLetter { kind: "failed", error: error.clone(), attempts: Some(attempt) }
+                Disposition::DeadLetter { kind: "failed", error: error.render(), attempts: Some(attempt) }
             }
             Outcome::Failed { error, .. } => Disposition::Retry {
                 attempt,
                 delay: policy.delay_after(attempt, jitter_unit),
-                error: error.clone(),
+                error: error.render(),
             },
-        }
-    }
-
-    /// The `chat.outcome` label of logs, traces and metrics.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Outcome::Processed { .. } => "processed",
-            Outcome::Duplicate { .. } => "duplicate",
-            Outcome::Rejected(_) => "rejected",
-            Outcome::Deferred { .. } => "deferred",
-            Outcome::Failed { .. } => "failed",
         }
     }
 }
@@ -145,6 +45,9 @@ impl Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Fingerprint;
+    use crate::outcome::{DuplicateOf, Failure, Rejection, RejectionKind};
+    use crate::store::StoreError;
 
     fn policy() -> RetryPolicy {
         RetryPolicy {
@@ -155,7 +58,7 @@ mod tests {
     }
 
     fn failed() -> Outcome {
-        Outcome::Failed { fingerprint: None, error: "database unreachable".into() }
+        Outcome::Failed { fingerprint: None, error: Failure::Store(StoreError::Stopped("writer")) }
     }
 
     #[test]
@@ -177,7 +80,7 @@ mod tests {
             failed().disposition(5, &policy(), 0.5),
             Disposition::DeadLetter {
                 kind: "failed",
-                error: "database unreachable".into(),
+                error: "the database writer has stopped".into(),
                 attempts: Some(5)
             }
         );

@@ -1,0 +1,59 @@
+//! Persist (with whatever other messages are ready: one commit for all), then
+//! publish the reply as committed — this attempt's, or an earlier one's.
+
+use super::Pipeline;
+use super::stop::Stop;
+use crate::broker::publish::OutboundReply;
+use crate::model::{Fingerprint, Inbound, NumberedList, TraceContext};
+use crate::outcome::Failure;
+use crate::reply::reply_body;
+use crate::store::Exchange;
+
+/// What a successful attempt leaves behind.
+pub(super) struct Replied {
+    /// The reply had been committed before and was published again.
+    pub(super) replayed: bool,
+    /// The list this reply showed, to remember for "the second one".
+    pub(super) list: Option<NumberedList>,
+}
+
+impl Pipeline {
+    pub(super) async fn deliver(
+        &self,
+        inbound: &Inbound,
+        fingerprint: &Fingerprint,
+        exchange: Exchange,
+        gateway_trace: TraceContext<'_>,
+    ) -> Result<Replied, Stop> {
+        let shown = (exchange.answer.references.len() >= 2)
+            .then(|| (exchange.answer.references.clone(), exchange.replied_at));
+
+        // persist
+        let recorded = self.timed("persist", self.writer.record(exchange)).await?;
+        let (reply, replayed) = (recorded.reply(), recorded.replayed());
+        if replayed {
+            tracing::info!(%fingerprint, "already committed; publishing the stored reply again");
+        }
+        self.crash_point("after_commit");
+
+        // publish
+        let body = reply_body(inbound, fingerprint, reply);
+        let outbound = OutboundReply {
+            routing_key: &inbound.routing_key(),
+            reply_id: &fingerprint.reply_id(),
+            in_reply_to: &inbound.message_id,
+            body: &body,
+            gateway_trace,
+        };
+        let deadline = self.settings.deadline;
+        let publish = tokio::time::timeout(deadline, self.publisher.publish_reply(&outbound));
+        self.timed("publish", publish).await.map_err(|_| Failure::PublishTimeout(deadline))??;
+
+        let list = shown.filter(|_| !replayed).map(|(items, at)| NumberedList {
+            conversation_id: Some(reply.conversation_id),
+            at,
+            items,
+        });
+        Ok(Replied { replayed, list })
+    }
+}

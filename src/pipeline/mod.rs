@@ -1,0 +1,219 @@
+//! What happens to one delivery, top to bottom, as CONTRACT §3 tells it.
+//!
+//! [`Pipeline::process`] takes one [`Envelope`] and returns its [`Outcome`]; it
+//! never acks and never panics on input: the caller settles the delivery from
+//! the outcome. Tests drive it one envelope at a time (`tests/it/pipeline.rs`).
+//!
+//! - [`answer`] — catalog, history and the responder, under the lock;
+//! - [`deliver`] — persist (group commit) and publish;
+//! - [`stop`] — why work under the lock stopped, and what that makes the outcome.
+
+mod answer;
+mod deliver;
+mod stop;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use tracing::Instrument;
+
+use crate::broker::Publisher;
+use crate::catalog::CatalogCache;
+use crate::decode::{check_route, decode};
+use crate::dedup::{Claim, Dedup, DedupError, Lease};
+use crate::model::catalog::TenantProfile;
+use crate::model::{Envelope, Fingerprint, Inbound, NumberedList, TraceContext};
+use crate::outcome::{DuplicateOf, Failure, Outcome, Rejection};
+use crate::references::{ListKey, ListMemory};
+use crate::respond::Responder;
+use crate::store;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::spans;
+
+use self::deliver::Replied;
+use self::stop::Stop;
+
+#[derive(Clone)]
+pub struct Pipeline {
+    pub pool: PgPool,
+    /// Stage "history": context reads shared with the other messages in flight.
+    pub reader: store::ContextReader,
+    /// Stage "persist": group commits shared with the other messages in flight.
+    pub writer: store::Writer,
+    pub dedup: Dedup,
+    pub cache: CatalogCache,
+    pub responder: Arc<dyn Responder>,
+    pub publisher: Publisher,
+    pub settings: PipelineSettings,
+    pub metrics: Arc<Metrics>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    /// Where the customer's latest numbered list is remembered.
+    pub references: ListMemory,
+    /// Work on one message past this is abandoned.
+    pub deadline: Duration,
+    /// Test aid: `WORKER_TEST_CRASH_AT=after_lock|after_commit` kills the process there.
+    pub crash_at: Option<String>,
+}
+
+impl Pipeline {
+    pub async fn process(&self, envelope: &Envelope<'_>) -> Outcome {
+        // decode: malformed or invalid messages are rejected.
+        let inbound = match self.decode(envelope) {
+            Ok(inbound) => inbound,
+            Err(rejection) => return Outcome::Rejected(rejection),
+        };
+        let fingerprint = inbound.fingerprint();
+        spans::record_message(&inbound.tenant_id, &fingerprint);
+
+        // tenant: unknown or inactive tenants are rejected (from the cached profile).
+        let profile = match self.timed("tenant", self.cache.profile(inbound.tenant_id)).await {
+            Ok(profile) => profile,
+            Err(e) => return failed(&fingerprint, e),
+        };
+        let Some(tenant) = profile.tenant.as_ref().filter(|t| t.is_active) else {
+            return Outcome::Rejected(stop::unknown_tenant(&inbound, profile.tenant.is_some()));
+        };
+
+        // dedup + lock: completed, or in progress on a live worker, is a duplicate;
+        // held while this copy may be the one its holder lost, deferred.
+        let list_key = self.settings.references.key(&inbound);
+        let lease = match self.claim(&fingerprint, &list_key, envelope.seen_before).await {
+            Ok(lease) => lease,
+            Err(not_ours) => return not_ours,
+        };
+        self.crash_point("after_lock");
+
+        // catalog, history, respond, persist, publish: under the renewed lease.
+        match self.under_lease(&inbound, &fingerprint, tenant, &lease, envelope.trace).await {
+            Ok(replied) => {
+                self.complete(&lease, &list_key, replied.list.as_ref()).await;
+                Outcome::Processed { fingerprint, replayed: replied.replayed }
+            }
+            Err(stop) => {
+                self.abandon(&lease).await;
+                stop.into_outcome(fingerprint)
+            }
+        }
+    }
+
+    fn decode(&self, envelope: &Envelope<'_>) -> Result<Inbound, Rejection> {
+        let started = Instant::now();
+        let decoded = spans::stage("decode").in_scope(|| {
+            let inbound = decode(envelope.body)?;
+            check_route(&inbound, envelope.routing_key)?;
+            Ok(inbound)
+        });
+        self.metrics.stage("decode", started);
+        decoded
+    }
+
+    /// Takes the message's lock, or says why it is not this delivery's to process.
+    /// The customer's remembered list rides along in the same round trip.
+    async fn claim(&self, fp: &Fingerprint, list_key: &ListKey, seen_before: bool) -> Result<Lease, Outcome> {
+        let claim = self.timed("lock", self.dedup.claim(fp, Some(list_key.as_str()))).await;
+        spans::record_lock(lock_label(&claim));
+        let fingerprint = fp.clone();
+        match claim {
+            Ok(Claim::Acquired(lease)) => Ok(lease),
+            Ok(Claim::Completed { .. }) => {
+                Err(Outcome::Duplicate { fingerprint, of: DuplicateOf::Completed })
+            }
+            Ok(Claim::Held { worker_id }) => {
+                self.metrics.lock_contention.inc();
+                // A copy seen before may be the very one the holder lost with its
+                // channel: acking it could leave no one to publish. Look again later.
+                Err(if seen_before {
+                    Outcome::Deferred { fingerprint, worker_id }
+                } else {
+                    Outcome::Duplicate { fingerprint, of: DuplicateOf::InProgress { worker_id } }
+                })
+            }
+            Err(e) => Err(failed(fp, e)),
+        }
+    }
+
+    /// Catalog, history and respond within the deadline; then persist and
+    /// publish, not cut by the deadline: once handed to the group commit, the
+    /// write may commit with others, so its result is waited for (PostgreSQL's
+    /// statement_timeout, set to the same deadline, bounds it).
+    async fn under_lease(
+        &self,
+        inbound: &Inbound,
+        fingerprint: &Fingerprint,
+        tenant: &TenantProfile,
+        lease: &Lease,
+        trace: TraceContext<'_>,
+    ) -> Result<Replied, Stop> {
+        let answering = async {
+            self.fence_takeover(lease).await?;
+            self.answer(inbound, fingerprint, tenant, lease).await
+        };
+        let exchange = self.dedup.guard(lease, Some(self.settings.deadline), answering).await?;
+        self.dedup.guard(lease, None, self.deliver(inbound, fingerprint, exchange, trace)).await
+    }
+
+    /// After taking a message over from a worker that is gone (or whose lease
+    /// lapsed), registers this lease's fencing token in PostgreSQL before any work:
+    /// from then on the previous holder, should it wake up, cannot commit.
+    async fn fence_takeover(&self, lease: &Lease) -> Result<(), Stop> {
+        let Some(gone) = &lease.took_over_from else { return Ok(()) };
+        self.metrics.lock_takeovers.inc();
+        tracing::info!(fingerprint = %lease.fingerprint, worker = %gone, "taking over from a worker that is gone");
+        if store::register_fence(&self.pool, &lease.fingerprint, lease.fence).await? {
+            Ok(())
+        } else {
+            Err(Stop::Fail(Failure::FencedOut))
+        }
+    }
+
+    /// Records completion, and the list the reply showed, in one round trip.
+    async fn complete(&self, lease: &Lease, list_key: &ListKey, shown: Option<&NumberedList>) {
+        let remember = shown.and_then(|list| self.settings.references.to_remember(list));
+        let also_set = remember.as_ref().map(|(bytes, ttl)| (list_key.as_str(), bytes.as_slice(), *ttl));
+        if let Err(e) = self.dedup.complete(lease, also_set).await {
+            // The reply is committed and published; a stale state only costs a replay.
+            tracing::warn!(fingerprint = %lease.fingerprint, error = %e, "could not record completion");
+        }
+    }
+
+    async fn abandon(&self, lease: &Lease) {
+        if let Err(e) = self.dedup.abandon(lease).await {
+            tracing::warn!(fingerprint = %lease.fingerprint, error = %e, "could not release lock; it expires by itself");
+        }
+    }
+
+    /// Awaits `f` in a span of its own, recording its duration as `stage`.
+    async fn timed<T>(&self, stage: &'static str, f: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let value = f.instrument(spans::stage(stage)).await;
+        self.metrics.stage(stage, started);
+        value
+    }
+
+    fn crash_point(&self, at: &str) {
+        if self.settings.crash_at.as_deref() == Some(at) {
+            eprintln!("WORKER_TEST_CRASH_AT={at}: aborting on purpose");
+            std::process::abort();
+        }
+    }
+}
+
+/// The `chat.lock` attribute: what the claim found.
+fn lock_label(claim: &Result<Claim, DedupError>) -> &'static str {
+    match claim {
+        Ok(Claim::Acquired(lease)) if lease.took_over_from.is_some() => "taken_over",
+        Ok(Claim::Acquired(_)) => "acquired",
+        Ok(Claim::Completed { .. }) => "completed",
+        Ok(Claim::Held { .. }) => "held",
+        Err(_) => "error",
+    }
+}
+
+fn failed(fingerprint: &Fingerprint, error: impl Into<Failure>) -> Outcome {
+    Outcome::Failed { fingerprint: Some(fingerprint.clone()), error: error.into() }
+}
