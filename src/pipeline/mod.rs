@@ -21,6 +21,7 @@ use tracing::Instrument;
 
 use crate::broker::Publisher;
 use crate::catalog::CatalogCache;
+use crate::config::Config;
 use crate::decode::{check_route, decode};
 use crate::dedup::{Claim, Dedup, DedupError, Lease};
 use crate::model::catalog::TenantProfile;
@@ -60,7 +61,49 @@ pub struct PipelineSettings {
     pub crash_at: Option<String>,
 }
 
+/// What a pipeline is built from besides its configuration.
+pub struct Parts {
+    pub pool: PgPool,
+    pub dedup: Dedup,
+    pub cache: CatalogCache,
+    pub responder: Arc<dyn Responder>,
+    pub publisher: Publisher,
+    pub metrics: Arc<Metrics>,
+}
+
 impl Pipeline {
+    /// The pipeline `config` describes, over `parts`; starts the grouped
+    /// context reader and writer that every message in flight shares.
+    /// (`WORKER_TEST_CRASH_AT` is read here: a test aid, see [`PipelineSettings`].)
+    pub fn assemble(config: &Config, parts: Parts) -> Self {
+        let writer = store::Writer::start(
+            parts.pool.clone(),
+            store::WriterSettings {
+                max_batch: config.database.commit_batch_max,
+                in_flight: config.database.commits_in_flight,
+            },
+            store::WriterMetrics {
+                batch_sizes: parts.metrics.commit_batch_size.clone(),
+                split_batches: parts.metrics.commit_batches_split.clone(),
+            },
+        );
+        let reader = store::ContextReader::start(
+            parts.pool.clone(),
+            config.database.reads_in_flight,
+            config.context.history_limit,
+        );
+        let settings = PipelineSettings {
+            references: ListMemory::new(
+                &config.redis.key_prefix,
+                Duration::from_secs(config.context.reference_ttl_secs),
+            ),
+            deadline: Duration::from_secs(config.worker.message_deadline_secs),
+            crash_at: std::env::var("WORKER_TEST_CRASH_AT").ok(),
+        };
+        let Parts { pool, dedup, cache, responder, publisher, metrics } = parts;
+        Self { pool, reader, writer, dedup, cache, responder, publisher, settings, metrics }
+    }
+
     pub async fn process(&self, envelope: &Envelope<'_>) -> Outcome {
         // decode: malformed or invalid messages are rejected.
         let inbound = match self.decode(envelope) {

@@ -25,8 +25,7 @@ use crate::catalog::{CatalogCache, invalidation};
 use crate::config::Config;
 use crate::dedup::{Dedup, sweeper};
 use crate::outcome::Outcome;
-use crate::pipeline::{Pipeline, PipelineSettings};
-use crate::references::ListMemory;
+use crate::pipeline::{Parts, Pipeline};
 use crate::respond;
 use crate::services::{self, Unreachable};
 use crate::telemetry::metrics::Metrics;
@@ -177,44 +176,22 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
         tracing::warn!(error = %e, "first liveness heartbeat failed; will keep trying");
     }
 
-    let writer = crate::store::Writer::start(
-        pool.clone(),
-        crate::store::WriterSettings {
-            max_batch: config.database.commit_batch_max,
-            in_flight: config.database.commits_in_flight,
-        },
-        crate::store::WriterMetrics {
-            batch_sizes: metrics.commit_batch_size.clone(),
-            split_batches: metrics.commit_batches_split.clone(),
-        },
-    );
-    let reader = crate::store::ContextReader::start(
-        pool.clone(),
-        config.database.reads_in_flight,
-        config.context.history_limit,
-    );
-    let settings = PipelineSettings {
-        references: ListMemory::new(
-            &config.redis.key_prefix,
-            Duration::from_secs(config.context.reference_ttl_secs),
-        ),
-        deadline: Duration::from_secs(config.worker.message_deadline_secs),
-        crash_at: std::env::var("WORKER_TEST_CRASH_AT").ok(),
-    };
-    tracing::info!(%worker_id, concurrency = config.worker.concurrency, prefetch = config.amqp.prefetch, "worker started");
-    loop {
-        let pipeline = Pipeline {
+    let mut pipeline = Pipeline::assemble(
+        &config,
+        Parts {
             pool: pool.clone(),
-            reader: reader.clone(),
-            writer: writer.clone(),
             dedup: dedup.clone(),
             cache: cache.clone(),
-            responder: responder.clone(),
+            responder,
             publisher: broker.publisher(),
-            settings: settings.clone(),
             metrics: metrics.clone(),
-        };
-        let pipeline = Arc::new(pipeline);
+        },
+    );
+    tracing::info!(%worker_id, concurrency = config.worker.concurrency, prefetch = config.amqp.prefetch, "worker started");
+    loop {
+        // Each session publishes on its own connection's channel.
+        pipeline.publisher = broker.publisher();
+        let pipeline = Arc::new(pipeline.clone());
         let session = Session { config: &config, worker_id: &worker_id, pipeline, tally: tally.clone() };
         session.consume(&broker, &shutdown).await;
         if tokio::time::timeout(CLOSING_STEP_TIMEOUT, broker.close()).await.is_err() {

@@ -23,6 +23,7 @@ mod http_stub;
 mod in_progress;
 mod observability;
 mod operator;
+mod pipeline;
 mod race;
 mod raw_amqp;
 mod redis_loss;
