@@ -8,9 +8,11 @@
 //!   per-tenant version on any change, and every worker drops older entries.
 
 pub mod cache;
+mod figures;
 pub mod invalidation;
 mod weight;
 
 pub use weight::Weight;
 
 pub use cache::{CacheStats, CatalogCache};
+pub use figures::FiguresCache;

@@ -2,45 +2,26 @@
 //! minute (dashboards and operators repeating it cost one query a minute).
 
 use anyhow::Context;
+use chat_worker::catalog::FiguresCache;
 use chat_worker::config::Config;
 use chat_worker::store::stats::{self, Stats};
 use chrono::Utc;
 
 use crate::cli::StatsArgs;
 
-const CACHE_SECONDS: u64 = 60;
-
 pub async fn stats(config: &Config, args: &StatsArgs) -> anyhow::Result<()> {
     let since = args.since.resolve(Utc::now()).context("--since reaches before the earliest time")?;
     let pool = super::database(config).await?;
     let deadline = std::time::Instant::now() + config.startup_timeout();
-    let mut redis = chat_worker::services::redis(config, deadline).await.ok();
-    // Cached per tenant and per minute of `since`, so "24h" asked twice in a minute hits.
-    let key = format!(
-        "{}stats:{}:{}",
-        config.redis.key_prefix,
-        args.tenant.map(|t| t.to_string()).unwrap_or_else(|| "all".into()),
-        since.timestamp() / 60
-    );
-    let cached: Option<Stats> = match (&mut redis, args.fresh) {
-        (Some(r), false) => redis::cmd("GET")
-            .arg(&key)
-            .query_async::<Option<String>>(r)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|s| serde_json::from_str(&s).ok()),
-        _ => None,
-    };
+    let redis = chat_worker::services::redis(config, deadline).await.ok();
+    let cache = FiguresCache::new(redis, &config.redis.key_prefix, args.tenant, since);
+    let cached = if args.fresh { None } else { cache.get().await };
     let figures = match cached {
-        Some(s) => s,
+        Some(figures) => figures,
         None => {
-            let s = stats::stats(&pool, args.tenant, since).await.context("computing statistics")?;
-            if let (Some(r), Ok(json)) = (&mut redis, serde_json::to_string(&s)) {
-                let _: Result<(), _> =
-                    redis::cmd("SET").arg(&key).arg(json).arg("EX").arg(CACHE_SECONDS).query_async(r).await;
-            }
-            s
+            let figures = stats::stats(&pool, args.tenant, since).await.context("computing statistics")?;
+            cache.put(&figures).await;
+            figures
         }
     };
     if args.json {

@@ -251,6 +251,12 @@ impl Dedup {
         Ok(())
     }
 
+    /// Whether Redis answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), DedupError> {
+        redis::cmd("PING").query_async::<String>(&mut self.redis.clone()).await?;
+        Ok(())
+    }
+
     /// Withdraws this process's liveness key at a clean stop.
     pub async fn sign_off(&self) -> Result<(), DedupError> {
         let key = format!("{}{}", self.alive_prefix(), self.instance);

@@ -87,7 +87,6 @@ impl Drop for Finished {
 /// figures kept elsewhere (pool, cache tiers, Redis round trips) into the metrics.
 pub(super) async fn watch_health(
     pool: sqlx::PgPool,
-    mut redis: redis::aio::ConnectionManager,
     dedup: Dedup,
     cache: CatalogCache,
     metrics: Arc<Metrics>,
@@ -101,8 +100,7 @@ pub(super) async fn watch_health(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let pong: Result<String, _> = redis::cmd("PING").query_async(&mut redis).await;
-        health.redis.store(pong.is_ok(), Ordering::Relaxed);
+        health.redis.store(dedup.ping().await.is_ok(), Ordering::Relaxed);
         let db = tokio::time::timeout(Duration::from_secs(2), crate::store::ping(&pool)).await;
         health.database.store(matches!(db, Ok(Ok(()))), Ordering::Relaxed);
         metrics.db_pool_connections.set(i64::from(pool.size()));

@@ -127,7 +127,6 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
         let _ = tally.admin_addr.set(addr);
         tracing::info!(%addr, "admin endpoint: /metrics /healthz /readyz");
     }
-    let redis_probe = redis.clone();
     let dedup = Dedup::new(redis.clone(), &config.redis, &worker_id);
     let cache = CatalogCache::new(pool.clone(), redis, &config.redis.key_prefix, &config.cache);
     let background = Background::default();
@@ -139,7 +138,6 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
         "health checks",
         watch_health(
             pool.clone(),
-            redis_probe,
             dedup.clone(),
             cache.clone(),
             metrics.clone(),
