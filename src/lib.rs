@@ -28,6 +28,8 @@
 //! - [`redact`] — keeps passwords out of every message;
 //! - [`telemetry`] — Prometheus metrics; [`admin`] — `/metrics`, `/healthz`, `/readyz`.
 
+#![warn(unreachable_pub)]
+
 pub mod admin;
 pub mod broker;
 pub mod catalog;
@@ -44,4 +46,5 @@ pub mod respond;
 pub mod services;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod worker;

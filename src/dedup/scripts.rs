@@ -16,7 +16,7 @@ use redis::Script;
 /// sweeper or an operator: it may still wake up); `fence` is the acquisition's
 /// fencing token: Redis's clock in microseconds, so it only grows, even across a
 /// Redis that lost its data.
-pub static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -55,7 +55,7 @@ return {'acquired', '', attempts, fetched, fence}
 /// optionally a key, value and TTL ms to set in the same round trip.
 /// `completed` is recorded whoever holds the lock (the reply is out); `failed`
 /// only by the holder, so a late worker never overwrites its successor's state.
-pub static FINISH: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static FINISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local mine = redis.call('GET', KEYS[2]) == ARGV[1]
@@ -72,7 +72,7 @@ return mine and 1 or 0
 });
 
 /// KEYS[1] = lock. ARGV: lock value, TTL ms. 1 if the lease is still ours and was extended.
-pub static RENEW: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static RENEW: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -89,7 +89,7 @@ return 0
 /// 0 if a live process holds it (and force was not asked), -1 if nothing was held.
 /// The state becomes `released`, so the next claim counts as a takeover and
 /// fences off the released holder, should it be merely paused.
-pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local holder = redis.call('GET', KEYS[2])

@@ -88,12 +88,6 @@ pub fn from_config(
     })
 }
 
-/// Makes ring the process's TLS crypto provider (reqwest and the OTLP exporter are
-/// built without one of their own); later calls do nothing.
-pub fn install_crypto() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 /// The first bytes of an answer, for a log line.
 pub(crate) fn first_bytes(body: &[u8]) -> String {
     let cut = &body[..body.len().min(200)];

@@ -95,7 +95,7 @@ pub(super) fn delay(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<D
 
 impl Transport {
     pub(super) fn new(config: &ResponderConfig) -> Result<Self, RespondError> {
-        super::install_crypto();
+        crate::tls::install_crypto();
         let timeout_ms = config.timeout_ms;
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(timeout_ms))

@@ -14,13 +14,13 @@ use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres};
 use tokio::sync::mpsc;
 
-pub type Connection = Option<PoolConnection<Postgres>>;
+pub(super) type Connection = Option<PoolConnection<Postgres>>;
 
 /// Starts the loop; jobs sent on the returned channel are handed to `run` in
 /// batches of at most `max_batch`, at most `slots` batches at once. `run` returns
 /// the connection to keep, or `None` after a failure. The loop ends when every
 /// sender is dropped.
-pub fn start<J, F, Fut>(
+pub(super) fn start<J, F, Fut>(
     pool: PgPool,
     slots: usize,
     max_batch: usize,
@@ -63,7 +63,10 @@ where
 }
 
 /// The slot's connection, or a fresh one from the pool.
-pub async fn connection(pool: &PgPool, kept: Connection) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+pub(super) async fn connection(
+    pool: &PgPool,
+    kept: Connection,
+) -> Result<PoolConnection<Postgres>, sqlx::Error> {
     match kept {
         Some(connection) => Ok(connection),
         None => pool.acquire().await,

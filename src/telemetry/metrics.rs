@@ -3,7 +3,6 @@
 //!
 //! Call sites stay one line (`metrics.outcome(&o)`, `metrics.stage("respond", t)`).
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
@@ -219,8 +218,6 @@ impl Metrics {
         out
     }
 }
-
-pub type SharedMetrics = Arc<Metrics>;
 
 #[cfg(test)]
 mod tests {

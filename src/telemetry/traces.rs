@@ -20,14 +20,6 @@ pub struct Traces {
 }
 
 impl Traces {
-    pub fn disabled() -> Self {
-        Self { provider: None }
-    }
-
-    pub fn enabled(&self) -> bool {
-        self.provider.is_some()
-    }
-
     pub fn shutdown(self) {
         if let Some(provider) = self.provider
             && let Err(e) = provider.shutdown()
@@ -46,7 +38,7 @@ pub fn provider() -> Result<Option<SdkTracerProvider>, TracesError> {
     if env("OTEL_EXPORTER_OTLP_ENDPOINT").is_none() && env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none() {
         return Ok(None);
     }
-    crate::respond::install_crypto();
+    crate::tls::install_crypto();
     let protocol = env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
         .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
         .unwrap_or_else(|| "http/protobuf".into());

@@ -88,7 +88,7 @@ async fn a_value_the_database_refuses_is_invalid_at_once_and_its_neighbours_are_
     assert_eq!(header_str(&dead[0], "x-attempts"), None, "not a failure after retries");
     assert_eq!(worker.tally.failed.load(Ordering::Relaxed), 0, "no failed attempt, for it or its neighbours");
     assert_eq!(env.total_rows().await, 2 * neighbours.len() as i64);
-    chat_worker::respond::install_crypto();
+    chat_worker::tls::install_crypto();
     let addr = *worker.tally.admin_addr.get().expect("admin address");
     let metrics =
         reqwest::get(format!("http://{addr}/metrics")).await.expect("metrics").text().await.expect("text");

@@ -365,7 +365,7 @@ async fn hostile_input_ends_in_one_outcome_each_and_never_harms_its_neighbours()
     }
     assert_eq!(worker.tally.failed.load(std::sync::atomic::Ordering::Relaxed), 0, "no failed attempt");
     let addr = *worker.tally.admin_addr.get().expect("admin address");
-    chat_worker::respond::install_crypto();
+    chat_worker::tls::install_crypto();
     let metrics =
         reqwest::get(format!("http://{addr}/metrics")).await.expect("metrics").text().await.expect("text");
     for line in metrics.lines() {

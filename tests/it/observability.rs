@@ -7,7 +7,7 @@ use crate::harness::{TestEnv, eventually};
 use crate::wire;
 
 async fn get(url: &str) -> (u16, String) {
-    chat_worker::respond::install_crypto();
+    chat_worker::tls::install_crypto();
     match reqwest::Client::new().get(url).timeout(Duration::from_secs(5)).send().await {
         Ok(r) => {
             let status = r.status().as_u16();

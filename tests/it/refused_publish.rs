@@ -13,7 +13,7 @@ use lapin::types::FieldTable;
 use crate::harness::{TestEnv, eventually, header_str};
 
 async fn status(url: &str) -> u16 {
-    chat_worker::respond::install_crypto();
+    chat_worker::tls::install_crypto();
     let client = reqwest::Client::new();
     match client.get(url).timeout(Duration::from_secs(5)).send().await {
         Ok(r) => r.status().as_u16(),

@@ -4,7 +4,10 @@ use super::text::{matches, stem, terms, words};
 use crate::model::catalog::{Knowledge, KnowledgeEntry};
 
 /// The best entry and how well it matches (0..1), if any matches at all.
-pub fn best<'k>(knowledge: &'k Knowledge, query_terms: &[String]) -> Option<(&'k KnowledgeEntry, f32)> {
+pub(super) fn best<'k>(
+    knowledge: &'k Knowledge,
+    query_terms: &[String],
+) -> Option<(&'k KnowledgeEntry, f32)> {
     if query_terms.is_empty() {
         return None;
     }

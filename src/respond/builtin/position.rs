@@ -4,7 +4,7 @@
 use super::text::words;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pointer {
+pub(super) enum Pointer {
     /// 1-based position.
     Nth(u32),
     Last,
@@ -43,7 +43,7 @@ const FILLER: &[&str] = &[
     "s",
 ];
 
-pub fn parse(text: &str) -> Option<Pointer> {
+pub(super) fn parse(text: &str) -> Option<Pointer> {
     let words = words(text.trim_start_matches('#'));
     if words.is_empty() || words.len() > 8 {
         return None;

@@ -8,13 +8,13 @@ use uuid::Uuid;
 
 /// A price bound said in words: "under 5000", "over 1000", "between 1000 and 3000".
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Bound {
+pub(super) struct Bound {
     pub min: Option<f64>,
     pub max: Option<f64>,
 }
 
 impl Bound {
-    pub fn parse(words: &[String]) -> Self {
+    pub(super) fn parse(words: &[String]) -> Self {
         let mut bound = Bound::default();
         let number_after = |i: usize| words.iter().skip(i + 1).take(2).find_map(|w| parse_number(w));
         for (i, w) in words.iter().enumerate() {
@@ -39,7 +39,7 @@ impl Bound {
         bound
     }
 
-    pub fn is_set(&self) -> bool {
+    pub(super) fn is_set(&self) -> bool {
         self.min.is_some() || self.max.is_some()
     }
 
@@ -53,7 +53,7 @@ impl Bound {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Hit {
+pub(super) struct Hit {
     pub kind: ItemKind,
     pub id: Uuid,
     pub name: String,
@@ -71,7 +71,7 @@ const WHOLE_CATALOG: &[&str] =
 /// An item scores, per term, the weight of its best field with a word the term
 /// matches (name 3, category 2, description 1). The words are looked up in the
 /// catalog's index rather than compared with every item's.
-pub fn search(catalog: &Catalog, terms: &[String], bound: Bound) -> (Vec<Hit>, f32) {
+pub(super) fn search(catalog: &Catalog, terms: &[String], bound: Bound) -> (Vec<Hit>, f32) {
     let specific: Vec<&String> = terms.iter().filter(|t| !WHOLE_CATALOG.contains(&t.as_str())).collect();
     let browsing = specific.is_empty() && (bound.is_set() || terms.len() != specific.len());
     let index = catalog.derived.get_or_build(|| Index::of(catalog));

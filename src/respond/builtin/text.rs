@@ -1,7 +1,7 @@
 //! Words: tokenizing, stemming, stop words, numbers and prices.
 
 /// Lowercase words of letters and digits; `5,000` stays one number, `5k` is 5000.
-pub fn words(text: &str) -> Vec<String> {
+pub(super) fn words(text: &str) -> Vec<String> {
     let lower = text.to_lowercase();
     let chars: Vec<char> = lower.chars().collect();
     let mut out = Vec::new();
@@ -23,7 +23,7 @@ pub fn words(text: &str) -> Vec<String> {
 }
 
 /// A crude English stem, enough for plurals: shoes -> shoe, watches -> watch, hours -> hour.
-pub fn stem(word: &str) -> String {
+pub(super) fn stem(word: &str) -> String {
     for suffix in ["sses", "shes", "ches", "xes", "zes"] {
         if word.len() > suffix.len() + 1 && word.ends_with(suffix) {
             return word[..word.len() - 2].to_owned();
@@ -159,14 +159,14 @@ const STOP: &[&str] = &[
     "dollars",
 ];
 
-pub fn is_stop(word: &str) -> bool {
+pub(super) fn is_stop(word: &str) -> bool {
     static SET: std::sync::LazyLock<std::collections::HashSet<&str>> =
         std::sync::LazyLock::new(|| STOP.iter().copied().collect());
     SET.contains(word)
 }
 
 /// Search terms: stems of the words that are neither stop words nor numbers.
-pub fn terms(words: &[String]) -> Vec<String> {
+pub(super) fn terms(words: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for w in words {
         if is_stop(w) || parse_number(w).is_some() || w.chars().count() < 2 {
@@ -182,13 +182,13 @@ pub fn terms(words: &[String]) -> Vec<String> {
 
 /// Whether a search term matches a word of the text: the same stem, or one a
 /// prefix of the other of at least 3 letters ("pay" ~ "payment", "deliver" ~ "delivery").
-pub fn matches(term: &str, word: &str) -> bool {
+pub(super) fn matches(term: &str, word: &str) -> bool {
     let (short, long) = if term.len() <= word.len() { (term, word) } else { (word, term) };
     short == long || (short.len() >= 3 && long.starts_with(short))
 }
 
 /// `5000`, `5,000` (already joined by `words`), `5k`, `4500.50`.
-pub fn parse_number(word: &str) -> Option<f64> {
+pub(super) fn parse_number(word: &str) -> Option<f64> {
     let cleaned: String = word.chars().filter(|c| *c != ',').collect();
     if let Some(thousands) = cleaned.strip_suffix('k') {
         return thousands.parse::<f64>().ok().map(|n| n * 1000.0);
@@ -197,7 +197,7 @@ pub fn parse_number(word: &str) -> Option<f64> {
 }
 
 /// `4500.0` -> `4,500`; `4500.5` -> `4,500.50`.
-pub fn format_price(amount: f64) -> String {
+pub(super) fn format_price(amount: f64) -> String {
     let cents = (amount * 100.0).round() as i64;
     let (whole, frac) = (cents / 100, cents % 100);
     let digits = whole.abs().to_string();
@@ -214,7 +214,7 @@ pub fn format_price(amount: f64) -> String {
 
 /// A price as a customer reads it: `4,500 KES`; an item without a usable price
 /// (a NULL in the admin app's row) is "price on request", never "0".
-pub fn price_text(price: Option<f64>, currency: &str) -> String {
+pub(crate) fn price_text(price: Option<f64>, currency: &str) -> String {
     match (price, currency.trim()) {
         (Some(amount), "") => format_price(amount),
         (Some(amount), currency) => format!("{} {currency}", format_price(amount)),
