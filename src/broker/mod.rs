@@ -5,6 +5,7 @@
 //! - [`delivery`] reads what the worker needs from a delivery and settles it as the
 //!   outcome decided.
 
+mod channel;
 pub mod dead;
 pub mod delivery;
 mod depth;
