@@ -5,28 +5,36 @@
 //!
 //! # Layout
 //!
-//! The message's path, one module per stage (see `pipeline.rs`, which reads like it):
+//! At the bottom, [`model`]: the types every stage shares (inbound message,
+//! fingerprint, envelope, references, answer, catalog items, direction and
+//! status); it depends on nothing of the worker's.
 //!
-//! - [`decode`] — bytes -> validated [`decode::Inbound`], or a [`outcome::Rejection`];
-//! - [`fingerprint`] — the message's identity (CONTRACT §2);
-//! - [`dedup`] — processing state and lock in Redis: `claim`, `complete`, `abandon`;
+//! The message's path, one module per stage (see [`pipeline`], which reads like it):
+//!
+//! - [`decode`] — bytes -> validated [`model::Inbound`], or a [`outcome::Rejection`];
+//! - [`dedup`] — processing state and lock in Redis: `claim`, `complete`,
+//!   `abandon`, and the lease guard (renewal, deadline, lease loss);
 //! - [`catalog`] — a tenant's profile, catalog and knowledge, cached in two tiers,
 //!   invalidated through PostgreSQL notifications;
-//! - [`references`] — the latest numbered list a conversation was shown;
+//! - [`references`] — the latest numbered list a conversation was shown: its key,
+//!   encoding, and which source wins;
 //! - [`respond`] — the [`respond::Responder`] trait: builtin, openai, http;
-//! - [`store`] — PostgreSQL: tenants, conversations, `record_exchange`, migrations;
+//! - [`store`] — PostgreSQL: tenants, conversations, the group commit, migrations;
 //! - [`reply`] — the reply body of CONTRACT §4;
 //! - [`broker`] — RabbitMQ: topology, confirmed publishes, settling deliveries;
-//! - [`outcome`] — the outcome type and the one decision ack / retry / dead-letter;
-//! - [`pipeline`] — one delivery, top to bottom, to its [`outcome::Outcome`].
+//!   the only module that sees AMQP types;
+//! - [`outcome`] — the outcome, its typed failure, the one decision ack / retry /
+//!   dead-letter, and the one place a settled delivery is logged and counted;
+//! - [`pipeline`] — one [`model::Envelope`], top to bottom, to its [`outcome::Outcome`].
 //!
 //! Around it:
 //!
-//! - [`worker`] — `worker run`: consume loop, concurrency, shutdown, reconnection;
+//! - [`worker`] — `worker run`: wiring, consume session, background tasks, reconnection;
 //! - [`services`] — waiting for RabbitMQ, Redis and PostgreSQL at start;
 //! - [`config`] — layered configuration (flags > environment > file > defaults);
 //! - [`redact`] — keeps passwords out of every message;
-//! - [`telemetry`] — Prometheus metrics; [`admin`] — `/metrics`, `/healthz`, `/readyz`.
+//! - [`telemetry`] — Prometheus metrics, spans, trace propagation; [`admin`] —
+//!   `/metrics`, `/healthz`, `/readyz`; [`tls`] — the crypto provider.
 
 #![warn(unreachable_pub)]
 

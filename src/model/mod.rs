@@ -4,7 +4,7 @@
 //! - [`inbound`] — a validated customer message (CONTRACT §2);
 //! - [`fingerprint`] — its identity;
 //! - [`envelope`] — a delivery as the pipeline sees it, without the broker's types;
-//! - [`reference`] — the catalog items a reply names, and a numbered list of them;
+//! - [`reference`](mod@reference) — the catalog items a reply names, and a numbered list of them;
 //! - [`answer`] — what a responder says;
 //! - [`catalog`] — a tenant's profile, catalog and knowledge, as cached;
 //! - [`conversation`] — a message's direction and a conversation's status.

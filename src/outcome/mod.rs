@@ -2,7 +2,7 @@
 //! into what the broker is told: ack, retry later, or dead-letter.
 //!
 //! The pipeline returns an [`Outcome`]; [`Outcome::disposition`] decides
-//! ([`disposition`]); the broker carries the decision out; [`event`] tells the
+//! (`disposition`); the broker carries the decision out; [`event`] tells the
 //! world (log line, metrics, span) from one place. Nothing else acks.
 
 mod disposition;

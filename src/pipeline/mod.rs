@@ -4,9 +4,9 @@
 //! never acks and never panics on input: the caller settles the delivery from
 //! the outcome. Tests drive it one envelope at a time (`tests/it/pipeline.rs`).
 //!
-//! - [`answer`] — catalog, history and the responder, under the lock;
-//! - [`deliver`] — persist (group commit) and publish;
-//! - [`stop`] — why work under the lock stopped, and what that makes the outcome.
+//! - `answer` — catalog, history and the responder, under the lock;
+//! - `deliver` — persist (group commit) and publish;
+//! - `stop` — why work under the lock stopped, and what that makes the outcome.
 
 mod answer;
 mod deliver;
