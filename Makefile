@@ -13,12 +13,12 @@ help: ## List the targets
 services: ## Start PostgreSQL, Redis and RabbitMQ if they are not answering (installs Debian packages if missing)
 	@scripts/services.sh ensure
 
-test: services ## Run the whole test suite (unit + integration on the real services)
-	$(TEST_RUNNER)
+test: services ## Run the whole test suite (unit + integration on the real services, and testkit's own)
+	$(TEST_RUNNER) -p chat-worker -p chat-worker-testkit
 
-check: ## Formatting and lints, as CI runs them
-	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
+check: ## Formatting and lints of the whole workspace (worker, testkit), as CI runs them
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
 
 build: ## Build the worker binary (release)
 	cargo build --release --bin worker
