@@ -1,4 +1,4 @@
-# Sourced by drain.sh and bench.sh: gives one run its own database, exchanges,
+# Sourced by loadtest.sh: gives one run its own database, exchanges,
 # queues and Redis prefix (through the WORKER__* environment), and removes them
 # when the run exits. Sets $run.
 run="${1:-run}$(date +%s)"

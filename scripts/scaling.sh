@@ -9,7 +9,7 @@
 #   SCALING_CONCURRENCY="1 4 16 64 256 1024" concurrencies to try
 #   SCALING_N=                              N for every run (default: smaller at low
 #                                           concurrency, so each drain takes <= ~30 s)
-#   PACED_SECONDS=5  RESPONDER_DELAY_MS=0   passed on to scripts/bench.sh
+#   PACED_SECONDS=5  RESPONDER_DELAY_MS=0   passed on to `scripts/loadtest.sh bench`
 #
 # Each run's full output is kept in $CARGO_TARGET_DIR/scaling/ (default target/scaling/).
 # Exits non-zero if any run failed or broke a guarantee (the table still prints).
@@ -48,7 +48,7 @@ for w in $workers_list; do
     log="$out/workers$w-concurrency$c.log"
     printf 'scaling: WORKERS=%s CONCURRENCY=%s N=%s ... ' "$w" "$c" "$n" >&2
     if N="$n" WORKERS="$w" CONCURRENCY="$c" PACED_SECONDS="${PACED_SECONDS:-5}" SKIP_BASELINE="$skip" \
-      RESPONDER_DELAY_MS="${RESPONDER_DELAY_MS:-0}" scripts/bench.sh >"$log" 2>&1; then
+      RESPONDER_DELAY_MS="${RESPONDER_DELAY_MS:-0}" scripts/loadtest.sh bench >"$log" 2>&1; then
       echo "done" >&2
     else
       status=1

@@ -7,10 +7,10 @@ use chat_worker::config::{ResponderConfig, ResponderKind};
 use chat_worker::respond::shown;
 use chat_worker::store;
 use serde_json::{Value, json};
+use testkit::http_stub::{self, Answer};
 use uuid::Uuid;
 
 use crate::harness::TestEnv;
-use crate::http_stub::{self, Answer};
 
 const MEGABYTE: usize = 1024 * 1024;
 
@@ -118,7 +118,8 @@ async fn such_a_tenant_is_answered_by_the_builtin_and_the_http_responder_is_sent
         200,
         r#"{"text":"From the agent","confidence":0.9,"handoff":false}"#.into(),
     ))
-    .await;
+    .await
+    .expect("stub");
     env.config.responder =
         ResponderConfig { kind: ResponderKind::Http, url: agent.url.clone(), ..ResponderConfig::default() };
     let worker = env.spawn_worker("w-http");

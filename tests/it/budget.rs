@@ -5,16 +5,17 @@
 
 use std::sync::atomic::Ordering;
 
+use testkit::proxy;
+
 use crate::harness::{TestEnv, eventually};
-use crate::wire;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_message_costs_one_history_query_one_write_statement_and_two_redis_round_trips() {
     let mut env = TestEnv::new().await;
     env.seed_catalog(env.tenant_id).await;
     let (pg_upstream, redis_upstream) = env.upstreams();
-    let pg = wire::postgres(&pg_upstream).await;
-    let redis = wire::redis(&redis_upstream).await;
+    let pg = proxy::postgres(&pg_upstream).await.expect("proxy");
+    let redis = proxy::redis(&redis_upstream).await.expect("proxy");
     env.route_through(Some(&pg), Some(&redis));
     let worker = env.spawn_worker("counted");
 
@@ -77,7 +78,7 @@ async fn a_warm_message_costs_one_history_query_one_write_statement_and_two_redi
 async fn warming_at_start_loads_each_active_tenant_so_its_first_message_costs_no_catalog_query() {
     let mut env = TestEnv::new().await;
     env.seed_catalog(env.tenant_id).await;
-    let pg = wire::postgres(&env.upstreams().0).await;
+    let pg = proxy::postgres(&env.upstreams().0).await.expect("proxy");
     env.route_through(Some(&pg), None);
     let is_catalog = |s: &String| {
         s.contains("FROM products") || s.contains("FROM knowledge_entries") || s.contains("tenants t")

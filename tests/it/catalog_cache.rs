@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use chat_worker::catalog::CatalogCache;
 use chat_worker::config::CacheConfig;
 use std::sync::atomic::Ordering;
+use testkit::proxy;
 
 use crate::harness::TestEnv;
-use crate::wire;
 
 async fn redis_manager(url: &str) -> redis::aio::ConnectionManager {
     let client = redis::Client::open(url).expect("redis url");
@@ -20,7 +20,7 @@ async fn redis_manager(url: &str) -> redis::aio::ConnectionManager {
 async fn five_hundred_concurrent_misses_for_one_tenant_cost_one_catalog_query() {
     let mut env = TestEnv::new().await;
     env.seed_catalog(env.tenant_id).await;
-    let pg = wire::postgres(&env.upstreams().0).await;
+    let pg = proxy::postgres(&env.upstreams().0).await.expect("proxy");
     let redis_url = env.config.redis.url.clone();
     env.route_through(Some(&pg), None);
     let pool = chat_worker::store::pool(&env.config.database.url, 16).expect("pool");

@@ -8,10 +8,10 @@ use chat_worker::dedup::Dedup;
 use chat_worker::model::Fingerprint;
 use chat_worker::respond::Answer;
 use chat_worker::store::{self, Exchange, StoreError};
+use testkit::http_stub::{self, Answer as StubAnswer};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::harness::{PATIENCE, TestEnv, eventually, fingerprint_of};
-use crate::http_stub::{self, Answer as StubAnswer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_carrying_an_older_fencing_token_is_refused() {
@@ -93,7 +93,8 @@ async fn a_worker_paused_past_its_lease_can_never_commit_or_publish() {
         Duration::from_secs(3),
         r#"{"text":"from the paused worker","confidence":0.9,"handoff":false}"#.into(),
     ))
-    .await;
+    .await
+    .expect("stub");
     let message = env.message("m-paused", "c", "hello");
     let fp = fingerprint_of(&message);
 

@@ -11,10 +11,10 @@ use std::time::Duration;
 use chat_worker::config::{ResponderConfig, ResponderKind};
 use chat_worker::respond::{self, RespondError};
 use serde_json::{Value, json};
+use testkit::http_stub::{self, Answer};
 use uuid::Uuid;
 
 use crate::harness::{PATIENCE, TestEnv, eventually, fingerprint_of, header_str};
-use crate::http_stub::{self, Answer};
 
 const FIFTY_MB: usize = 50 * 1024 * 1024;
 
@@ -42,7 +42,7 @@ async fn ask(
     answer: Answer,
     max_response_bytes: u64,
 ) -> (Result<respond::Answer, RespondError>, http_stub::Stub) {
-    let stub = http_stub::serve(answer).await;
+    let stub = http_stub::serve(answer).await.expect("stub");
     let config = ResponderConfig { max_response_bytes, ..config(ResponderKind::Http, &stub.url) };
     let responder = respond::from_config(&config, false).expect("responder");
     let f = crate::responders::fixture();
@@ -75,7 +75,7 @@ async fn a_flood_is_cut_at_the_limit_announced_or_not_and_the_limit_is_configura
 
 #[tokio::test]
 async fn a_redirect_is_not_followed_and_slow_down_and_refusals_are_told_apart() {
-    let elsewhere = http_stub::serve(agent_says("from elsewhere", json!([]))).await;
+    let elsewhere = http_stub::serve(agent_says("from elsewhere", json!([]))).await.expect("stub");
     let (answer, _) = ask(Answer::Redirect(format!("{}/agent", elsewhere.url)), 1_048_576).await;
     assert!(matches!(&answer, Err(RespondError::Unusable(e)) if e.contains("302")), "{answer:?}");
     assert!(elsewhere.requests.lock().unwrap_or_else(|p| p.into_inner()).is_empty(), "never followed");
@@ -111,7 +111,7 @@ async fn the_http_responder_sends_no_credential_unless_one_is_configured_for_it(
     let (var, key) = a_set_variable();
     let f = crate::responders::fixture();
     let ctx = crate::responders::context(&f);
-    let agent = http_stub::serve(agent_says("hi", json!([]))).await;
+    let agent = http_stub::serve(agent_says("hi", json!([]))).await.expect("stub");
 
     // The OpenAI key's variable is set, but nothing is configured for the agent.
     let unconfigured =
@@ -131,7 +131,9 @@ async fn the_http_responder_sends_no_credential_unless_one_is_configured_for_it(
 
     // The openai responder still sends the key that is meant for it.
     let completions =
-        http_stub::serve(Answer::Json(200, r#"{"choices":[{"message":{"content":"hi"}}]}"#.into())).await;
+        http_stub::serve(Answer::Json(200, r#"{"choices":[{"message":{"content":"hi"}}]}"#.into()))
+            .await
+            .expect("stub");
     let openai = ResponderConfig { api_key_env: var, ..config(ResponderKind::Openai, &completions.url) };
     respond::from_config(&openai, false).expect("responder").respond(&ctx).await.expect("answer");
     assert_eq!(completions.header("authorization"), [Some(format!("Bearer {key}").to_lowercase())]);
@@ -170,7 +172,7 @@ async fn hostile_answers_harm_only_their_own_message() {
         .expect("other tenant");
     let foreign = env.seed_catalog(other_tenant).await["Trail Runner X"];
 
-    let elsewhere = http_stub::serve(agent_says("from elsewhere", json!([]))).await;
+    let elsewhere = http_stub::serve(agent_says("from elsewhere", json!([]))).await.expect("stub");
     let target = format!("{}/agent", elsewhere.url);
     let route = move |request: &Value| match request["inbound"]["text"].as_str().unwrap_or_default() {
         "flood" => Answer::Flood { bytes: FIFTY_MB, announced: false },
@@ -188,7 +190,7 @@ async fn hostile_answers_harm_only_their_own_message() {
         "refused" => Answer::Json(400, r#"{"error":"bad request"}"#.into()),
         _ => agent_says("From the agent", json!([])),
     };
-    let agent = http_stub::serve(Answer::Route(Arc::new(route))).await;
+    let agent = http_stub::serve(Answer::Route(Arc::new(route))).await.expect("stub");
     env.config.responder = config(ResponderKind::Http, &agent.url);
     env.config.worker.max_attempts = 2;
     let worker = env.spawn_worker("w-hostile");

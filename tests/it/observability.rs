@@ -3,8 +3,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use testkit::proxy;
+
 use crate::harness::{TestEnv, eventually};
-use crate::wire;
 
 async fn get(url: &str) -> (u16, String) {
     chat_worker::tls::install_crypto();
@@ -107,7 +108,7 @@ async fn readyz_turns_not_ready_while_rabbitmq_is_unreachable_and_ready_after() 
         .ok()
         .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
         .unwrap_or_else(|| "127.0.0.1:5672".into());
-    let broker = wire::tcp(&upstream).await;
+    let broker = proxy::tcp(&upstream).await.expect("proxy");
     env.config.amqp.url = format!("amqp://guest:guest@{}/%2f", broker.addr);
     let mut worker = env.spawn_worker("readiness");
     env.ready(&mut worker).await;

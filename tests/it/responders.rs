@@ -11,10 +11,10 @@ use chat_worker::model::catalog::{Catalog, Knowledge, KnowledgeEntry, Product, T
 use chat_worker::model::{ConversationStatus, Direction, ItemKind, Reference};
 use chat_worker::respond::{self, Context, RespondError};
 use serde_json::json;
+use testkit::http_stub::{self, Answer};
 use uuid::Uuid;
 
 use crate::harness::{TestEnv, eventually, header_str};
-use crate::http_stub::{self, Answer};
 
 pub(crate) struct Fixture {
     inbound: chat_worker::decode::Inbound,
@@ -112,7 +112,7 @@ async fn ask_about(
     answer: Answer,
     timeout_ms: u64,
 ) -> (Result<respond::Answer, RespondError>, http_stub::Stub) {
-    let stub = http_stub::serve(answer).await;
+    let stub = http_stub::serve(answer).await.expect("stub");
     let url = if kind == ResponderKind::Openai {
         format!("{}/v1", stub.url)
     } else {
@@ -225,7 +225,8 @@ async fn a_worker_with_the_http_responder_replies_with_the_agents_text_or_dead_l
         200,
         r#"{"text":"From the agent","confidence":0.9,"handoff":false}"#.into(),
     ))
-    .await;
+    .await
+    .expect("stub");
     let mut env = TestEnv::new().await;
     env.config.responder = config(ResponderKind::Http, &good.url, 2_000);
     let worker = env.spawn_worker("w-http");
@@ -233,7 +234,7 @@ async fn a_worker_with_the_http_responder_replies_with_the_agents_text_or_dead_l
     assert_eq!(reply["text"], "From the agent");
     worker.stop().await.expect("clean stop");
 
-    let broken = http_stub::serve(Answer::Json(500, "{}".into())).await;
+    let broken = http_stub::serve(Answer::Json(500, "{}".into())).await.expect("stub");
     env.config.responder = config(ResponderKind::Http, &broken.url, 2_000);
     env.config.worker.max_attempts = 2;
     let worker = env.spawn_worker("w-broken");

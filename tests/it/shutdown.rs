@@ -2,8 +2,9 @@ use std::sync::atomic::Ordering;
 
 use std::time::Duration;
 
+use testkit::http_stub::{self, Answer};
+
 use crate::harness::{PATIENCE, TestEnv, eventually};
-use crate::http_stub::{self, Answer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_messages_in_flight_exits_0_and_every_message_is_accounted_for() {
@@ -18,7 +19,8 @@ async fn sigterm_with_messages_in_flight_exits_0_and_every_message_is_accounted_
         Duration::from_millis(300),
         r#"{"text":"from the slow agent","confidence":0.9,"handoff":false}"#.into(),
     ))
-    .await;
+    .await
+    .expect("stub");
     let mut child = env
         .worker_command("stopping")
         .env("WORKER__RESPONDER__KIND", "http")
@@ -122,7 +124,8 @@ async fn a_second_sigterm_exits_at_once_and_hands_the_messages_in_flight_back() 
         Duration::from_secs(120),
         r#"{"text":"too late","confidence":0.9,"handoff":false}"#.into(),
     ))
-    .await;
+    .await
+    .expect("stub");
     let mut child = env
         .worker_command("twice")
         .env("WORKER__RESPONDER__KIND", "http")

@@ -11,9 +11,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
+use testkit::http_stub::{self, Answer};
 
 use crate::harness::{PATIENCE, TestEnv, eventually, fingerprint_of, header_str};
-use crate::http_stub::{self, Answer};
 
 fn spans(stub: &http_stub::Stub) -> Vec<(String, Span)> {
     let mut out = Vec::new();
@@ -58,7 +58,7 @@ fn attributes(span: &Span) -> HashMap<String, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_arrive_continue_the_producers_trace_and_the_reply_carries_it_on() {
     let env = TestEnv::new().await;
-    let receiver = http_stub::serve(Answer::Json(200, String::new())).await;
+    let receiver = http_stub::serve(Answer::Json(200, String::new())).await.expect("stub");
     let mut worker = env
         .worker_command("traced")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.url)

@@ -5,7 +5,7 @@
 //! task per delivery, a permit each). The worker's drain rate is reported as a
 //! share of it.
 //!
-//! The consumers are child processes (`bench baseline ...`), one per worker
+//! The consumers are child processes (`loadtest bench baseline ...`), one per worker
 //! process of the run, so they compete for the cores as the workers did.
 
 use std::path::Path;
@@ -23,9 +23,10 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::{Mutex, Semaphore};
 
+use testkit::gateway::{Message, Publisher};
+
 use crate::fleet::Fleet;
 use crate::procstats::{self, Usage};
-use crate::workload::{Message, Publisher};
 
 /// What one baseline consumer is told on its command line.
 #[derive(Debug, Clone, clap::Args)]
@@ -49,7 +50,7 @@ pub struct Plan<'a> {
     pub queue: &'a str,
     /// The topic exchange they publish replies to (the bench binds a queue to it).
     pub exchange: &'a str,
-    /// This program, started in `baseline` mode.
+    /// This program, started as `loadtest bench baseline`.
     pub bench: &'a Path,
     pub processes: usize,
     pub prefetch: u16,
@@ -110,13 +111,13 @@ pub async fn run(plan: &Plan<'_>, messages: &[Message]) -> anyhow::Result<Outcom
     let rabbitmq = procstats::rabbitmq_pid().map(procstats::Process::from_now);
     let started = Instant::now();
     let consumer_args = |_: &str| {
-        let mut a: Vec<String> = vec!["baseline".into(), "--queue".into(), queue.to_owned()];
+        let mut a: Vec<String> = vec!["bench".into(), "baseline".into(), "--queue".into(), queue.to_owned()];
         a.extend(["--exchange".into(), exchange.to_owned(), "--prefetch".into(), prefetch.to_string()]);
         a.extend(["--concurrency".into(), concurrency.to_string()]);
         a
     };
     let mut fleet =
-        Fleet::start(plan.bench, "bench-baseline", plan.processes, consumer_args, &[], plan.log_dir)?;
+        Fleet::start(plan.bench, "bench-baseline", plan.processes, consumer_args, &[], Some(plan.log_dir))?;
     let mut progress_at = (0, Instant::now());
     while received.load(Ordering::Relaxed) < messages.len() {
         fleet.check_running()?;
@@ -163,7 +164,7 @@ async fn declare(channel: &Channel, queue: &str, exchange: &str, replies: &str) 
     Ok(())
 }
 
-/// `bench baseline`: the consumer itself. Runs until killed.
+/// `loadtest bench baseline`: the consumer itself. Runs until killed.
 pub async fn consume(amqp_url: &str, args: ConsumerArgs) -> anyhow::Result<()> {
     let connection = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
     let consuming = connection.create_channel().await?;

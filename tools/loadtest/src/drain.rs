@@ -1,15 +1,12 @@
-//! `make drain`: how fast one `worker run` drains a backlog.
+//! `loadtest drain` (`make drain`): how fast one `worker run` drains a backlog.
 //!
 //! Publishes N unique messages (from 500 customers of one tenant), then starts the
 //! worker binary, waits for all N replies on a queue bound to the outbound
 //! exchange, stops the worker with SIGTERM, and prints messages per second.
-//! Names, database and prefix come from the environment (see scripts/drain.sh), so
-//! the run never touches the real queues.
-//!
-//! Usage: drain WORKER_BINARY N
+//! Names, database and prefix come from the environment (see
+//! `scripts/loadtest.sh drain`), so the run never touches the real queues.
 
-mod common;
-
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -21,30 +18,28 @@ use lapin::types::FieldTable;
 use serde_json::json;
 use uuid::Uuid;
 
-#[tokio::main]
-async fn main() {
-    if let Err(e) = run().await {
-        eprintln!("drain: {e:#}");
-        std::process::exit(1);
-    }
+use crate::gateway;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The `worker` binary to run.
+    #[arg(value_name = "WORKER_BINARY")]
+    worker: PathBuf,
+    /// Messages to publish, then drain.
+    #[arg(value_name = "N")]
+    n: usize,
 }
 
-async fn run() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let binary = args.next().context("usage: drain WORKER_BINARY N")?;
-    let n: usize =
-        args.next().context("usage: drain WORKER_BINARY N")?.parse().context("N must be a number")?;
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let Args { worker: binary, n } = args;
     let config = Config::load(None, &Overrides::default())?;
 
     let pool = chat_worker::store::pool(&config.database.url, 2)?;
     let tenant = Uuid::new_v4();
-    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'Drain Shop')")
-        .bind(tenant)
-        .execute(&pool)
-        .await?;
+    testkit::seed::tenant(&pool, tenant, "Drain Shop").await?;
 
     let replies_queue = format!("{}.drain-replies", config.amqp.outbound_exchange);
-    let (_connection, channel) = common::gateway(&config, &replies_queue, false).await?;
+    let (_connection, channel) = gateway::gateway(&config, &replies_queue, false).await?;
 
     let publish_started = Instant::now();
     let bodies = (0..n).map(|i| {
@@ -58,7 +53,7 @@ async fn run() -> anyhow::Result<()> {
         })
         .to_string()
     });
-    common::publish_all(&channel, &config, &format!("web.{tenant}"), bodies).await?;
+    gateway::publish_all(&channel, &config, &format!("web.{tenant}"), bodies).await?;
     println!("published {n} messages in {:.2}s", publish_started.elapsed().as_secs_f64());
 
     let mut consumer = channel

@@ -1,7 +1,8 @@
-//! Child processes of the bench: the `worker run` processes under test (and the
-//! baseline consumers), started with the bench's environment plus an admin port
-//! of their own, watched for an early exit, scraped for `/metrics`, measured
-//! from /proc, and stopped with SIGTERM as an orchestrator would.
+//! Child processes of a load tool: the `worker run` processes under test (and
+//! the bench's baseline consumers), started with the tool's environment plus an
+//! admin port of their own, watched for an early exit, scraped for `/metrics`,
+//! measured from /proc, killed and restarted (chaos), and stopped with SIGTERM
+//! as an orchestrator would.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,55 +18,86 @@ use crate::procstats::{self, Usage};
 
 pub struct Worker {
     pub name: String,
+    args: Vec<String>,
     child: Child,
     pid: u32,
     admin: SocketAddr,
-    pub log: PathBuf,
+    /// Where its output goes (the tool's own output when `None`).
+    pub log: Option<PathBuf>,
 }
 
 pub struct Fleet {
     pub workers: Vec<Worker>,
+    binary: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Fleet {
     /// Starts `count` processes named `<prefix>-<i>`, with the arguments `args`
-    /// gives for that name; each logs to `<log_dir>/<name>.log`.
+    /// gives for that name; with `log_dir`, each logs to `<log_dir>/<name>.log`,
+    /// else to the tool's own stdout and stderr.
     pub fn start(
         binary: &Path,
         prefix: &str,
         count: usize,
         args: impl Fn(&str) -> Vec<String>,
         env: &[(String, String)],
-        log_dir: &Path,
+        log_dir: Option<&Path>,
     ) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
-        let mut workers = Vec::with_capacity(count);
+        if let Some(dir) = log_dir {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let mut fleet =
+            Self { workers: Vec::with_capacity(count), binary: binary.to_owned(), env: env.to_vec() };
         for i in 0..count {
             let name = format!("{prefix}-{i}");
-            let admin = free_port()?;
-            let log = log_dir.join(format!("{name}.log"));
-            let file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-            let child = Command::new(binary)
-                .args(args(&name))
-                .envs(env.iter().map(|(k, v)| (k, v)))
-                .env("WORKER__ADMIN__ADDR", admin.to_string())
-                .stdin(Stdio::null())
-                .stdout(file.try_clone()?)
-                .stderr(file)
-                .kill_on_drop(true)
-                .spawn()
-                .with_context(|| format!("starting {}", binary.display()))?;
-            let pid = child.id().with_context(|| format!("{name} exited as it started"))?;
-            workers.push(Worker { name, child, pid, admin, log });
+            let log = log_dir.map(|dir| dir.join(format!("{name}.log")));
+            let worker = fleet.spawn(name.clone(), args(&name), log)?;
+            fleet.workers.push(worker);
         }
-        Ok(Self { workers })
+        Ok(fleet)
+    }
+
+    fn spawn(&self, name: String, args: Vec<String>, log: Option<PathBuf>) -> anyhow::Result<Worker> {
+        let admin = free_port()?;
+        let (stdout, stderr) = match &log {
+            Some(log) => {
+                let file =
+                    std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+                (Stdio::from(file.try_clone()?), Stdio::from(file))
+            }
+            None => (Stdio::inherit(), Stdio::inherit()),
+        };
+        let child = Command::new(&self.binary)
+            .args(&args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("WORKER__ADMIN__ADDR", admin.to_string())
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary.display()))?;
+        let pid = child.id().with_context(|| format!("{name} exited as it started"))?;
+        Ok(Worker { name, args, child, pid, admin, log })
+    }
+
+    /// SIGKILLs worker `i` (no chance to finish anything) and starts it again,
+    /// with the same name and arguments (its log starts over).
+    pub async fn kill_and_restart(&mut self, i: usize) -> anyhow::Result<()> {
+        let worker = self.workers.get_mut(i).with_context(|| format!("no worker {i}"))?;
+        worker.child.kill().await.context("SIGKILL")?; // tokio's kill is SIGKILL
+        let _ = worker.child.wait().await;
+        let (name, args, log) = (worker.name.clone(), worker.args.clone(), worker.log.clone());
+        self.workers[i] = self.spawn(name, args, log)?;
+        Ok(())
     }
 
     /// An error naming the worker (and its log) that has exited on its own.
     pub fn check_running(&mut self) -> anyhow::Result<()> {
         for w in &mut self.workers {
             if let Some(status) = w.child.try_wait()? {
-                bail!("{} exited early ({status}); its log: {}", w.name, w.log.display());
+                bail!("{} exited early ({status}){}", w.name, w.log_note("its log"));
             }
         }
         Ok(())
@@ -78,8 +110,10 @@ impl Fleet {
         for w in &self.workers {
             let text =
                 http_get(w.admin, "/metrics").await.with_context(|| format!("{}: /metrics", w.name))?;
-            let kept = w.log.with_extension("metrics");
-            std::fs::write(&kept, &text).with_context(|| format!("writing {}", kept.display()))?;
+            if let Some(log) = &w.log {
+                let kept = log.with_extension("metrics");
+                std::fs::write(&kept, &text).with_context(|| format!("writing {}", kept.display()))?;
+            }
             texts.push(text);
         }
         Ok(texts)
@@ -102,9 +136,7 @@ impl Fleet {
         for w in &mut self.workers {
             match tokio::time::timeout(grace, w.child.wait()).await {
                 Ok(Ok(status)) if status.success() => {}
-                Ok(Ok(status)) => {
-                    problems.push(format!("{} exited {status}; log: {}", w.name, w.log.display()))
-                }
+                Ok(Ok(status)) => problems.push(format!("{} exited {status}{}", w.name, w.log_note("log"))),
                 Ok(Err(e)) => problems.push(format!("{}: {e}", w.name)),
                 Err(_) => {
                     let _ = w.child.kill().await;
@@ -113,6 +145,13 @@ impl Fleet {
             }
         }
         problems
+    }
+}
+
+impl Worker {
+    /// "; <label>: <its log file>", or nothing when it logs to the tool's output.
+    fn log_note(&self, label: &str) -> String {
+        self.log.as_ref().map(|log| format!("; {label}: {}", log.display())).unwrap_or_default()
     }
 }
 

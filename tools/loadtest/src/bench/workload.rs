@@ -2,23 +2,13 @@
 //! products (with and without a price bound), services, FAQ topics, and a few
 //! greetings; every tenth an exact copy of an earlier one (same body, so the same
 //! fingerprint), as webhook providers retry. Deterministic for a given seed.
+//! testkit's `gateway::Publisher` publishes them.
 
-use lapin::PublisherConfirm;
-use lapin::options::BasicPublishOptions;
-use lapin::{BasicProperties, Channel};
 use serde_json::json;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use testkit::gateway::Message;
 
-use crate::seed::Customer;
-use crate::vocab;
-
-#[derive(Debug, Clone)]
-pub struct Message {
-    pub id: String,
-    pub routing_key: String,
-    pub body: Vec<u8>,
-}
+use super::seed::Customer;
+use super::vocab;
 
 pub struct Workload {
     customers: Vec<Customer>,
@@ -112,76 +102,4 @@ fn pick<T: Copy>(rng: &mut fastrand::Rng, items: &[T]) -> T {
 
 fn plural(noun: &str) -> String {
     if noun.ends_with('s') { noun.to_owned() } else { format!("{noun}s") }
-}
-
-/// Publishes to the inbound exchange as a gateway does (persistent, JSON,
-/// `message_id` set, mandatory so a missing binding is an error), with
-/// publisher confirms checked by a task of their own so publishing never waits
-/// on a confirm (the paced phase must keep its rate).
-pub struct Publisher {
-    channel: Channel,
-    exchange: String,
-    /// Publish every message with this routing key rather than its own.
-    routing_key: Option<String>,
-    confirms: mpsc::Sender<PublisherConfirm>,
-    checker: Option<JoinHandle<anyhow::Result<()>>>,
-}
-
-impl Publisher {
-    pub fn new(channel: Channel, exchange: &str) -> Self {
-        // At most this many confirms outstanding: publishing waits beyond it.
-        let (confirms, mut pending) = mpsc::channel::<PublisherConfirm>(4_096);
-        let checker = tokio::spawn(async move {
-            while let Some(confirm) = pending.recv().await {
-                let confirmation = confirm.await?;
-                anyhow::ensure!(confirmation.is_ack(), "rabbitmq refused (nacked) a published message");
-                anyhow::ensure!(
-                    confirmation.take_message().is_none(),
-                    "rabbitmq could not route a published message: is the inbound queue bound?"
-                );
-            }
-            Ok(())
-        });
-        Self { channel, exchange: exchange.to_owned(), routing_key: None, confirms, checker: Some(checker) }
-    }
-
-    /// Publishes straight to `queue` (through the default exchange).
-    pub fn to_queue(channel: Channel, queue: &str) -> Self {
-        Self { routing_key: Some(queue.to_owned()), ..Self::new(channel, "") }
-    }
-
-    pub async fn publish(&mut self, message: &Message) -> anyhow::Result<()> {
-        let confirm = self
-            .channel
-            .basic_publish(
-                self.exchange.as_str().into(),
-                self.routing_key.as_deref().unwrap_or(&message.routing_key).into(),
-                BasicPublishOptions { mandatory: true, ..Default::default() },
-                &message.body,
-                BasicProperties::default()
-                    .with_delivery_mode(2)
-                    .with_content_type("application/json".into())
-                    .with_message_id(message.id.as_str().into()),
-            )
-            .await?;
-        if self.confirms.send(confirm).await.is_err() {
-            // The checker stopped at a failed confirm: report its error.
-            return Err(self.checked().await.err().unwrap_or_else(|| anyhow::anyhow!("confirms stopped")));
-        }
-        Ok(())
-    }
-
-    /// Waits until every message published so far is confirmed.
-    pub async fn finish(mut self) -> anyhow::Result<()> {
-        let (closed, _) = mpsc::channel(1);
-        drop(std::mem::replace(&mut self.confirms, closed));
-        self.checked().await
-    }
-
-    async fn checked(&mut self) -> anyhow::Result<()> {
-        match self.checker.take() {
-            Some(checker) => checker.await?,
-            None => Ok(()),
-        }
-    }
 }

@@ -1,22 +1,22 @@
-//! `make bench`: the worker's throughput, latency and cost on a realistic
+//! `loadtest bench` (`make bench`): the worker's throughput, latency and cost on a realistic
 //! workload, next to what the broker alone allows.
 //!
 //! One run, in order:
 //! 1. seed (`seed`): 10 tenants' catalogs, 2,000 conversations with history;
 //! 2. publish the backlog (`workload`): N messages from those customers, 10% of
 //!    them exact copies of earlier ones, each publish time in the `ledger`;
-//! 3. drain: start the `worker run` processes (`fleet`), their PostgreSQL
-//!    connections through a counting `proxy`, until every unique message has
-//!    its reply (matched by correlation id);
+//! 3. drain: start the `worker run` processes (`crate::fleet`), their
+//!    PostgreSQL connections through a counting proxy (`testkit::proxy`), until
+//!    every unique message has its reply (matched by correlation id);
 //! 4. paced: publish fresh messages at half the drain rate for a few seconds and
 //!    take the publish -> reply latency from those (the drain's is queueing);
-//! 5. read /metrics, /proc (`procstats`, `window`) and Redis INFO, SIGTERM the
+//! 5. read /metrics, /proc (`crate::procstats`, `window`) and Redis INFO, SIGTERM the
 //!    workers, and check that each unique message got exactly one reply;
 //! 6. the broker-only `baseline` on the same backlog;
 //! 7. print one table and a `RESULT` line (`report`).
 //!
 //! Besides: `vocab` holds the words the catalog and the questions share,
-//! `wiring` points the workers at the proxy (and at the `responder` stub when
+//! `wiring` points the workers at the proxy (and at testkit's agent stub when
 //! answering is to be slow), `phases` waits for replies and paces publishing.
 //!
 //! Exits 0 with figures however slow; 3 when a guarantee broke (a message
@@ -24,21 +24,13 @@
 //! not stop cleanly); 1 when the bench itself could not run.
 //!
 //! Configuration (names, database, Redis prefix, concurrency, prefetch) comes
-//! from the environment, as scripts/bench.sh sets it up; `bench run --help`
-//! lists the options.
-
-#[allow(dead_code)] // publish_all is for the drain and chaos examples
-#[path = "../common/mod.rs"]
-mod common;
+//! from the environment, as `scripts/loadtest.sh bench` sets it up;
+//! `loadtest bench run --help` lists the options.
 
 mod baseline;
-mod fleet;
 mod ledger;
 mod phases;
-mod procstats;
-mod proxy;
 mod report;
-mod responder;
 mod seed;
 mod vocab;
 mod window;
@@ -47,26 +39,22 @@ mod workload;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chat_worker::config::{Config, Overrides};
-use clap::{Args, Parser, Subcommand};
-use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+use clap::{Args, Subcommand};
+use testkit::gateway::Publisher;
 
-use crate::fleet::Fleet;
-use crate::ledger::{Ledger, Phase};
-use crate::workload::{Publisher, Workload};
-
-#[derive(Parser)]
-#[command(about = "chat-worker benchmark (run through scripts/bench.sh)")]
-struct Cli {
-    #[command(subcommand)]
-    mode: Mode,
-}
+use self::ledger::{Ledger, Phase};
+use self::workload::Workload;
+use crate::fleet::{self, Fleet};
+use crate::gateway;
+use crate::procstats;
 
 #[derive(Subcommand)]
-enum Mode {
+pub enum Mode {
     /// Run the benchmark.
     Run(RunArgs),
     /// One broker-only baseline consumer (started by `run`).
@@ -74,7 +62,7 @@ enum Mode {
 }
 
 #[derive(Args)]
-struct RunArgs {
+pub struct RunArgs {
     /// The `worker` binary to run.
     #[arg(long)]
     worker: PathBuf,
@@ -104,9 +92,9 @@ struct RunArgs {
 const METRICS_REFRESH: Duration = Duration::from_millis(2_500);
 const GUARANTEE_BROKEN: i32 = 3;
 
-#[tokio::main]
-async fn main() {
-    let outcome = match Cli::parse().mode {
+/// Runs `mode`; returns the process's exit code.
+pub async fn main(mode: Mode) -> i32 {
+    let outcome = match mode {
         Mode::Run(args) => run(args).await,
         Mode::Baseline(args) => match Config::load(None, &Overrides::default()) {
             Ok(config) => baseline::consume(&config.amqp.url, args).await.map(|()| true),
@@ -114,14 +102,14 @@ async fn main() {
         },
     };
     match outcome {
-        Ok(true) => {}
+        Ok(true) => 0,
         Ok(false) => {
             eprintln!("bench: a guarantee was violated (see the table above)");
-            std::process::exit(GUARANTEE_BROKEN);
+            GUARANTEE_BROKEN
         }
         Err(e) => {
             eprintln!("bench: {e:#}");
-            std::process::exit(1);
+            1
         }
     }
 }
@@ -146,19 +134,21 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         secs(seeding)
     );
 
-    let proxy = proxy::start(wiring::upstream(&config.database.url)?).await?;
+    let proxy = testkit::proxy::postgres_counting(&testkit::urls::upstream(&config.database.url, 5432)?)
+        .await
+        .context("starting the PostgreSQL proxy")?;
     let mut env =
-        vec![("WORKER__DATABASE__URL".to_owned(), wiring::proxied_url(&config.database.url, proxy.addr)?)];
+        vec![("WORKER__DATABASE__URL".to_owned(), testkit::urls::proxied(&config.database.url, proxy.addr)?)];
     let responder_name = if args.responder_delay_ms > 0 {
-        let stub = responder::start(Duration::from_millis(args.responder_delay_ms)).await?;
-        env.extend(wiring::http_responder_env(&config, stub, args.responder_delay_ms)?);
+        let stub = wiring::agent(args.responder_delay_ms).await?;
+        env.extend(wiring::http_responder_env(&config, &stub.url, args.responder_delay_ms)?);
         format!("http responder (local stub answering after {} ms)", args.responder_delay_ms)
     } else {
         "builtin responder".to_owned()
     };
 
     let replies_queue = format!("{}.bench-replies", config.amqp.outbound_exchange);
-    let (connection, channel) = common::gateway(&config, &replies_queue, false).await?;
+    let (connection, channel) = gateway::gateway(&config, &replies_queue, false).await?;
     let ledger = Arc::new(Ledger::default());
     ledger.clone().collect(&connection.create_channel().await?, &replies_queue).await?;
 
@@ -175,11 +165,11 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
 
     // The window: from the workers' start to just before their SIGTERM.
     let window =
-        window::Window::open(&pool, &wiring::database_name(&config.database.url)?, &mut redis).await?;
+        window::Window::open(&pool, &testkit::urls::database_name(&config.database.url)?, &mut redis).await?;
     let started = Instant::now();
     let worker_args = |name: &str| vec!["run".to_owned(), "--worker-id".to_owned(), name.to_owned()];
     let mut fleet =
-        Fleet::start(&args.worker, "bench-worker", args.workers, worker_args, &env, &args.log_dir)?;
+        Fleet::start(&args.worker, "bench-worker", args.workers, worker_args, &env, Some(&args.log_dir))?;
     let complete = phases::wait_for_replies(&ledger, Phase::Drain, &mut fleet).await?;
     let (first, last) = ledger.reply_span(Phase::Drain).unwrap_or_else(|| (Instant::now(), Instant::now()));
     let drain = report::Drain {
@@ -236,6 +226,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     };
 
     let m = |name: &str| fleet::series(&metrics, name);
+    let pg = proxy.log.counts();
     let outcome = |o: &str| m(&format!("chat_worker_messages_total{{outcome=\"{o}\"}}"));
     let tier = |t: &str| m(&format!("chat_worker_cache_lookups_total{{tier=\"{t}\"}}"));
     let figures = report::Figures {
@@ -257,9 +248,9 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         drain,
         paced,
         baseline,
-        pg_queries: proxy.counts.queries.load(std::sync::atomic::Ordering::Relaxed),
-        pg_syncs: proxy.counts.syncs.load(std::sync::atomic::Ordering::Relaxed),
-        pg_connections: proxy.counts.connections.load(std::sync::atomic::Ordering::Relaxed),
+        pg_queries: pg.queries.load(Relaxed),
+        pg_syncs: pg.syncs.load(Relaxed),
+        pg_connections: pg.connections.load(Relaxed),
         redis_round_trips: m("chat_worker_redis_round_trips_total"),
         cache: [tier("local"), tier("redis"), tier("database")],
         outcomes: vec![
@@ -287,22 +278,9 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         eprintln!("bench: the workers' logs: {}", logs.join(" "));
     }
 
-    remove_topology(&config, &channel).await;
+    gateway::remove_topology(&config, &channel).await;
     let _ = connection.close(200, "bench done".into()).await;
     Ok(figures.holds())
-}
-
-/// Deletes the queues and exchanges the workers declared, over AMQP (quicker than
-/// scripts/isolated.sh's rabbitmqctl, which stays as the backstop for a crashed run).
-async fn remove_topology(config: &Config, channel: &lapin::Channel) {
-    let amqp = &config.amqp;
-    let retries = (1..config.worker.max_attempts.max(2)).map(|n| format!("{}.{n}", amqp.retry_queue_prefix));
-    for queue in [amqp.inbound_queue.clone(), amqp.dead_queue.clone()].into_iter().chain(retries) {
-        let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
-    }
-    for exchange in [&amqp.inbound_exchange, &amqp.outbound_exchange] {
-        let _ = channel.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await;
-    }
 }
 
 pub fn secs(since: Instant) -> f64 {

@@ -1,13 +1,11 @@
-//! `make bench` (context part): how long building a message's context takes —
+//! `loadtest context` (`make bench-context`): how long building a message's context takes —
 //! tenant profile, catalog, knowledge and the conversation's history — with every
 //! cache tier cold, with only Redis warm, and warm in process; plus the builtin
 //! responder's answer on that context.
 //!
 //! Workload: 10 tenants, each 200 products, 50 services and 20 FAQ entries, and
 //! a conversation of 20 messages. Configuration comes from the environment
-//! (scripts/bench.sh gives it a database and Redis prefix of its own).
-//!
-//! Usage: bench_context [ITERATIONS]
+//! (`scripts/loadtest.sh context` gives it a database and Redis prefix of its own).
 
 use std::time::{Duration, Instant};
 
@@ -22,16 +20,15 @@ use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-#[tokio::main]
-async fn main() {
-    if let Err(e) = run().await {
-        eprintln!("bench_context: {e:#}");
-        std::process::exit(1);
-    }
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Context-building iterations.
+    #[arg(value_name = "ITERATIONS", default_value_t = 300)]
+    iterations: usize,
 }
 
-async fn run() -> anyhow::Result<()> {
-    let iterations: usize = std::env::args().nth(1).map(|n| n.parse()).transpose()?.unwrap_or(300);
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let iterations = args.iterations;
     let config = Config::load(None, &Overrides::default())?;
     let pool = store::pool(&config.database.url, 8)?;
     let deadline = Instant::now() + config.startup_timeout();
@@ -132,11 +129,7 @@ async fn seed(pool: &PgPool) -> anyhow::Result<Vec<Uuid>> {
     let mut tenants = Vec::new();
     for t in 0..10 {
         let tenant = Uuid::new_v4();
-        sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, $2)")
-            .bind(tenant)
-            .bind(format!("Bench shop {t}"))
-            .execute(pool)
-            .await?;
+        testkit::seed::tenant(pool, tenant, &format!("Bench shop {t}")).await?;
         sqlx::query(
             "INSERT INTO products (tenant_id, name, category, price, currency, description)
              SELECT $1, 'Product ' || n, (ARRAY['running shoes','fitness','outdoor','kids'])[n % 4 + 1], 500 + n * 40, 'KES',

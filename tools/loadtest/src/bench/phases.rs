@@ -5,12 +5,14 @@ use std::time::{Duration, Instant};
 
 use chat_worker::config::Config;
 
+use testkit::gateway::Publisher;
+
+use super::ledger::{Ledger, Phase};
+use super::report;
+use super::secs;
+use super::seed::Customer;
+use super::workload::Workload;
 use crate::fleet::Fleet;
-use crate::ledger::{Ledger, Phase};
-use crate::report;
-use crate::secs;
-use crate::seed::Customer;
-use crate::workload::{Publisher, Workload};
 
 /// With no reply for this long, a phase is given up and its missing messages reported.
 const STALL: Duration = Duration::from_secs(60);

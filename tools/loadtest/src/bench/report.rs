@@ -4,10 +4,10 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::baseline;
-use crate::ledger::Tally;
+use super::baseline;
+use super::ledger::Tally;
+use super::window::Services;
 use crate::procstats::Usage;
-use crate::window::Services;
 
 pub struct Figures {
     pub setup: String,

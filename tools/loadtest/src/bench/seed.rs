@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::vocab;
+use super::vocab;
 
 pub const TENANTS: i32 = 10;
 pub const PRODUCTS_PER_TENANT: i32 = 200;

@@ -1,4 +1,4 @@
-//! `make chaos`: CONTRACT §3's accounting under faults.
+//! `loadtest chaos` (`make chaos`): CONTRACT §3's accounting under faults.
 //!
 //! Publishes N messages (10% of them duplicate copies) to the real broker, runs 3
 //! `worker run` processes, and meanwhile: kills workers with SIGKILL and restarts
@@ -7,16 +7,14 @@
 //! inbound and one reply row, that every reply was published, and that
 //! processed + dead-lettered = unique published; prints one summary line.
 //!
-//! It disturbs the machine's shared services: run it alone (scripts/chaos.sh).
-//! Usage: chaos WORKER_BINARY N
-
-mod common;
+//! It disturbs the machine's shared services: run it alone
+//! (`scripts/loadtest.sh chaos`).
 
 use std::collections::HashSet;
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use chat_worker::config::{Config, Overrides};
 use chat_worker::decode::decode;
 use futures_util::StreamExt;
@@ -24,40 +22,21 @@ use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use serde_json::json;
-use tokio::process::{Child, Command};
 use uuid::Uuid;
+
+use crate::fleet::Fleet;
+use crate::gateway;
 
 const WORKERS: usize = 3;
 
-#[tokio::main]
-async fn main() {
-    if let Err(e) = run().await {
-        eprintln!("chaos: FAILED: {e:#}");
-        std::process::exit(1);
-    }
-}
-
-struct Fleet {
-    binary: String,
-    workers: Vec<Child>,
-}
-
-impl Fleet {
-    fn spawn(&self, n: usize) -> anyhow::Result<Child> {
-        Command::new(&self.binary)
-            .args(["run", "--worker-id", &format!("chaos-{n}")])
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting a worker")
-    }
-
-    async fn kill_and_restart(&mut self, n: usize) -> anyhow::Result<()> {
-        self.workers[n].kill().await.context("SIGKILL")?; // tokio's kill is SIGKILL
-        let _ = self.workers[n].wait().await;
-        self.workers[n] = self.spawn(n)?;
-        Ok(())
-    }
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The `worker` binary to run.
+    #[arg(value_name = "WORKER_BINARY")]
+    worker: PathBuf,
+    /// Messages to publish (10% of them copies).
+    #[arg(value_name = "N")]
+    n: usize,
 }
 
 fn shell(command: &str) -> anyhow::Result<()> {
@@ -68,19 +47,14 @@ fn shell(command: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let binary = args.next().context("usage: chaos WORKER_BINARY N")?;
-    let total: usize = args.next().context("usage: chaos WORKER_BINARY N")?.parse()?;
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let Args { worker: binary, n: total } = args;
     let config = Config::load(None, &Overrides::default())?;
     let started = Instant::now();
 
     let pool = chat_worker::store::pool(&config.database.url, 2)?;
     let tenant = Uuid::new_v4();
-    sqlx::query("INSERT INTO tenants (id, name) VALUES ($1, 'Chaos Shop')")
-        .bind(tenant)
-        .execute(&pool)
-        .await?;
+    testkit::seed::tenant(&pool, tenant, "Chaos Shop").await?;
     sqlx::query("INSERT INTO products (tenant_id, name, category, price, currency) VALUES ($1, 'Trail Runner X', 'running shoes', 4500, 'KES')")
         .bind(tenant)
         .execute(&pool)
@@ -89,7 +63,7 @@ async fn run() -> anyhow::Result<()> {
 
     let replies_queue = format!("{}.chaos-replies", config.amqp.outbound_exchange);
     // The replies survive everything below on a durable queue; read them afterwards.
-    let (connection, channel) = common::gateway(&config, &replies_queue, true).await?;
+    let (connection, channel) = gateway::gateway(&config, &replies_queue, true).await?;
 
     // 10% of the messages are copies of earlier ones.
     let unique = total - total / 10;
@@ -109,14 +83,12 @@ async fn run() -> anyhow::Result<()> {
         }
         bodies.push(body);
     }
-    common::publish_all(&channel, &config, &format!("web.{tenant}"), bodies).await?;
+    gateway::publish_all(&channel, &config, &format!("web.{tenant}"), bodies).await?;
     connection.close(200, "published".into()).await?;
 
-    let mut fleet = Fleet { binary, workers: Vec::new() };
-    for n in 0..WORKERS {
-        let child = fleet.spawn(n)?;
-        fleet.workers.push(child);
-    }
+    // The workers' output is the run's own (their warnings while faults last).
+    let worker_args = |name: &str| vec!["run".to_owned(), "--worker-id".to_owned(), name.to_owned()];
+    let mut fleet = Fleet::start(&binary, "chaos", WORKERS, worker_args, &[], None)?;
 
     let faults: Vec<(&str, f64)> = vec![
         ("kill -9 worker 0 and restart it", 0.10),
@@ -177,14 +149,8 @@ async fn run() -> anyhow::Result<()> {
         empty_polls = if depth == 0 { empty_polls + 1 } else { 0 };
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    for worker in &mut fleet.workers {
-        if let Some(pid) = worker.id() {
-            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-        }
-    }
-    for worker in &mut fleet.workers {
-        let _ = tokio::time::timeout(Duration::from_secs(60), worker.wait()).await;
-    }
+    // How they stop is not what this run checks: the rows and replies below are.
+    let _ = fleet.stop(Duration::from_secs(60)).await;
 
     let complete: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM (SELECT fingerprint FROM messages GROUP BY fingerprint

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The load tools (tools/loadtest), one subcommand each, on a database, exchanges,
+# queues and Redis prefix of their own (scripts/isolated.sh), removed afterwards:
+#
+#   scripts/loadtest.sh bench            `make bench`: throughput, latency and cost on a
+#                                        realistic workload, next to the broker-only baseline
+#   scripts/loadtest.sh drain [N=10000]  `make drain`: one `worker run` draining N messages
+#   scripts/loadtest.sh chaos [N=20000]  `make chaos`: the fault-injection suite. It kills
+#                                        workers, flushes and restarts Redis, closes
+#                                        RabbitMQ's connections and restarts PostgreSQL, so
+#                                        run it alone, never beside the test suite.
+#   scripts/loadtest.sh context          `make bench-context`: building a message's context,
+#                                        cold / Redis / warm
+#
+# Figures, not gates: bench exits non-zero only when a guarantee breaks (a unique
+# message replied to twice or never) or it cannot run; chaos when its accounting
+# does not add up.
+#
+# bench reads its settings from the environment:
+#   N=20000               messages published for the drain (10% exact copies)
+#   WORKERS=1             `worker run` processes
+#   CONCURRENCY=          worker.concurrency and amqp.prefetch (default: worker.toml's, 1024)
+#   RESPONDER_DELAY_MS=0  > 0: answer through the http responder, a local stub that
+#                         waits this long per answer (at most 60000)
+#   PACED_SECONDS=10      the latency phase: fresh messages at half the drain rate
+#                         for this long (0 skips it)
+#   PACED_RATE=           messages/s of the latency phase instead of half the drain rate
+#   SKIP_BASELINE=        1 skips the broker-only baseline
+# It prints one table, then a `RESULT key=value ...` line (scripts/scaling.sh reads
+# it); the workers' logs go to $CARGO_TARGET_DIR/bench/ (default target/bench/).
+#
+# context reads BENCH_ITERATIONS (context-building iterations, default 300).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command="${1:-}"
+shift || true
+case "$command" in
+  bench|drain|chaos|context) ;;
+  *) echo "usage: scripts/loadtest.sh bench|drain [N]|chaos [N]|context" >&2; exit 2 ;;
+esac
+# chaos restarts the services: start them first if they are not answering.
+if [ "$command" = chaos ]; then scripts/services.sh ensure; fi
+target="${CARGO_TARGET_DIR:-target}"
+cargo build --quiet --release -p chat-worker --bin worker -p chat-worker-loadtest --bin loadtest
+# Private copies: another checkout sharing CARGO_TARGET_DIR may rebuild
+# release/worker from its own sources while this run is going.
+bin="$target/loadtest/$command"
+mkdir -p "$bin"
+cp "$target/release/worker" "$target/release/loadtest" "$bin/"
+# The run's name: the isolated names start with it (bench and context share one).
+case "$command" in context) name=bench ;; *) name="$command" ;; esac
+source scripts/isolated.sh "$name"
+case "$command" in
+  bench)
+    if [ -n "${CONCURRENCY:-}" ]; then
+      export WORKER__WORKER__CONCURRENCY="$CONCURRENCY" WORKER__AMQP__PREFETCH="$CONCURRENCY"
+    fi
+    args=(bench run --worker "$bin/worker" --n "${N:-20000}" --workers "${WORKERS:-1}"
+          --responder-delay-ms "${RESPONDER_DELAY_MS:-0}" --paced-seconds "${PACED_SECONDS:-10}"
+          --paced-rate "${PACED_RATE:-0}"
+          --log-dir "$target/bench")
+    case "${SKIP_BASELINE:-}" in ""|0|false|no) ;; *) args+=(--skip-baseline) ;; esac
+    ;;
+  drain) args=(drain "$bin/worker" "${1:-10000}") ;;
+  chaos)
+    # Quicker retries than production, so faults are ridden out within the run.
+    export WORKER__WORKER__RETRY_BASE_DELAY_MS="${WORKER__WORKER__RETRY_BASE_DELAY_MS:-500}"
+    export WORKER__WORKER__MAX_ATTEMPTS="${WORKER__WORKER__MAX_ATTEMPTS:-8}"
+    export WORKER__REDIS__LIVENESS_TTL_SECS="${WORKER__REDIS__LIVENESS_TTL_SECS:-3}"
+    args=(chaos "$bin/worker" "${1:-20000}")
+    ;;
+  context) args=(context "${BENCH_ITERATIONS:-300}") ;;
+esac
+"$bin/worker" migrate >/dev/null
+"$bin/loadtest" "${args[@]}"
