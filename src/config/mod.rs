@@ -39,7 +39,7 @@ pub use self::database::DatabaseConfig;
 pub use self::redis::RedisConfig;
 pub use self::responder::{ResponderConfig, ResponderKind};
 pub use self::telemetry::{ProducerContext, TracingConfig};
-pub use self::worker::{MAX_CONCURRENCY, MAX_WORKER_ID_LEN, WorkerConfig, check_worker_id};
+pub use self::worker::{MAX_CONCURRENCY, WorkerConfig, check_worker_id};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -107,7 +107,7 @@ impl Config {
     }
 
     /// How failed attempts are retried (`worker.max_attempts` and the delays).
-    pub fn retry_policy(&self) -> crate::outcome::RetryPolicy {
+    pub(crate) fn retry_policy(&self) -> crate::outcome::RetryPolicy {
         crate::outcome::RetryPolicy {
             max_attempts: self.worker.max_attempts,
             base_delay: Duration::from_millis(self.worker.retry_base_delay_ms),
@@ -117,7 +117,7 @@ impl Config {
 
     /// The longest a message can take over all its attempts: each attempt's
     /// deadline plus every retry delay at its largest jitter.
-    pub fn retry_schedule_secs(&self) -> f64 {
+    pub(crate) fn retry_schedule_secs(&self) -> f64 {
         let policy = self.retry_policy();
         let delays: f64 =
             (1..self.worker.max_attempts).map(|n| policy.delay_after(n, 1.0).as_secs_f64()).sum();
@@ -125,7 +125,7 @@ impl Config {
     }
 
     /// The configured worker id, or `<hostname>-<pid>`.
-    pub fn worker_id(&self) -> String {
+    pub(crate) fn worker_id(&self) -> String {
         if !self.worker.id.is_empty() {
             return self.worker.id.clone();
         }

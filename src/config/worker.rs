@@ -49,7 +49,7 @@ impl Default for WorkerConfig {
 /// Most messages one process may work on at once (`worker.concurrency`, `--concurrency`).
 pub const MAX_CONCURRENCY: usize = 100_000;
 /// Longest worker id: it is part of lock values and the AMQP consumer tag (≤ 255 bytes).
-pub const MAX_WORKER_ID_LEN: usize = 128;
+const MAX_WORKER_ID_LEN: usize = 128;
 
 /// A worker id names this process in locks, states and consumer tags: 1 to 128
 /// letters, digits and `- _ . : @` (no spaces, no `|`, which separates lock fields).
