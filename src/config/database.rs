@@ -1,0 +1,69 @@
+//! `[database]`: the PostgreSQL pool, and how it is shared between grouped
+//! commits, grouped reads and everything else.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::validate::{check_url, require, within};
+use super::{ConfigError, debug_redacted};
+
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub max_connections: u32,
+    /// Most messages one commit records (group commit).
+    pub commit_batch_max: usize,
+    /// Group commits running at once; messages ready meanwhile join the next one.
+    /// One is best on the machines measured: batches grow with the load, and each
+    /// statement has a fixed cost (see docs/performance.md).
+    pub commits_in_flight: usize,
+    /// Grouped context reads running at once, likewise.
+    pub reads_in_flight: usize,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/worker?sslmode=disable".into(),
+            max_connections: 16,
+            commit_batch_max: 256,
+            commits_in_flight: 1,
+            reads_in_flight: 1,
+        }
+    }
+}
+
+/// Not derived: the URL (or libpq keyword string) carries the database password.
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        debug_redacted("DatabaseConfig", self, f)
+    }
+}
+
+/// Pool connections the grouped reads and writes must leave to everything else:
+/// the cache listener's LISTEN, catalog loads, fence registrations, replays.
+const SPARE_CONNECTIONS: usize = 2;
+
+impl DatabaseConfig {
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
+        within(&[
+            ("database.max_connections", u64::from(self.max_connections), 10_000),
+            ("database.commit_batch_max", self.commit_batch_max as u64, 100_000),
+            ("database.commits_in_flight", self.commits_in_flight as u64, 10_000),
+            ("database.reads_in_flight", self.reads_in_flight as u64, 10_000),
+        ])?;
+        require(self.max_connections > 0, "database.max_connections", "must be at least 1")?;
+        require(self.commit_batch_max > 0, "database.commit_batch_max", "must be at least 1")?;
+        let needed =
+            self.commits_in_flight.saturating_add(self.reads_in_flight).saturating_add(SPARE_CONNECTIONS);
+        require(
+            self.commits_in_flight > 0 && self.reads_in_flight > 0 && needed <= self.max_connections as usize,
+            "database.commits_in_flight",
+            "and database.reads_in_flight must be at least 1 each, and together leave at least 2 of \
+             database.max_connections free (the LISTEN connection, catalog loads, fencing)",
+        )?;
+        check_url("database.url", &self.url, &["postgres", "postgresql"])
+    }
+}

@@ -1,0 +1,58 @@
+//! `[redis]`: where processing states, locks and liveness live, and how long each lasts.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::validate::{MAX_SECS, check_url, require, within};
+use super::{ConfigError, debug_redacted};
+
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: String,
+    /// Prepended to every key the worker writes, so several deployments can share one Redis.
+    pub key_prefix: String,
+    /// Processing lock lifetime: a lock whose worker died frees itself after this.
+    pub lock_ttl_secs: u64,
+    /// How long a message's processing state (and so duplicate detection in Redis) is kept.
+    pub state_ttl_secs: u64,
+    /// A worker that has not refreshed its liveness key for this long is considered gone.
+    pub liveness_ttl_secs: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379/0".into(),
+            key_prefix: "chat-worker:".into(),
+            lock_ttl_secs: 60,
+            state_ttl_secs: 600,
+            liveness_ttl_secs: 15,
+        }
+    }
+}
+
+/// Not derived: the URL (or seed list) carries Redis's password.
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        debug_redacted("RedisConfig", self, f)
+    }
+}
+
+impl RedisConfig {
+    pub(super) fn check(&self) -> Result<(), ConfigError> {
+        within(&[
+            ("redis.lock_ttl_secs", self.lock_ttl_secs, MAX_SECS),
+            ("redis.state_ttl_secs", self.state_ttl_secs, MAX_SECS),
+            ("redis.liveness_ttl_secs", self.liveness_ttl_secs, MAX_SECS),
+        ])?;
+        require(
+            self.lock_ttl_secs > 0 && self.lock_ttl_secs <= self.state_ttl_secs,
+            "redis.lock_ttl_secs",
+            "must be at least 1 and not above redis.state_ttl_secs",
+        )?;
+        require(self.liveness_ttl_secs >= 2, "redis.liveness_ttl_secs", "must be at least 2")?;
+        check_url("redis.url", &self.url, &["redis", "rediss", "redis+unix", "unix"])
+    }
+}

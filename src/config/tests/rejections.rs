@@ -1,0 +1,161 @@
+//! Values the worker cannot run with: each is rejected with its key and, when
+//! not a default, the variable, flag or file that set it.
+
+use super::*;
+
+#[test]
+fn timeouts_must_fit_inside_one_another() {
+    Jail::expect_with(|jail| {
+        let err =
+            load_in(jail, Some("[redis]\nlock_ttl_secs = 30\nstate_ttl_secs = 600\n"), &Overrides::default())
+                .expect_err("deadline 45 s > lock 30 s");
+        let file = jail.directory().join("worker.toml");
+        assert!(
+            err.to_string().starts_with(&format!(
+                "config key `redis.lock_ttl_secs` (from {}): is 30s; it must exceed",
+                file.display()
+            )),
+            "{err}"
+        );
+        let err = load_in(jail, Some("[amqp]\nconsumer_timeout_secs = 60\n"), &Overrides::default())
+            .expect_err("lock 60");
+        assert!(err.to_string().contains("amqp.consumer_timeout_secs"), "{err}");
+        let err = load_in(jail, Some("[worker]\nmax_message_age_secs = 100\n"), &Overrides::default())
+            .expect_err("age");
+        assert!(err.to_string().contains("5 attempts of up to 45s"), "{err}");
+        let err = load_in(jail, Some("[responder]\ntimeout_ms = 50000\n"), &Overrides::default())
+            .expect_err("slow");
+        assert!(err.to_string().contains("worker.message_deadline_secs"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn grouped_reads_and_writes_leave_connections_to_the_rest() {
+    Jail::expect_with(|jail| {
+        let err = load_in(
+            jail,
+            Some("[database]\nmax_connections = 8\ncommits_in_flight = 4\nreads_in_flight = 3\n"),
+            &Overrides::default(),
+        )
+        .expect_err("4 + 3 slots leave 1 of 8");
+        assert!(err.to_string().starts_with("config key `database.commits_in_flight`"), "{err}");
+        load_in(
+            jail,
+            Some("[database]\nmax_connections = 8\ncommits_in_flight = 3\nreads_in_flight = 3\n"),
+            &Overrides::default(),
+        )
+        .expect("3 + 3 slots leave 2 of 8");
+        Ok(())
+    });
+}
+
+#[test]
+fn the_default_retry_schedule_fits_the_default_age() {
+    let schedule = Config::default().retry_schedule_secs();
+    assert!(schedule < 3600.0 && schedule > 225.0, "{schedule}");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    Jail::expect_with(|jail| {
+        jail.set_env("WORKER__WORKER__CONCURRENCY", "lots");
+        let err = load_in(jail, None, &Overrides::default()).expect_err("rejected").to_string();
+        assert!(err.to_lowercase().contains("worker.concurrency"), "{err}");
+        Ok(())
+    });
+    Jail::expect_with(|jail| {
+        let err = load_in(jail, Some("[amqp]\nprefetch = 0\n"), &Overrides::default()).expect_err("rejected");
+        let file = jail.directory().join("worker.toml");
+        assert_eq!(
+            err.to_string(),
+            format!("config key `amqp.prefetch` (from {}): must be at least 1", file.display())
+        );
+        Ok(())
+    });
+    Jail::expect_with(|jail| {
+        let err = load_in(jail, Some("[redis]\nurl = \"http://user:secret@x\"\n"), &Overrides::default())
+            .expect_err("rejected")
+            .to_string();
+        assert!(err.contains("redis.url") && err.contains("http"), "{err}");
+        assert!(!err.contains("secret"), "{err}");
+        Ok(())
+    });
+    Jail::expect_with(|jail| {
+        let err = load_in(jail, Some("[worker]\nconcurency = 3\n"), &Overrides::default()).expect_err("typo");
+        assert!(err.to_string().contains("concurency"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_bad_admin_address_names_the_variable_that_set_it() {
+    Jail::expect_with(|jail| {
+        jail.set_env("WORKER_ADMIN_ADDR", "localhost");
+        let err = load_in(jail, None, &Overrides::default()).expect_err("rejected").to_string();
+        assert!(
+            err.starts_with("config key `admin.addr` (from WORKER_ADMIN_ADDR): `localhost` is not"),
+            "{err}"
+        );
+
+        jail.set_env("WORKER__ADMIN__ADDR", "1.2.3.4:99999");
+        let err = load_in(jail, None, &Overrides::default()).expect_err("rejected").to_string();
+        assert!(
+            err.starts_with("config key `admin.addr` (from WORKER__ADMIN__ADDR): `1.2.3.4:99999`"),
+            "{err}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn flags_and_variables_are_named_when_their_value_is_rejected() {
+    Jail::expect_with(|jail| {
+        let flags = Overrides { concurrency: Some(0), id: None };
+        let err = load_in(jail, None, &flags).expect_err("rejected").to_string();
+        assert_eq!(err, "config key `worker.concurrency` (from --concurrency): must be at least 1");
+        jail.set_env("DATABASE_URL", "mysql://db/worker");
+        let err = load_in(jail, None, &Overrides::default()).expect_err("rejected").to_string();
+        assert!(err.starts_with("config key `database.url` (from DATABASE_URL): scheme `mysql`"), "{err}");
+        Ok(())
+    });
+}
+
+#[test]
+fn worker_ids_with_spaces_nul_or_a_kilobyte_are_rejected_wherever_they_come_from() {
+    for bad in ["has space", "nul\0byte", "pipe|sep", &"x".repeat(1024)] {
+        Jail::expect_with(|jail| {
+            let toml = format!("[worker]\nid = \"{}\"\n", bad.replace('\0', "\\u0000"));
+            let err = load_in(jail, Some(&toml), &Overrides::default()).expect_err(bad).to_string();
+            assert!(err.contains("`worker.id`") && err.contains("1 to 128 characters"), "{err}");
+            Ok(())
+        });
+    }
+    assert!(check_worker_id("worker-1.eu_west:2@host").is_ok());
+}
+
+#[test]
+fn values_that_would_overflow_later_are_rejected_with_their_key() {
+    Jail::expect_with(|jail| {
+        jail.set_env("WORKER__WORKER__STARTUP_TIMEOUT_SECS", u64::MAX.to_string());
+        let err = load_in(jail, None, &Overrides::default()).expect_err("rejected").to_string();
+        assert_eq!(
+            err,
+            format!(
+                "config key `worker.startup_timeout_secs` (from WORKER__WORKER__STARTUP_TIMEOUT_SECS): \
+                 is {}; it must be at most 31536000",
+                u64::MAX
+            )
+        );
+        Ok(())
+    });
+    Jail::expect_with(|jail| {
+        let flags = Overrides { concurrency: Some(usize::MAX), id: None };
+        let err = load_in(jail, None, &flags).expect_err("rejected").to_string();
+        assert!(err.contains("`worker.concurrency` (from --concurrency)"), "{err}");
+        jail.set_env("WORKER__DATABASE__COMMITS_IN_FLIGHT", usize::MAX.to_string());
+        jail.set_env("WORKER__DATABASE__READS_IN_FLIGHT", usize::MAX.to_string());
+        assert!(load_in(jail, None, &Overrides::default()).is_err(), "no overflow adding them up");
+        Ok(())
+    });
+}
