@@ -37,8 +37,11 @@ pub struct OutboundReply<'a> {
     pub reply_id: &'a str,
     pub in_reply_to: &'a str,
     pub body: &'a [u8],
-    /// The gateway's trace context: the reply carries the worker's span's
-    /// instead when traces are exported (CONTRACT §4).
+    /// The span the reply's `traceparent` names when traces are exported: the
+    /// delivery's consumer span.
+    pub span: opentelemetry::Context,
+    /// The gateway's trace context, which the reply carries on unchanged when
+    /// traces are not exported (CONTRACT §4).
     pub gateway_trace: TraceContext<'a>,
 }
 
@@ -77,7 +80,7 @@ impl Publisher {
             .with_content_type("application/json".into())
             .with_message_id(short(reply.reply_id))
             .with_correlation_id(short(reply.in_reply_to))
-            .with_headers(trace_headers(reply.gateway_trace))
+            .with_headers(trace_headers(&reply.span, reply.gateway_trace))
             .with_timestamp(now_secs());
         self.channel.publish(&self.outbound_exchange, reply.routing_key, reply.body, properties).await
     }
@@ -146,18 +149,17 @@ impl Publisher {
 /// Short strings are capped at 255 bytes; every caller passes a validated or
 /// generated value, and anything longer is cut at a character boundary rather
 /// than allowed to panic.
-/// The reply's `traceparent`/`tracestate`: the current span's (the worker's
-/// publish stage) when traces are exported, else the gateway's unchanged.
-fn trace_headers(gateway: TraceContext<'_>) -> FieldTable {
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let cx = tracing::Span::current().context();
+/// The reply's `traceparent`/`tracestate`: `span`'s when traces are
+/// exported, else the gateway's unchanged.
+fn trace_headers(span: &opentelemetry::Context, gateway: TraceContext<'_>) -> FieldTable {
     let mut table = FieldTable::default();
-    for (name, value) in propagation::reply_trace(&cx, gateway) {
+    for (name, value) in propagation::reply_trace(span, gateway) {
         table.insert(name.into(), long(&value));
     }
     table
 }
 
+/// A short string, cut to the 255 bytes AMQP allows.
 pub(super) fn short(s: &str) -> ShortString {
     let mut end = s.len().min(255);
     while !s.is_char_boundary(end) {

@@ -210,7 +210,7 @@ impl CatalogCache {
                 self.load_shared(tier, tenant, load).await.map(Arc::new)
             })
             .await
-            .map_err(StoreError::Shared)?;
+            .map_err(StoreError::Load)?;
         if !missed.load(Ordering::Relaxed) {
             self.inner.stats.local_hits.fetch_add(1, Ordering::Relaxed);
             tracing::Span::current().record("cache.tier", "local");

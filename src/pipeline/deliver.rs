@@ -1,6 +1,8 @@
 //! Persist (with whatever other messages are ready: one commit for all), then
 //! publish the reply as committed — this attempt's, or an earlier one's.
 
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
 use super::Pipeline;
 use super::stop::Stop;
 use crate::broker::publish::OutboundReply;
@@ -43,6 +45,7 @@ impl Pipeline {
             reply_id: &fingerprint.reply_id(),
             in_reply_to: &inbound.message_id,
             body: &body,
+            span: tracing::Span::current().context(),
             gateway_trace,
         };
         let deadline = self.settings.deadline;

@@ -2,7 +2,7 @@
 //!
 //! [`Pipeline::process`] takes one [`Envelope`] and returns its [`Outcome`]; it
 //! never acks and never panics on input: the caller settles the delivery from
-//! the outcome. Tests drive it one envelope at a time (`tests/it/pipeline.rs`).
+//! the outcome. Tests drive it one envelope at a time (`tests/it/pipeline/`).
 //!
 //! - `answer` — catalog, history and the responder, under the lock;
 //! - `deliver` — persist (group commit) and publish;

@@ -25,7 +25,14 @@ pub struct ConversationContext {
 #[derive(Deserialize)]
 struct StoredList {
     at: DateTime<Utc>,
-    items: Vec<Reference>,
+    items: Vec<serde_json::Value>,
+}
+
+/// The references a stored JSON array holds, each read on its own: one
+/// another program wrote with a kind that is no catalog table is left out,
+/// never a reason to fail the read that other messages share.
+fn references_of(items: Vec<serde_json::Value>) -> Vec<Reference> {
+    items.into_iter().filter_map(|item| serde_json::from_value(item).ok()).collect()
 }
 
 /// Returns `Ok(None)` when the message names a conversation that is not one of its
@@ -58,7 +65,7 @@ type BatchRow = (
     Option<Json<StoredList>>,
     Option<String>,
     Option<String>,
-    Option<Json<Vec<Reference>>>,
+    Option<Json<Vec<serde_json::Value>>>,
     Option<DateTime<Utc>>,
 );
 
@@ -92,7 +99,7 @@ impl Found {
             }
             let direction = direction.as_deref().and_then(Direction::parse);
             if let (Some(direction), Some(text), Some(created_at)) = (direction, text, created_at) {
-                let references = references.map(|Json(r)| r).unwrap_or_default();
+                let references = references.map(|Json(r)| references_of(r)).unwrap_or_default();
                 found.history.push(HistoryItem { direction, text, references, created_at });
             }
         }
@@ -107,7 +114,11 @@ fn context_of(found: Option<Found>, named: Option<Uuid>) -> Option<ConversationC
         Some(Found { id, status, history, list }) => Some(ConversationContext {
             conversation: Some(Conversation { id, status }),
             history,
-            stored_list: list.map(|l| NumberedList { conversation_id: Some(id), at: l.at, items: l.items }),
+            stored_list: list.map(|l| NumberedList {
+                conversation_id: Some(id),
+                at: l.at,
+                items: references_of(l.items),
+            }),
         }),
         None if named.is_some() => None,
         None => Some(ConversationContext::default()),

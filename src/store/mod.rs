@@ -35,13 +35,14 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database url: {0}")]
     Url(String),
-    /// A load that other waiters shared failed (the cache's single flight).
+    /// A grouped read that other messages shared failed: each of them gets it,
+    /// and whether a message's value caused it is still known.
     #[error(transparent)]
     Shared(std::sync::Arc<StoreError>),
-    /// A statement this message shared failed, and failed again for it alone,
-    /// because of a value it carries (see [`StoreError::caused_by_input`]).
-    #[error("{0}")]
-    Input(String),
+    /// A tenant-wide load that other waiters shared failed (the cache's single
+    /// flight): never the fault of the message that waited for it.
+    #[error(transparent)]
+    Load(std::sync::Arc<StoreError>),
     /// A later lock holder registered a higher fencing token: this one lost its lease.
     #[error("lease lost: a later holder of message {0} has taken over; this attempt may not commit")]
     Fenced(String),
@@ -63,7 +64,6 @@ impl StoreError {
     pub fn caused_by_input(&self) -> bool {
         let code = match self {
             StoreError::Db(sqlx::Error::Database(e)) => e.code(),
-            StoreError::Input(_) => return true,
             StoreError::Shared(shared) => return shared.caused_by_input(),
             _ => return false,
         };

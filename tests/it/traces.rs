@@ -110,6 +110,11 @@ async fn spans_arrive_continue_the_producers_trace_and_the_reply_carries_it_on()
     assert_eq!(consumer.name, format!("process {}", env.config.amqp.inbound_queue));
     assert_eq!(consumer.kind, 5, "SPAN_KIND_CONSUMER");
     assert_eq!(hex(&consumer.parent_span_id), producer_span, "continues the producer's span");
+    assert_eq!(
+        traceparent.split('-').nth(2),
+        Some(hex(&consumer.span_id).as_str()),
+        "the reply's traceparent names the consumer span"
+    );
     let attrs = attributes(&consumer);
     let fp = fingerprint_of(&message);
     for (key, want) in [

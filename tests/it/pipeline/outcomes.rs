@@ -131,3 +131,23 @@ async fn a_responder_fault_fails_the_attempt_keeps_its_cause_and_frees_the_lock(
     assert!(matches!(world.process(&message).await, Outcome::Processed { replayed: false, .. }));
     world.env.finish().await;
 }
+
+#[tokio::test]
+async fn a_stored_reference_of_a_kind_no_table_has_is_left_out_not_a_failed_read() {
+    let world = World::new(Acts::Answers, |_| {}).await;
+    let first = world.env.message("m-1", "+254700000001", "hello");
+    assert!(matches!(world.process(&first).await, Outcome::Processed { .. }));
+    // Another program writes the shared table (CONTRACT §5) with a kind of its own.
+    sqlx::query("UPDATE messages SET reply_references = $1 WHERE fingerprint = $2 AND direction = 'out'")
+        .bind(json!([{"kind": "widget", "id": uuid::Uuid::new_v4(), "position": 1},
+                 {"kind": "product", "id": uuid::Uuid::new_v4(), "position": 2}]))
+        .bind(fingerprint_of(&first))
+        .execute(&world.env.pool)
+        .await
+        .expect("update");
+
+    let second = world.env.message("m-2", "+254700000001", "and the second?");
+    let outcome = world.process(&second).await;
+    assert!(matches!(outcome, Outcome::Processed { replayed: false, .. }), "{outcome:?}");
+    world.env.finish().await;
+}

@@ -11,78 +11,17 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions};
-use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
+use lapin::types::{AMQPValue, FieldArray, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::harness::{PATIENCE, TestEnv, eventually, header_str, rabbitmqctl};
+use crate::harness::{PATIENCE, TestEnv, eventually, rabbitmqctl};
 
-/// What must become of a case.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Expect {
-    Reply,
-    /// Dead-lettered with this `x-error-kind`, its `x-error` naming this.
-    Dead(&'static str, &'static str),
-}
+mod cases;
+mod check;
 
-struct Case {
-    /// Also the AMQP `message_id` property: how its dead letter is found.
-    id: String,
-    body: Vec<u8>,
-    routing_key: String,
-    properties: BasicProperties,
-    expect: Expect,
-}
-
-fn long(s: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(s.as_bytes()))
-}
-
-fn headers(entries: Vec<(&str, AMQPValue)>) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in entries {
-        t.insert(k.into(), v);
-    }
-    t
-}
-
-struct Cases<'a> {
-    env: &'a TestEnv,
-    list: Vec<Case>,
-}
-
-impl Cases<'_> {
-    /// A case whose body is `body` (the message's `message_id` is left as given).
-    fn raw(
-        &mut self,
-        name: &str,
-        body: Vec<u8>,
-        routing_key: Option<String>,
-        props: BasicProperties,
-        expect: Expect,
-    ) {
-        let id = format!("h-{name}");
-        let routing_key = routing_key.unwrap_or_else(|| self.env.routing_key_of(&body));
-        let properties = props.with_message_id(id.as_str().into()).with_delivery_mode(2);
-        self.list.push(Case { id, body, routing_key, properties, expect });
-    }
-
-    /// A case built from a valid message of a customer of its own, changed by `change`.
-    fn message(
-        &mut self,
-        name: &str,
-        change: impl FnOnce(&mut Value),
-        props: BasicProperties,
-        expect: Expect,
-    ) {
-        let mut body = self.env.message(&format!("h-{name}"), &format!("c-{name}"), "Do you have shoes?");
-        change(&mut body);
-        self.raw(name, body.to_string().into_bytes(), None, props, expect);
-    }
-}
-
-const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+use cases::{Case, Cases, Expect, PARENT, headers, long};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_input_ends_in_one_outcome_each_and_never_harms_its_neighbours() {
@@ -307,46 +246,8 @@ async fn hostile_input_ends_in_one_outcome_each_and_never_harms_its_neighbours()
             }
             Expect::Dead(kind, names) => {
                 assert_eq!((got_replies, got_dead.len()), (0, 1), "{id}: one dead letter, no reply");
-                let d = &got_dead[0];
-                assert_eq!(header_str(d, "x-error-kind").as_deref(), Some(*kind), "{id}");
-                let error = header_str(d, "x-error").unwrap_or_default();
-                assert!(error.contains(names), "{id}: x-error `{error}` should name `{names}`");
-                assert!(!error.contains('\n'), "{id}: one line");
                 let original = burst.iter().find(|c| &c.id == id).expect("case");
-                assert_eq!(d.data, original.body, "{id}: dead-lettered unchanged");
-                assert_eq!(*d.properties.user_id(), None, "{id}: no user_id of the gateway's");
-                assert_eq!(*d.properties.reply_to(), None, "{id}");
-                assert_eq!(*d.properties.expiration(), None, "{id}");
-                let names: Vec<String> = d
-                    .properties
-                    .headers()
-                    .as_ref()
-                    .map_or(Vec::new(), |h| h.inner().keys().map(|k| k.to_string()).collect());
-                // x-delivery-count is the dead queue's own (it counts its deliveries to this test).
-                let kept = [
-                    "x-error-kind",
-                    "x-error",
-                    "x-routing-key",
-                    "traceparent",
-                    "tracestate",
-                    "x-delivery-count",
-                ];
-                assert!(
-                    names.iter().all(|k| kept.contains(&k.as_str())),
-                    "{id}: only an allow-list: {names:?}"
-                );
-                assert_eq!(
-                    header_str(d, "x-routing-key").as_deref(),
-                    Some(original.routing_key.as_str()),
-                    "{id}"
-                );
-                let parent = header_str(d, "traceparent").unwrap_or_default();
-                assert!(
-                    parent.is_empty() || parent == PARENT,
-                    "{id}: a traceparent only when valid: {parent:.60}"
-                );
-                let state = header_str(d, "tracestate").unwrap_or_default();
-                assert!(state.len() <= 512, "{id}: a bounded tracestate");
+                check::dead_letter(id, &got_dead[0], kind, names, original);
             }
         }
     }
