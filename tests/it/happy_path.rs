@@ -35,6 +35,7 @@ async fn a_message_gets_one_stored_and_published_reply_in_the_contract_format() 
     assert!(body["confidence"].is_number());
     assert!(body["references"].is_array());
     assert!(body["created_at"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert_eq!(body["answers"], serde_json::json!([fp]), "a reply answers its own message");
 
     // The reply row answers the inbound row, in the conversation the reply names.
     let (conversation_id, status): (uuid::Uuid, String) = sqlx::query_as(
