@@ -19,8 +19,8 @@ pub const ROUTING_KEY: &str = "x-routing-key";
 pub const ERROR_KIND: &str = "x-error-kind";
 pub const ERROR: &str = "x-error";
 pub const LAST_ERROR: &str = "x-last-error";
-pub const TRACEPARENT: &str = "traceparent";
-pub const TRACESTATE: &str = "tracestate";
+/// W3C trace context, named once for the whole worker.
+pub use crate::telemetry::propagation::{TRACEPARENT, TRACESTATE};
 
 /// No retry policy spends more attempts than this: a larger `x-attempts` was not
 /// written by a worker, and is ignored.
