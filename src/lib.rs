@@ -31,6 +31,8 @@
 //!
 //! - [`worker`] — `worker run`: wiring, consume session, background tasks, reconnection;
 //! - [`services`] — waiting for RabbitMQ, Redis and PostgreSQL at start;
+//!   [`redis_conn`] — one Redis primary or a Redis Cluster, behind one type;
+//!   [`keys`] — every Redis key, laid out for Redis Cluster's slots;
 //! - [`config`] — layered configuration (flags > environment > file > defaults);
 //! - [`redact`] — keeps passwords out of every message;
 //! - [`telemetry`] — Prometheus metrics, spans, trace propagation; [`admin`] —
@@ -44,10 +46,12 @@ pub mod catalog;
 pub mod config;
 pub mod decode;
 pub mod dedup;
+pub mod keys;
 pub mod model;
 pub mod outcome;
 pub mod pipeline;
 pub mod redact;
+pub mod redis_conn;
 pub mod references;
 pub mod reply;
 pub mod respond;

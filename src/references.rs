@@ -11,18 +11,20 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use crate::keys::Keys;
 use crate::model::{Direction, HistoryItem, Inbound, NumberedList};
 
 /// Where and for how long a customer's latest list is kept in Redis.
 #[derive(Debug, Clone)]
 pub struct ListMemory {
-    prefix: String,
+    keys: Keys,
     ttl: Duration,
 }
 
 /// The Redis key of one customer's latest list (per tenant, channel and
 /// customer, which is known before the conversation is, so that it can ride
-/// along with the claim).
+/// along with the claim: it is in the conversation's shard, as the message's
+/// lock is).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListKey(String);
 
@@ -34,15 +36,11 @@ impl ListKey {
 
 impl ListMemory {
     pub fn new(key_prefix: &str, ttl: Duration) -> Self {
-        Self { prefix: key_prefix.to_owned(), ttl }
+        Self { keys: Keys::new(key_prefix), ttl }
     }
 
     pub fn key(&self, inbound: &Inbound) -> ListKey {
-        let prefix = &self.prefix;
-        ListKey(format!(
-            "{prefix}refs:{}:{}:{}",
-            inbound.tenant_id, inbound.channel, inbound.customer_external_id
-        ))
+        ListKey(self.keys.refs(inbound))
     }
 
     /// The list Redis gave back, if it holds one (anything else is ignored: the

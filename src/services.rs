@@ -8,12 +8,12 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sqlx::PgPool;
 
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::redact::redact_url;
+use crate::redis_conn::RedisConn;
 use crate::store;
 
 #[derive(Debug, thiserror::Error)]
@@ -90,23 +90,9 @@ pub async fn postgres(
     Ok(pool)
 }
 
-pub async fn redis(config: &Config, deadline: Instant) -> Result<ConnectionManager, Unreachable> {
+pub async fn redis(config: &Config, deadline: Instant) -> Result<RedisConn, Unreachable> {
     let url = &config.redis.url;
-    let client = redis::Client::open(url.as_str()).map_err(|e| Unreachable {
-        service: "redis",
-        url: redact_url(url),
-        waited: Duration::ZERO,
-        last_error: e.to_string(),
-    })?;
-    let manager_config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        // One try per attempt: `wait_for` does the retrying, and knows the deadline.
-        .set_number_of_retries(1)
-        .set_response_timeout(Some(Duration::from_secs(2)));
-    wait_for("redis", url, deadline, || {
-        ConnectionManager::new_with_config(client.clone(), manager_config.clone())
-    })
-    .await
+    wait_for("redis", url, deadline, || RedisConn::connect(&config.redis)).await
 }
 
 pub async fn rabbitmq(config: &Config, deadline: Instant) -> Result<Broker, Unreachable> {

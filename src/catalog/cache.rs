@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use moka::future::Cache;
-use redis::aio::ConnectionManager;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::PgPool;
@@ -21,7 +20,9 @@ use uuid::Uuid;
 
 use super::Weight;
 use crate::config::CacheConfig;
+use crate::keys::Keys;
 use crate::model::catalog::{Catalog, Knowledge, Profile};
+use crate::redis_conn::RedisConn;
 use crate::store::{self, StoreError};
 
 /// Hits and misses per tier, for metrics and benchmarks.
@@ -42,8 +43,8 @@ pub struct CatalogCache {
 
 struct Inner {
     pool: PgPool,
-    redis: ConnectionManager,
-    prefix: String,
+    redis: RedisConn,
+    keys: Keys,
     profiles: Tier<Profile>,
     catalogs: Tier<Catalog>,
     knowledge: Tier<Knowledge>,
@@ -89,14 +90,14 @@ impl<T: Weight + Send + Sync + 'static> Tier<T> {
 }
 
 impl CatalogCache {
-    pub fn new(pool: PgPool, redis: ConnectionManager, key_prefix: &str, config: &CacheConfig) -> Self {
+    pub fn new(pool: PgPool, redis: RedisConn, key_prefix: &str, config: &CacheConfig) -> Self {
         let bytes = config.local_max_bytes;
         let secs = Duration::from_secs;
         Self {
             inner: Arc::new(Inner {
                 pool,
                 redis,
-                prefix: format!("{key_prefix}cache:"),
+                keys: Keys::new(key_prefix),
                 // The memory bound is shared out by how large each kind tends to be.
                 profiles: Tier::new("profile", secs(config.settings_ttl_secs), bytes / 16),
                 catalogs: Tier::new("catalog", secs(config.catalog_ttl_secs), bytes / 16 * 11),
@@ -164,16 +165,18 @@ impl CatalogCache {
         self.inner.knowledge.local.invalidate_all();
     }
 
-    /// Deletes the tenant's entries from the shared (Redis) tier.
+    /// Deletes the tenant's entries from the shared (Redis) tier: one `DEL` per
+    /// key, sent together (in a cluster each key may live on another node).
     pub async fn forget_shared(&self, tenant: Uuid) {
-        let keys: Vec<String> = ["profile", "catalog", "knowledge"]
-            .iter()
-            .map(|k| format!("{}{k}:{tenant}", self.inner.prefix))
-            .collect();
-        let deleted: Result<(), _> =
-            redis::cmd("DEL").arg(keys).query_async(&mut self.inner.redis.clone()).await;
-        if let Err(e) = deleted {
-            tracing::warn!(error = %e, "could not delete the shared cache entries; they are ignored as outdated");
+        let deletes = ["profile", "catalog", "knowledge"].map(|kind| {
+            let mut redis = self.inner.redis.clone();
+            let key = self.inner.keys.cache(kind, &tenant);
+            async move { redis::cmd("DEL").arg(key).query_async::<()>(&mut redis).await }
+        });
+        for deleted in futures_util::future::join_all(deletes).await {
+            if let Err(e) = deleted {
+                tracing::warn!(error = %e, "could not delete a shared cache entry; it is ignored as outdated");
+            }
         }
     }
 
@@ -224,7 +227,7 @@ impl CatalogCache {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
-        let key = format!("{}{}:{tenant}", self.inner.prefix, tier.name);
+        let key = self.inner.keys.cache(tier.name, &tenant);
         let min = self.latest(tenant);
         if let Some(value) = self.redis_get::<T>(&key).await.filter(|v| v.version() >= min) {
             self.inner.stats.redis_hits.fetch_add(1, Ordering::Relaxed);

@@ -4,15 +4,16 @@
 //! Redis that does not answer only means computing the figures again.
 
 use chrono::{DateTime, Utc};
-use redis::aio::ConnectionManager;
 use uuid::Uuid;
 
+use crate::keys::Keys;
+use crate::redis_conn::RedisConn;
 use crate::store::stats::Stats;
 
 const CACHE_SECONDS: u64 = 60;
 
 pub struct FiguresCache {
-    redis: Option<ConnectionManager>,
+    redis: Option<RedisConn>,
     key: String,
 }
 
@@ -20,13 +21,13 @@ impl FiguresCache {
     /// The cache entry for `tenant` (all tenants when `None`) since `since`;
     /// with no Redis connection, a cache that never has anything.
     pub fn new(
-        redis: Option<ConnectionManager>,
+        redis: Option<RedisConn>,
         key_prefix: &str,
         tenant: Option<Uuid>,
         since: DateTime<Utc>,
     ) -> Self {
         let tenant = tenant.map(|t| t.to_string()).unwrap_or_else(|| "all".into());
-        Self { redis, key: format!("{key_prefix}stats:{tenant}:{}", since.timestamp() / 60) }
+        Self { redis, key: Keys::new(key_prefix).stats(&tenant, since.timestamp() / 60) }
     }
 
     pub async fn get(&self) -> Option<Stats> {

@@ -20,8 +20,8 @@ pub async fn locks(config: &Config, command: &LocksCommand) -> anyhow::Result<()
     match command {
         LocksCommand::List { limit, json } => {
             let mut states = Vec::new();
-            for fp in dedup.inflight(i64::MAX, *limit).await.context("listing locks")? {
-                if let Some(state) = dedup.state(&fp).await? {
+            for (shard, fp) in dedup.inflight(i64::MAX, *limit).await.context("listing locks")? {
+                if let Some(state) = dedup.state_in(shard, &fp).await? {
                     states.push(state);
                 }
             }

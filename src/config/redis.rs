@@ -7,10 +7,23 @@ use serde::{Deserialize, Serialize};
 use super::validate::{MAX_SECS, check_url, require, within};
 use super::{ConfigError, debug_redacted};
 
+/// One Redis primary, or a Redis Cluster (CONTRACT §1: `WORKER__REDIS__MODE=cluster`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    #[default]
+    Standalone,
+    /// `url` names one or more seed nodes, comma-separated; the client learns the
+    /// rest of the cluster from them.
+    Cluster,
+}
+
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
+    /// One URL; in cluster mode, seed nodes, comma-separated.
     pub url: String,
+    pub mode: RedisMode,
     /// Prepended to every key the worker writes, so several deployments can share one Redis.
     pub key_prefix: String,
     /// Processing lock lifetime: a lock whose worker died frees itself after this.
@@ -25,6 +38,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379/0".into(),
+            mode: RedisMode::Standalone,
             key_prefix: "chat-worker:".into(),
             lock_ttl_secs: 60,
             state_ttl_secs: 600,
@@ -53,6 +67,34 @@ impl RedisConfig {
             "must be at least 1 and not above redis.state_ttl_secs",
         )?;
         require(self.liveness_ttl_secs >= 2, "redis.liveness_ttl_secs", "must be at least 2")?;
-        check_url("redis.url", &self.url, &["redis", "rediss", "redis+unix", "unix"])
+        // A brace would move the key's hash tag (the part between the first `{`
+        // and `}`) off the conversation shard: keys of one script would land in
+        // different cluster slots.
+        require(
+            !self.key_prefix.contains(['{', '}']),
+            "redis.key_prefix",
+            "must not contain `{` or `}` (they choose a key's Redis Cluster slot)",
+        )?;
+        match self.mode {
+            RedisMode::Standalone => {
+                require(
+                    !self.url.contains(','),
+                    "redis.url",
+                    "names several nodes (a comma): set redis.mode = \"cluster\" (WORKER__REDIS__MODE=cluster) for a Redis Cluster",
+                )?;
+                check_url("redis.url", &self.url, &["redis", "rediss", "redis+unix", "unix"])
+            }
+            RedisMode::Cluster => {
+                for seed in self.seeds() {
+                    check_url("redis.url", seed, &["redis", "rediss"])?;
+                }
+                require(self.seeds().next().is_some(), "redis.url", "names no seed node")
+            }
+        }
+    }
+
+    /// The URLs in `url`: one in standalone mode, the seed nodes in cluster mode.
+    pub fn seeds(&self) -> impl Iterator<Item = &str> {
+        self.url.split(',').map(str::trim).filter(|s| !s.is_empty())
     }
 }

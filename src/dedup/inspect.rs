@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use super::{Dedup, DedupError, now_ms, scripts};
+use crate::keys::Shard;
 use crate::model::Fingerprint;
 
 /// The processing state of one message, as `worker state` shows it.
@@ -29,24 +30,53 @@ pub enum Released {
 }
 
 impl Dedup {
+    /// The shard whose keys hold message `fp`, if Redis still has its state:
+    /// an operator names a message by fingerprint alone, and the fingerprint
+    /// does not tell its conversation, so every shard is asked (256 commands,
+    /// in parallel: fine for an operator, never on a message's path).
+    pub async fn locate(&self, fp: &Fingerprint) -> Result<Option<Shard>, DedupError> {
+        let asks = Shard::all().map(|shard| {
+            let mut redis = self.redis.clone();
+            let state = self.keys.state(shard, fp);
+            let lock = self.keys.lock(shard, fp);
+            async move {
+                let (state, lock): (bool, bool) =
+                    redis::pipe().exists(state).exists(lock).query_async(&mut redis).await?;
+                Ok::<_, DedupError>((state || lock).then_some(shard))
+            }
+        });
+        for found in futures_util::future::join_all(asks).await {
+            if let Some(shard) = found? {
+                return Ok(Some(shard));
+            }
+        }
+        Ok(None)
+    }
+
     /// The processing state of one message, if Redis still has it.
     pub async fn state(&self, fp: &Fingerprint) -> Result<Option<ProcessingState>, DedupError> {
-        let mut redis = self.redis.clone();
+        match self.locate(fp).await? {
+            Some(shard) => self.state_in(shard, fp).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The processing state of message `fp` of a conversation in `shard`.
+    pub async fn state_in(
+        &self,
+        shard: Shard,
+        fp: &Fingerprint,
+    ) -> Result<Option<ProcessingState>, DedupError> {
         let (fields, holder): (HashMap<String, String>, Option<String>) = redis::pipe()
             .cmd("HGETALL")
-            .arg(self.key("state", fp))
+            .arg(self.keys.state(shard, fp))
             .cmd("GET")
-            .arg(self.key("lock", fp))
-            .query_async(&mut redis)
+            .arg(self.keys.lock(shard, fp))
+            .query_async(&mut self.redis.clone())
             .await?;
         let Some(status) = fields.get("status") else { return Ok(None) };
-        let holder_alive = match holder.as_deref().and_then(|h| h.split('|').nth(1)) {
-            Some(instance) => {
-                redis::cmd("EXISTS")
-                    .arg(format!("{}{instance}", self.alive_prefix()))
-                    .query_async(&mut redis)
-                    .await?
-            }
+        let holder_alive = match &holder {
+            Some(holder) => self.holder_alive(holder).await?,
             None => false,
         };
         let num = |k: &str| fields.get(k).and_then(|v| v.parse::<i64>().ok());
@@ -62,21 +92,48 @@ impl Dedup {
         }))
     }
 
-    /// Releases a message's lock and marks a processing state failed, if its
+    /// Releases a message's lock and marks a processing state released, if its
     /// holder is gone — or whoever holds it, with `force` (operators only).
     pub async fn release(&self, fp: &Fingerprint, force: bool) -> Result<Released, DedupError> {
+        match self.locate(fp).await? {
+            Some(shard) => self.release_in(shard, fp, force).await,
+            None => Ok(Released::NothingHeld),
+        }
+    }
+
+    /// [`Dedup::release`] of message `fp` of a conversation in `shard`. The
+    /// holder's liveness is asked first; the release then happens only if the
+    /// lock is still the one that was asked about.
+    pub async fn release_in(
+        &self,
+        shard: Shard,
+        fp: &Fingerprint,
+        force: bool,
+    ) -> Result<Released, DedupError> {
+        let expected = if force {
+            "*".to_owned()
+        } else {
+            let holder: Option<String> =
+                redis::cmd("GET").arg(self.keys.lock(shard, fp)).query_async(&mut self.redis.clone()).await?;
+            match holder {
+                Some(holder) if self.holder_alive(&holder).await? => return Ok(Released::HeldByLiveWorker),
+                Some(holder) => holder,
+                None => String::new(),
+            }
+        };
         let released: i32 = scripts::RELEASE
-            .key(self.key("state", fp))
-            .key(self.key("lock", fp))
-            .key(self.inflight_key())
+            .key(self.keys.state(shard, fp))
+            .key(self.keys.lock(shard, fp))
+            .key(self.keys.inflight(shard))
             .arg(fp.as_str())
-            .arg(self.alive_prefix())
             .arg(now_ms())
-            .arg(if force { "force" } else { "" })
+            .arg(expected)
             .invoke_async(&mut self.redis.clone())
             .await?;
         Ok(match released {
             1 => Released::Released,
+            // The holder changed between the look and the release: someone new,
+            // who is looked at on the next sweep.
             0 => Released::HeldByLiveWorker,
             _ => Released::NothingHeld,
         })

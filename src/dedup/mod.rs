@@ -1,18 +1,21 @@
 //! Stages "dedup" and "lock": a message's processing state and lock in Redis.
 //!
-//! Owns the Redis keys (all under the configured prefix):
-//! - `lock:<fp>` — `SET NX PX`, value `<token>|<instance>|<worker id>`; renewed
-//!   while its work is alive, released only by compare-and-delete;
+//! Uses these keys (named in [`crate::keys`], all in the conversation's shard
+//! but liveness):
+//! - `lock:<fp>` — value `<token>|<instance>|<worker id>`; renewed while its
+//!   work is alive, released only by compare-and-delete;
 //! - `state:<fp>` — hash {status (processing, completed, failed, released),
 //!   worker_id, instance, started_at, completed_at, attempts, fence}, kept
 //!   `state_ttl` after the last change;
-//! - `inflight` — sorted set of fingerprints being processed, by start time;
+//! - `inflight` — per shard, fingerprints being processed, by start time;
 //! - `alive:<instance>` — refreshed by every running process ([`Dedup::heartbeat`]);
 //!   a lock whose holder's key is gone belongs to a dead process and is taken over
 //!   at once, and the [`sweeper`] releases such locks fleet-wide.
 //!
-//! Each verb is one script, so one round trip. Redis is the fast path, not the
-//! guarantee: the fencing token and the uniqueness constraint in PostgreSQL are.
+//! Each verb is one script, so one round trip; a claim that finds the lock held
+//! asks whether its holder lives (one more), and takes a dead holder's lock over
+//! (one more). Redis is the fast path, not the guarantee: the fencing token and
+//! the uniqueness constraint in PostgreSQL are.
 
 mod guard;
 mod inspect;
@@ -26,9 +29,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::ConnectionManager;
-
+use crate::keys::{Keys, Shard};
 use crate::model::Fingerprint;
+use crate::redis_conn::RedisConn;
 
 #[derive(Debug, thiserror::Error)]
 #[error("redis: {0}")]
@@ -51,6 +54,7 @@ pub enum Claim {
 /// Proof of holding a message's lock; give it back with `complete` or `abandon`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
+    pub shard: Shard,
     pub fingerprint: Fingerprint,
     value: String,
     /// This acquisition's fencing token; it grows with every acquisition.
@@ -64,8 +68,8 @@ pub struct Lease {
 
 #[derive(Clone)]
 pub struct Dedup {
-    redis: ConnectionManager,
-    prefix: String,
+    redis: RedisConn,
+    keys: Keys,
     worker_id: String,
     instance: String,
     lock_ttl: Duration,
@@ -75,10 +79,10 @@ pub struct Dedup {
 }
 
 impl Dedup {
-    pub fn new(redis: ConnectionManager, cfg: &crate::config::RedisConfig, worker_id: &str) -> Self {
+    pub fn new(redis: RedisConn, cfg: &crate::config::RedisConfig, worker_id: &str) -> Self {
         Self {
             redis,
-            prefix: cfg.key_prefix.clone(),
+            keys: Keys::new(&cfg.key_prefix),
             worker_id: worker_id.to_owned(),
             instance: uuid::Uuid::new_v4().simple().to_string(),
             lock_ttl: Duration::from_secs(cfg.lock_ttl_secs),
@@ -88,56 +92,81 @@ impl Dedup {
         }
     }
 
-    pub(super) fn key(&self, kind: &str, fp: &Fingerprint) -> String {
-        format!("{}{kind}:{fp}", self.prefix)
+    pub fn keys(&self) -> &Keys {
+        &self.keys
     }
 
-    pub(super) fn inflight_key(&self) -> String {
-        format!("{}inflight", self.prefix)
-    }
-
-    pub(super) fn alive_prefix(&self) -> String {
-        format!("{}alive:", self.prefix)
-    }
-
-    /// Checks the state and takes the lock in one round trip; when the lock is
-    /// taken, the value at `also_get` (if any) rides along in the same trip.
-    pub async fn claim(&self, fp: &Fingerprint, also_get: Option<&str>) -> Result<Claim, DedupError> {
+    /// Checks the state and takes the lock of message `fp` of a conversation in
+    /// `shard`; when the lock is taken, the value at `also_get` (a key of the
+    /// same conversation) rides along in the same trip.
+    pub async fn claim(
+        &self,
+        shard: Shard,
+        fp: &Fingerprint,
+        also_get: Option<&str>,
+    ) -> Result<Claim, DedupError> {
         let value = format!("{}|{}|{}", uuid::Uuid::new_v4().simple(), self.instance, self.worker_id);
-        self.round_trips.fetch_add(1, Ordering::Relaxed);
-        let (verdict, who, _attempts, fetched, fence): (String, String, u32, Option<Vec<u8>>, i64) =
-            scripts::CLAIM
-                .key(self.key("state", fp))
-                .key(self.key("lock", fp))
-                .key(self.inflight_key())
+        let mut dead_holder = String::new();
+        loop {
+            self.round_trips.fetch_add(1, Ordering::Relaxed);
+            let mut invocation = scripts::CLAIM.key(self.keys.state(shard, fp));
+            invocation.key(self.keys.lock(shard, fp)).key(self.keys.inflight(shard));
+            if let Some(key) = also_get {
+                invocation.key(key);
+            }
+            let (verdict, who, _attempts, fetched, fence, holder): (
+                String,
+                String,
+                u32,
+                Option<Vec<u8>>,
+                i64,
+                String,
+            ) = invocation
                 .arg(&value)
                 .arg(&self.worker_id)
                 .arg(millis(self.lock_ttl))
                 .arg(millis(self.state_ttl))
                 .arg(now_ms())
-                .arg(self.alive_prefix())
-                .arg(also_get.unwrap_or(""))
                 .arg(fp.as_str())
                 .arg(&self.instance)
+                .arg(&dead_holder)
                 .invoke_async(&mut self.redis.clone())
                 .await?;
-        Ok(match verdict.as_str() {
-            "completed" => Claim::Completed { worker_id: who },
-            "held" => Claim::Held { worker_id: who },
-            taken => Claim::Acquired(Lease {
-                fingerprint: fp.clone(),
-                value,
-                fence,
-                took_over_from: (taken == "taken_over").then_some(who),
-                fetched,
-            }),
-        })
+            return Ok(match verdict.as_str() {
+                "completed" => Claim::Completed { worker_id: who },
+                // Held by another: by a live process, or by a dead one, whose lock
+                // the next round takes over (once: a holder that changed meanwhile
+                // is someone new, to be asked about in turn by the next delivery).
+                "held" if dead_holder.is_empty() && !self.holder_alive(&holder).await? => {
+                    dead_holder = holder;
+                    continue;
+                }
+                "held" => Claim::Held { worker_id: who },
+                taken => Claim::Acquired(Lease {
+                    shard,
+                    fingerprint: fp.clone(),
+                    value,
+                    fence,
+                    took_over_from: (taken == "taken_over").then_some(who),
+                    fetched,
+                }),
+            });
+        }
+    }
+
+    /// Whether the process that wrote lock value `holder` is alive.
+    pub(super) async fn holder_alive(&self, holder: &str) -> Result<bool, DedupError> {
+        let Some(instance) = holder.split('|').nth(1) else { return Ok(false) };
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let alive: bool =
+            redis::cmd("EXISTS").arg(self.keys.alive(instance)).query_async(&mut self.redis.clone()).await?;
+        Ok(alive)
     }
 
     /// Extends the lease by `lock_ttl`; `false` when it is no longer ours.
     pub async fn renew(&self, lease: &Lease) -> Result<bool, DedupError> {
         let renewed: i32 = scripts::RENEW
-            .key(self.key("lock", &lease.fingerprint))
+            .key(self.keys.lock(lease.shard, &lease.fingerprint))
             .arg(&lease.value)
             .arg(millis(self.lock_ttl))
             .invoke_async(&mut self.redis.clone())
@@ -155,7 +184,7 @@ impl Dedup {
     }
 
     /// Records the message as completed and releases the lock; `also_set`
-    /// (key, value, TTL) is written in the same round trip.
+    /// (a key of the same conversation, value, TTL) is written in the same round trip.
     pub async fn complete(
         &self,
         lease: &Lease,
@@ -176,30 +205,31 @@ impl Dedup {
         also_set: Option<(&str, &[u8], Duration)>,
     ) -> Result<(), DedupError> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
-        let mut invocation = scripts::FINISH.key(self.key("state", &lease.fingerprint));
+        let mut invocation = scripts::FINISH.key(self.keys.state(lease.shard, &lease.fingerprint));
         invocation
-            .key(self.key("lock", &lease.fingerprint))
-            .key(self.inflight_key())
+            .key(self.keys.lock(lease.shard, &lease.fingerprint))
+            .key(self.keys.inflight(lease.shard))
             .arg(&lease.value)
             .arg(status)
             .arg(now_ms())
             .arg(millis(self.state_ttl))
             .arg(lease.fingerprint.as_str());
         if let Some((key, value, ttl)) = also_set {
-            invocation.arg(key).arg(value).arg(millis(ttl));
+            invocation.key(key).arg(value).arg(millis(ttl));
         }
         let _mine: i32 = invocation.invoke_async(&mut self.redis.clone()).await?;
         Ok(())
     }
 
-    /// Redis round trips made for messages (claims and finishes; not heartbeats).
+    /// Redis round trips made for messages (claims with their liveness asks, and
+    /// finishes; not heartbeats).
     pub fn round_trips(&self) -> u64 {
         self.round_trips.load(Ordering::Relaxed)
     }
 
     /// Announces this process as alive for `liveness_ttl`; call at least twice per TTL.
     pub async fn heartbeat(&self) -> Result<(), DedupError> {
-        let key = format!("{}{}", self.alive_prefix(), self.instance);
+        let key = self.keys.alive(&self.instance);
         redis::cmd("SET")
             .arg(key)
             .arg(&self.worker_id)
@@ -218,7 +248,7 @@ impl Dedup {
 
     /// Withdraws this process's liveness key at a clean stop.
     pub async fn sign_off(&self) -> Result<(), DedupError> {
-        let key = format!("{}{}", self.alive_prefix(), self.instance);
+        let key = self.keys.alive(&self.instance);
         redis::cmd("DEL").arg(key).query_async::<()>(&mut self.redis.clone()).await?;
         Ok(())
     }
@@ -227,24 +257,46 @@ impl Dedup {
         self.liveness_ttl / 3
     }
 
-    /// Fingerprints in processing, oldest first, started before `before_ms`.
-    pub async fn inflight(&self, before_ms: i64, limit: usize) -> Result<Vec<Fingerprint>, DedupError> {
-        let raw: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(self.inflight_key())
-            .arg("-inf")
-            .arg(before_ms)
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .query_async(&mut self.redis.clone())
-            .await?;
-        Ok(raw.iter().filter_map(|f| Fingerprint::parse(f)).collect())
+    /// Messages in processing that started before `before_ms`, oldest first, at
+    /// most `limit`: each shard's oldest, merged.
+    pub async fn inflight(
+        &self,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(Shard, Fingerprint)>, DedupError> {
+        let per_shard = Shard::all().map(|shard| {
+            let mut redis = self.redis.clone();
+            let key = self.keys.inflight(shard);
+            async move {
+                let raw: Vec<(String, f64)> = redis::cmd("ZRANGEBYSCORE")
+                    .arg(key)
+                    .arg("-inf")
+                    .arg(before_ms)
+                    .arg("WITHSCORES")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .query_async(&mut redis)
+                    .await?;
+                Ok::<_, DedupError>(raw.into_iter().map(move |(fp, at)| (at, shard, fp)))
+            }
+        });
+        let mut all: Vec<(f64, Shard, String)> = Vec::new();
+        for found in futures_util::future::join_all(per_shard).await {
+            all.extend(found?);
+        }
+        all.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Ok(all
+            .into_iter()
+            .filter_map(|(_, shard, fp)| Fingerprint::parse(&fp).map(|fp| (shard, fp)))
+            .take(limit)
+            .collect())
     }
 
     /// Takes the fleet-wide sweeper turn for `ttl` if no process has it.
     pub async fn take_sweeper_turn(&self, ttl: Duration) -> Result<bool, DedupError> {
         let taken: Option<String> = redis::cmd("SET")
-            .arg(format!("{}sweeper", self.prefix))
+            .arg(self.keys.sweeper())
             .arg(&self.instance)
             .arg("NX")
             .arg("PX")

@@ -42,8 +42,8 @@ pub async fn sweep_once(dedup: &Dedup, turn: Duration) -> Result<usize, super::D
     }
     let older_than = now_ms() - i64::try_from(dedup.liveness_ttl.as_millis()).unwrap_or(i64::MAX);
     let mut released = 0;
-    for fp in dedup.inflight(older_than, BATCH).await? {
-        if dedup.release(&fp, false).await? == Released::Released {
+    for (shard, fp) in dedup.inflight(older_than, BATCH).await? {
+        if dedup.release_in(shard, &fp, false).await? == Released::Released {
             tracing::info!(fingerprint = %fp, "released the lock of a worker that is gone");
             released += 1;
         }

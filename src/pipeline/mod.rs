@@ -24,6 +24,7 @@ use crate::catalog::CatalogCache;
 use crate::config::Config;
 use crate::decode::{check_route, decode};
 use crate::dedup::{Claim, Dedup, DedupError, Lease};
+use crate::keys::Shard;
 use crate::model::catalog::TenantProfile;
 use crate::model::{Envelope, Fingerprint, Inbound, NumberedList, TraceContext};
 use crate::outcome::{DuplicateOf, Failure, Outcome, Rejection};
@@ -125,7 +126,8 @@ impl Pipeline {
         // dedup + lock: completed, or in progress on a live worker, is a duplicate;
         // held while this copy may be the one its holder lost, deferred.
         let list_key = self.settings.references.key(&inbound);
-        let lease = match self.claim(&fingerprint, &list_key, envelope.seen_before).await {
+        let shard = Shard::of(&inbound);
+        let lease = match self.claim(shard, &fingerprint, &list_key, envelope.seen_before).await {
             Ok(lease) => lease,
             Err(not_ours) => return not_ours,
         };
@@ -157,8 +159,14 @@ impl Pipeline {
 
     /// Takes the message's lock, or says why it is not this delivery's to process.
     /// The customer's remembered list rides along in the same round trip.
-    async fn claim(&self, fp: &Fingerprint, list_key: &ListKey, seen_before: bool) -> Result<Lease, Outcome> {
-        let claim = self.timed("lock", self.dedup.claim(fp, Some(list_key.as_str()))).await;
+    async fn claim(
+        &self,
+        shard: Shard,
+        fp: &Fingerprint,
+        list_key: &ListKey,
+        seen_before: bool,
+    ) -> Result<Lease, Outcome> {
+        let claim = self.timed("lock", self.dedup.claim(shard, fp, Some(list_key.as_str()))).await;
         spans::record_lock(lock_label(&claim));
         let fingerprint = fp.clone();
         match claim {

@@ -6,30 +6,21 @@ use std::time::{Duration, Instant};
 
 use chat_worker::catalog::CatalogCache;
 use chat_worker::config::CacheConfig;
+use chat_worker::redis_conn::RedisConn;
 use std::sync::atomic::Ordering;
 use testkit::proxy;
 
 use crate::harness::TestEnv;
-
-async fn redis_manager(url: &str) -> redis::aio::ConnectionManager {
-    let client = redis::Client::open(url).expect("redis url");
-    redis::aio::ConnectionManager::new(client).await.expect("redis")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_concurrent_misses_for_one_tenant_cost_one_catalog_query() {
     let mut env = TestEnv::new().await;
     env.seed_catalog(env.tenant_id).await;
     let pg = proxy::postgres(&env.upstreams().0).await.expect("proxy");
-    let redis_url = env.config.redis.url.clone();
+    let redis = RedisConn::connect(&env.config.redis).await.expect("redis");
     env.route_through(Some(&pg), None);
     let pool = chat_worker::store::pool(&env.config.database.url, 16).expect("pool");
-    let cache = CatalogCache::new(
-        pool,
-        redis_manager(&redis_url).await,
-        &env.config.redis.key_prefix,
-        &CacheConfig::default(),
-    );
+    let cache = CatalogCache::new(pool, redis, &env.config.redis.key_prefix, &CacheConfig::default());
 
     let lookups = (0..500).map(|_| {
         let cache = cache.clone();
@@ -66,7 +57,7 @@ async fn a_redis_outage_degrades_to_the_database_and_never_fails_a_lookup() {
     let manager = loop {
         let client = redis::Client::open(url.as_str()).expect("url");
         if let Ok(m) = redis::aio::ConnectionManager::new(client).await {
-            break m;
+            break RedisConn::Standalone(m);
         }
         assert!(started.elapsed() < Duration::from_secs(10), "own redis-server did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;

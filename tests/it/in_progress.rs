@@ -10,8 +10,7 @@ use crate::harness::{TestEnv, eventually, fingerprint_of};
 async fn a_fresh_copy_of_a_message_in_progress_elsewhere_is_acked_as_a_duplicate() {
     let env = TestEnv::new().await;
     let message = env.message("m-busy", "c1", "hello");
-    let fp = fingerprint_of(&message);
-    env.hold_lock_elsewhere(&fp).await;
+    env.hold_lock_elsewhere(&message).await;
     let worker = env.spawn_worker("w1");
     env.publish_json(&message).await;
     eventually("settled", || async { worker.tally.total() == 1 }).await;
@@ -32,7 +31,7 @@ async fn a_seen_copy_of_a_message_in_progress_elsewhere_waits_and_is_processed_o
     let env = TestEnv::new().await;
     let message = env.message("m-lost", "c1", "hello");
     let fp = fingerprint_of(&message);
-    env.hold_lock_elsewhere(&fp).await;
+    env.hold_lock_elsewhere(&message).await;
     let worker = env.spawn_worker("w1");
     // As a retry queue hands a message back: straight into the inbound queue,
     // marked by a worker (the same header from a gateway is ignored).
@@ -54,7 +53,7 @@ async fn a_seen_copy_of_a_message_in_progress_elsewhere_waits_and_is_processed_o
         .await;
     assert_eq!(worker.tally.duplicate.load(Ordering::Relaxed), 0, "never acked as a duplicate");
 
-    env.release_lock_elsewhere(&fp).await;
+    env.release_lock_elsewhere(&message).await;
     eventually("processed", || async { worker.tally.processed.load(Ordering::Relaxed) == 1 }).await;
     let tally = worker.tally.clone();
     worker.stop().await.expect("clean stop");
@@ -71,8 +70,7 @@ async fn a_seen_copy_of_a_message_in_progress_elsewhere_waits_and_is_processed_o
 async fn a_gateway_claiming_its_copy_was_seen_is_not_believed() {
     let env = TestEnv::new().await;
     let message = env.message("m-claims-seen", "c1", "hello");
-    let fp = fingerprint_of(&message);
-    env.hold_lock_elsewhere(&fp).await;
+    env.hold_lock_elsewhere(&message).await;
     let worker = env.spawn_worker("w1");
     let mut forged = FieldTable::default();
     forged.insert("x-worker-seen".into(), AMQPValue::Boolean(true));

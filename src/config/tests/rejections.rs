@@ -159,3 +159,26 @@ fn values_that_would_overflow_later_are_rejected_with_their_key() {
         Ok(())
     });
 }
+
+#[test]
+fn a_seed_list_needs_cluster_mode_and_a_prefix_may_not_move_the_hash_tag() {
+    Jail::expect_with(|jail| {
+        jail.set_env("REDIS_URL", "redis://127.0.0.1:7001,redis://127.0.0.1:7002");
+        let err = load_in(jail, None, &Overrides::default()).expect_err("two nodes, standalone");
+        assert!(err.to_string().contains("WORKER__REDIS__MODE=cluster"), "{err}");
+        jail.set_env("WORKER__REDIS__MODE", "cluster");
+        let config = load_in(jail, None, &Overrides::default()).expect("a cluster's seeds");
+        assert_eq!(
+            config.redis.seeds().collect::<Vec<_>>(),
+            ["redis://127.0.0.1:7001", "redis://127.0.0.1:7002"]
+        );
+        jail.set_env("REDIS_URL", "redis://127.0.0.1:7001,http://x");
+        let err = load_in(jail, None, &Overrides::default()).expect_err("a seed of another scheme");
+        assert!(err.to_string().contains("redis.url"), "{err}");
+        jail.set_env("REDIS_URL", "redis://127.0.0.1:7001");
+        jail.set_env("WORKER__REDIS__KEY_PREFIX", "cw{1}:");
+        let err = load_in(jail, None, &Overrides::default()).expect_err("braces");
+        assert!(err.to_string().contains("redis.key_prefix"), "{err}");
+        Ok(())
+    });
+}

@@ -3,7 +3,8 @@
 //! tests run in parallel without seeing each other.
 //!
 //! Base URLs come from AMQP_URL / REDIS_URL / DATABASE_URL when set, else the
-//! local defaults of CONTRACT §1.
+//! local defaults of CONTRACT §1; WORKER__REDIS__MODE=cluster makes REDIS_URL
+//! a Redis Cluster's seed nodes.
 //!
 //! Here: the world's making and removal, and helpers on deliveries. What a test
 //! does in it: `gateway` (publishing, replies, queues), `workers` (in process
@@ -18,7 +19,10 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use chat_worker::broker::Broker;
-use chat_worker::config::Config;
+use chat_worker::config::{Config, RedisMode};
+use chat_worker::keys::Shard;
+use chat_worker::model::Fingerprint;
+use chat_worker::redis_conn::RedisConn;
 use chat_worker::store;
 use lapin::options::QueueDeleteOptions;
 use lapin::types::AMQPValue;
@@ -38,7 +42,7 @@ pub struct TestEnv {
     pub pool: PgPool,
     pub channel: Channel,
     _connection: Connection,
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: RedisConn,
     pub tenant_id: Uuid,
     pub replies_queue: String,
     id: String,
@@ -63,6 +67,10 @@ impl TestEnv {
         config.database.reads_in_flight = 3;
         config.amqp.url = base("AMQP_URL", &config.amqp.url);
         config.redis.url = base("REDIS_URL", &config.redis.url);
+        // `make test-fleet` reruns the end-to-end tests on a Redis Cluster.
+        if std::env::var("WORKER__REDIS__MODE").is_ok_and(|m| m == "cluster") {
+            config.redis.mode = RedisMode::Cluster;
+        }
         config.amqp.inbound_exchange = format!("t.{id}.chat.inbound");
         config.amqp.outbound_exchange = format!("t.{id}.chat.outbound");
         config.amqp.inbound_queue = format!("t.{id}.worker.inbound");
@@ -91,8 +99,7 @@ impl TestEnv {
             .await
             .expect("declare and bind the replies queue");
 
-        let client = redis::Client::open(config.redis.url.as_str()).expect("redis url");
-        let redis = redis::aio::ConnectionManager::new(client).await.expect("redis");
+        let redis = RedisConn::connect(&config.redis).await.expect("redis");
 
         let tenant_id = Uuid::new_v4();
         testkit::seed::tenant(&pool, tenant_id, "Test Shop").await.expect("seed tenant");
@@ -199,6 +206,12 @@ pub fn header_str(delivery: &lapin::message::Delivery, name: &str) -> Option<Str
         AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
         _ => None,
     }
+}
+
+/// The shard and fingerprint of a test message: where its Redis keys are.
+pub fn shard_of(message: &Value) -> (Shard, Fingerprint) {
+    let inbound = chat_worker::decode::decode(message.to_string().as_bytes()).expect("valid message");
+    (Shard::of(&inbound), inbound.fingerprint())
 }
 
 pub fn fingerprint_of(message: &Value) -> String {

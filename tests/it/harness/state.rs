@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use chat_worker::keys::Keys;
+use serde_json::Value;
 use testkit::proxy::Proxy;
 use uuid::Uuid;
 
@@ -33,11 +35,12 @@ impl TestEnv {
 
     /// Makes a live worker (another process, as far as the workers under test can
     /// tell) hold the lock of `fingerprint`.
-    pub async fn hold_lock_elsewhere(&self, fingerprint: &str) {
-        let p = &self.config.redis.key_prefix;
+    pub async fn hold_lock_elsewhere(&self, message: &Value) {
+        let keys = Keys::new(&self.config.redis.key_prefix);
+        let (shard, fp) = super::shard_of(message);
         let mut redis = self.redis.clone();
         redis::cmd("SET")
-            .arg(format!("{p}alive:elsewhere"))
+            .arg(keys.alive("elsewhere"))
             .arg("w-elsewhere")
             .arg("PX")
             .arg(120_000)
@@ -45,7 +48,7 @@ impl TestEnv {
             .await
             .expect("set");
         redis::cmd("SET")
-            .arg(format!("{p}lock:{fingerprint}"))
+            .arg(keys.lock(shard, &fp))
             .arg("token|elsewhere|w-elsewhere")
             .arg("PX")
             .arg(120_000)
@@ -55,8 +58,9 @@ impl TestEnv {
     }
 
     /// The other worker gives the lock up (e.g. its attempt failed).
-    pub async fn release_lock_elsewhere(&self, fingerprint: &str) {
-        let key = format!("{}lock:{fingerprint}", self.config.redis.key_prefix);
+    pub async fn release_lock_elsewhere(&self, message: &Value) {
+        let (shard, fp) = super::shard_of(message);
+        let key = Keys::new(&self.config.redis.key_prefix).lock(shard, &fp);
         redis::cmd("DEL").arg(key).query_async::<()>(&mut self.redis.clone()).await.expect("del");
     }
 

@@ -26,8 +26,8 @@ async fn work_past_the_deadline_is_cut_commits_nothing_and_frees_the_lock() {
     }
     assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(2), "cut at the deadline: {took:?}");
     assert_eq!(world.env.rows(&fp).await, (0, 0));
-    assert_eq!(world.state_status(&fp).await.as_deref(), Some("failed"));
-    assert_eq!(world.redis_get(&world.key("lock", &fp)).await, None);
+    assert_eq!(world.state_status(&message).await.as_deref(), Some("failed"));
+    assert_eq!(world.redis_get(&world.key("lock", &message)).await, None);
     world.env.finish().await;
 }
 
@@ -46,7 +46,7 @@ async fn a_lease_another_worker_took_ends_the_work_and_leaves_its_lock_alone() {
     // the takeover finds it, long before the 45 s deadline.
     assert!(took <= Duration::from_secs(2), "found at the next renewal: {took:?}");
     assert_eq!(
-        world.redis_get(&world.key("lock", &fp)).await.as_deref(),
+        world.redis_get(&world.key("lock", &message)).await.as_deref(),
         Some("token|elsewhere|w-elsewhere"),
         "the new holder's lock is not released by the one that lost it"
     );

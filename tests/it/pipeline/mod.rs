@@ -11,11 +11,13 @@ use std::time::Duration;
 
 use chat_worker::broker::Broker;
 use chat_worker::catalog::CatalogCache;
-use chat_worker::config::Config;
+use chat_worker::config::{Config, RedisMode};
 use chat_worker::dedup::Dedup;
+use chat_worker::keys::{Keys, Shard};
 use chat_worker::model::{Answer, Envelope};
 use chat_worker::outcome::Outcome;
 use chat_worker::pipeline::{Parts, Pipeline};
+use chat_worker::redis_conn::RedisConn;
 use chat_worker::respond::{Context, RespondError, Responder};
 use chat_worker::telemetry::metrics::Metrics;
 use futures_util::future::BoxFuture;
@@ -23,7 +25,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::harness::TestEnv;
+use crate::harness::{TestEnv, shard_of};
 
 mod lease;
 mod outcomes;
@@ -44,7 +46,7 @@ pub(super) enum Acts {
 
 struct Scripted {
     acts: Acts,
-    redis: ConnectionManager,
+    redis: RedisConn,
     prefix: String,
     calls: AtomicU32,
 }
@@ -57,7 +59,7 @@ impl Responder for Scripted {
     fn respond<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, Result<Answer, RespondError>> {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::Relaxed);
-            let lock = format!("{}lock:{}", self.prefix, ctx.inbound.fingerprint());
+            let lock = Keys::new(&self.prefix).lock(Shard::of(ctx.inbound), &ctx.inbound.fingerprint());
             let mut redis = self.redis.clone();
             match self.acts {
                 Acts::Answers => return Ok(Answer::plain("Here it is.", false, 0.9)),
@@ -95,7 +97,7 @@ impl Responder for Scripted {
 pub(super) struct World {
     pub(super) env: TestEnv,
     pub(super) pipeline: Pipeline,
-    redis: ConnectionManager,
+    redis: RedisConn,
     _broker: Broker,
 }
 
@@ -115,13 +117,16 @@ impl World {
             .connect(&config.database.url)
             .await
             .expect("pool");
-        let client = redis::Client::open(config.redis.url.as_str()).expect("redis url");
-        let redis = ConnectionManager::new_with_config(
-            client,
-            ConnectionManagerConfig::new().set_response_timeout(None),
-        )
-        .await
-        .expect("redis");
+        let redis = match config.redis.mode {
+            RedisMode::Standalone => {
+                let client = redis::Client::open(config.redis.url.as_str()).expect("redis url");
+                let manager = ConnectionManagerConfig::new().set_response_timeout(None);
+                RedisConn::Standalone(
+                    ConnectionManager::new_with_config(client, manager).await.expect("redis"),
+                )
+            }
+            RedisMode::Cluster => RedisConn::connect(&config.redis).await.expect("redis cluster"),
+        };
         let broker = Broker::connect(&config.amqp).await.expect("rabbitmq");
         let parts = Parts {
             pool: pool.clone(),
@@ -166,13 +171,20 @@ impl World {
         redis::cmd("GET").arg(key).query_async(&mut self.redis.clone()).await.unwrap_or(None)
     }
 
-    pub(super) fn key(&self, kind: &str, fingerprint: &str) -> String {
-        format!("{}{kind}:{fingerprint}", self.env.config.redis.key_prefix)
+    /// The `state` or `lock` key of `message`.
+    pub(super) fn key(&self, kind: &str, message: &Value) -> String {
+        let keys = Keys::new(&self.env.config.redis.key_prefix);
+        let (shard, fp) = shard_of(message);
+        match kind {
+            "state" => keys.state(shard, &fp),
+            "lock" => keys.lock(shard, &fp),
+            other => panic!("no {other} key of a message"),
+        }
     }
 
-    pub(super) async fn state_status(&self, fingerprint: &str) -> Option<String> {
+    pub(super) async fn state_status(&self, message: &Value) -> Option<String> {
         redis::cmd("HGET")
-            .arg(self.key("state", fingerprint))
+            .arg(self.key("state", message))
             .arg("status")
             .query_async(&mut self.redis.clone())
             .await

@@ -18,8 +18,8 @@ async fn a_new_message_is_processed_once_and_its_copy_is_a_duplicate() {
         other => panic!("expected processed: {other:?}"),
     }
     assert_eq!(world.env.rows(&fp).await, (1, 1));
-    assert_eq!(world.state_status(&fp).await.as_deref(), Some("completed"));
-    assert_eq!(world.redis_get(&world.key("lock", &fp)).await, None, "the lock is released");
+    assert_eq!(world.state_status(&message).await.as_deref(), Some("completed"));
+    assert_eq!(world.redis_get(&world.key("lock", &message)).await, None, "the lock is released");
 
     assert!(matches!(world.process(&message).await, Outcome::Duplicate { of: DuplicateOf::Completed, .. }));
     let replies = world.env.replies().await;
@@ -51,7 +51,7 @@ async fn a_message_another_live_worker_holds_is_a_duplicate_or_deferred_if_seen_
     let world = World::new(Acts::Answers, |_| {}).await;
     let message = world.env.message("m-1", "+254700000001", "hello");
     let fp = fingerprint_of(&message);
-    world.env.hold_lock_elsewhere(&fp).await;
+    world.env.hold_lock_elsewhere(&message).await;
 
     match world.process_as(&message, false).await {
         Outcome::Duplicate { of: DuplicateOf::InProgress { worker_id }, .. } => {
@@ -65,7 +65,7 @@ async fn a_message_another_live_worker_holds_is_a_duplicate_or_deferred_if_seen_
     }
     assert_eq!(world.env.rows(&fp).await, (0, 0));
 
-    world.env.release_lock_elsewhere(&fp).await;
+    world.env.release_lock_elsewhere(&message).await;
     assert!(matches!(world.process_as(&message, true).await, Outcome::Processed { .. }));
     world.env.finish().await;
 }
@@ -123,8 +123,8 @@ async fn a_responder_fault_fails_the_attempt_keeps_its_cause_and_frees_the_lock(
         }
         other => panic!("expected a responder failure: {other:?}"),
     }
-    assert_eq!(world.state_status(&fp).await.as_deref(), Some("failed"));
-    assert_eq!(world.redis_get(&world.key("lock", &fp)).await, None, "the lock is released");
+    assert_eq!(world.state_status(&message).await.as_deref(), Some("failed"));
+    assert_eq!(world.redis_get(&world.key("lock", &message)).await, None, "the lock is released");
     assert_eq!(world.env.rows(&fp).await, (0, 0));
 
     world.acting(Acts::Answers);
