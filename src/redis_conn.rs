@@ -14,7 +14,7 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
-use crate::config::{RedisConfig, RedisMode};
+use crate::config::{RedisConfig, RedisMode, seeds};
 
 /// A connection to Redis; cheap to clone (clones share the connection).
 #[derive(Clone)]
@@ -27,12 +27,17 @@ pub enum RedisConn {
 const TIMEOUT: Duration = Duration::from_secs(2);
 
 impl RedisConn {
-    /// Connects once (the caller retries): to the primary, or to the cluster
-    /// its seed nodes describe.
+    /// Connects once (the caller retries) to `redis.url`: the primary, or the
+    /// cluster its seed nodes describe.
     pub async fn connect(config: &RedisConfig) -> RedisResult<Self> {
-        match config.mode {
+        Self::open(&config.url, config.mode).await
+    }
+
+    /// Connects once to `url` (one URL, or a cluster's seed nodes, comma-separated).
+    pub async fn open(url: &str, mode: RedisMode) -> RedisResult<Self> {
+        match mode {
             RedisMode::Standalone => {
-                let client = redis::Client::open(config.url.as_str())?;
+                let client = redis::Client::open(url)?;
                 let manager = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(TIMEOUT))
                     // One try per attempt: the caller does the retrying, and knows the deadline.
@@ -41,7 +46,7 @@ impl RedisConn {
                 Ok(Self::Standalone(ConnectionManager::new_with_config(client, manager).await?))
             }
             RedisMode::Cluster => {
-                let client = ClusterClientBuilder::new(config.seeds().collect::<Vec<_>>())
+                let client = ClusterClientBuilder::new(seeds(url).collect::<Vec<_>>())
                     .connection_timeout(TIMEOUT)
                     .response_timeout(TIMEOUT)
                     // Redirections (MOVED, ASK) and a failover in progress are retried

@@ -95,6 +95,20 @@ pub async fn redis(config: &Config, deadline: Instant) -> Result<RedisConn, Unre
     wait_for("redis", url, deadline, || RedisConn::connect(&config.redis)).await
 }
 
+/// The Redis of the shared catalog cache: `redis`'s own connection unless
+/// `redis.cache_url` names another.
+pub async fn redis_cache(
+    config: &Config,
+    deadline: Instant,
+    redis: &RedisConn,
+) -> Result<RedisConn, Unreachable> {
+    if config.redis.cache_url.is_empty() {
+        return Ok(redis.clone());
+    }
+    let url = config.redis.cache_url();
+    wait_for("redis (cache)", url, deadline, || RedisConn::open(url, config.redis.mode)).await
+}
+
 pub async fn rabbitmq(config: &Config, deadline: Instant) -> Result<Broker, Unreachable> {
     rabbitmq_reporting(config, deadline, Arc::default()).await
 }

@@ -11,6 +11,7 @@ pub async fn cache(config: &Config, command: &CacheCommand) -> anyhow::Result<()
     let pool = super::database(config).await?;
     let deadline = std::time::Instant::now() + config.startup_timeout();
     let redis = chat_worker::services::redis(config, deadline).await?;
+    let redis = chat_worker::services::redis_cache(config, deadline, &redis).await?;
     match command {
         CacheCommand::Warm { tenant } => {
             let tenants = match tenant {

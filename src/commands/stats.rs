@@ -13,7 +13,10 @@ pub async fn stats(config: &Config, args: &StatsArgs) -> anyhow::Result<()> {
     let since = args.since.resolve(Utc::now()).context("--since reaches before the earliest time")?;
     let pool = super::database(config).await?;
     let deadline = std::time::Instant::now() + config.startup_timeout();
-    let redis = chat_worker::services::redis(config, deadline).await.ok();
+    let redis = match chat_worker::services::redis(config, deadline).await {
+        Ok(redis) => chat_worker::services::redis_cache(config, deadline, &redis).await.ok(),
+        Err(_) => None,
+    };
     let cache = FiguresCache::new(redis, &config.redis.key_prefix, args.tenant, since);
     let cached = if args.fresh { None } else { cache.get().await };
     let figures = match cached {

@@ -36,7 +36,7 @@ pub use self::amqp::AmqpConfig;
 pub use self::cache::CacheConfig;
 pub use self::context::ContextConfig;
 pub use self::database::DatabaseConfig;
-pub use self::redis::{RedisConfig, RedisMode};
+pub use self::redis::{RedisConfig, RedisMode, seeds};
 pub use self::responder::{ResponderConfig, ResponderKind};
 pub use self::telemetry::{ProducerContext, TracingConfig};
 pub use self::worker::{MAX_CONCURRENCY, WorkerConfig, check_worker_id};

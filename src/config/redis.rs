@@ -24,6 +24,10 @@ pub struct RedisConfig {
     /// One URL; in cluster mode, seed nodes, comma-separated.
     pub url: String,
     pub mode: RedisMode,
+    /// Where the shared catalog cache lives, if not beside the locks: a Redis
+    /// (or cluster, in the same mode) whose eviction policy may drop cache
+    /// values, and so can never evict a lock. Empty: `url`.
+    pub cache_url: String,
     /// Prepended to every key the worker writes, so several deployments can share one Redis.
     pub key_prefix: String,
     /// Processing lock lifetime: a lock whose worker died frees itself after this.
@@ -39,6 +43,7 @@ impl Default for RedisConfig {
         Self {
             url: "redis://127.0.0.1:6379/0".into(),
             mode: RedisMode::Standalone,
+            cache_url: String::new(),
             key_prefix: "chat-worker:".into(),
             lock_ttl_secs: 60,
             state_ttl_secs: 600,
@@ -75,26 +80,45 @@ impl RedisConfig {
             "redis.key_prefix",
             "must not contain `{` or `}` (they choose a key's Redis Cluster slot)",
         )?;
-        match self.mode {
-            RedisMode::Standalone => {
-                require(
-                    !self.url.contains(','),
-                    "redis.url",
-                    "names several nodes (a comma): set redis.mode = \"cluster\" (WORKER__REDIS__MODE=cluster) for a Redis Cluster",
-                )?;
-                check_url("redis.url", &self.url, &["redis", "rediss", "redis+unix", "unix"])
-            }
-            RedisMode::Cluster => {
-                for seed in self.seeds() {
-                    check_url("redis.url", seed, &["redis", "rediss"])?;
-                }
-                require(self.seeds().next().is_some(), "redis.url", "names no seed node")
-            }
+        check_nodes("redis.url", &self.url, self.mode)?;
+        if self.cache_url.is_empty() {
+            Ok(())
+        } else {
+            check_nodes("redis.cache_url", &self.cache_url, self.mode)
         }
+    }
+
+    /// The Redis of the shared catalog cache: `cache_url`, or `url` when empty.
+    pub fn cache_url(&self) -> &str {
+        if self.cache_url.is_empty() { &self.url } else { &self.cache_url }
     }
 
     /// The URLs in `url`: one in standalone mode, the seed nodes in cluster mode.
     pub fn seeds(&self) -> impl Iterator<Item = &str> {
-        self.url.split(',').map(str::trim).filter(|s| !s.is_empty())
+        seeds(&self.url)
+    }
+}
+
+/// The URLs of a comma-separated list.
+pub fn seeds(urls: &str) -> impl Iterator<Item = &str> {
+    urls.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn check_nodes(key: &'static str, urls: &str, mode: RedisMode) -> Result<(), ConfigError> {
+    match mode {
+        RedisMode::Standalone => {
+            require(
+                !urls.contains(','),
+                key,
+                "names several nodes (a comma): set redis.mode = \"cluster\" (WORKER__REDIS__MODE=cluster) for a Redis Cluster",
+            )?;
+            check_url(key, urls, &["redis", "rediss", "redis+unix", "unix"])
+        }
+        RedisMode::Cluster => {
+            for seed in seeds(urls) {
+                check_url(key, seed, &["redis", "rediss"])?;
+            }
+            require(seeds(urls).next().is_some(), key, "names no seed node")
+        }
     }
 }

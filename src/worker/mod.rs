@@ -113,6 +113,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
         services::postgres(&config, deadline, Some(Duration::from_secs(config.worker.message_deadline_secs)))
             .await?;
     let redis = services::redis(&config, deadline).await?;
+    let cache_redis = services::redis_cache(&config, deadline, &redis).await?;
     let mut broker = services::rabbitmq_reporting(&config, deadline, tally.publishing.clone()).await?;
     if config.amqp.declare_topology {
         broker.declare(config.worker.max_attempts).await.map_err(RunError::Topology)?;
@@ -128,7 +129,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
         tracing::info!(%addr, "admin endpoint: /metrics /healthz /readyz");
     }
     let dedup = Dedup::new(redis.clone(), &config.redis, &worker_id);
-    let cache = CatalogCache::new(pool.clone(), redis, &config.redis.key_prefix, &config.cache);
+    let cache = CatalogCache::new(pool.clone(), cache_redis, &config.redis.key_prefix, &config.cache);
     let background = Background::default();
     background.spawn(
         "admin endpoint",

@@ -5,12 +5,13 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use chat_worker::catalog::CatalogCache;
-use chat_worker::config::CacheConfig;
+use chat_worker::config::{CacheConfig, RedisMode};
+use chat_worker::keys::Keys;
 use chat_worker::redis_conn::RedisConn;
 use std::sync::atomic::Ordering;
 use testkit::proxy;
 
-use crate::harness::TestEnv;
+use crate::harness::{TestEnv, eventually, shard_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_concurrent_misses_for_one_tenant_cost_one_catalog_query() {
@@ -168,5 +169,60 @@ async fn a_change_around_a_lost_listener_connection_is_still_seen() {
         );
     }
     worker.stop().await.expect("clean stop");
+    env.finish().await;
+}
+
+/// `redis.cache_url`: the shared cache tier on a Redis of its own (one whose
+/// eviction may drop values), the locks and states where they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_cache_url_cache_entries_live_there_and_locks_stay_on_the_main_redis() {
+    let mut env = TestEnv::new().await;
+    if env.config.redis.mode == RedisMode::Cluster {
+        // The cache Redis shares the main one's mode, and this test's own server
+        // is one primary: on a cluster run there is nothing separate to test.
+        env.finish().await;
+        return;
+    }
+    // Another logical database (standalone) or the same cluster under another
+    // prefix would not prove the split; a Redis of the test's own does.
+    let port = {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        socket.local_addr().expect("addr").port()
+    };
+    let _server = tokio::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server (installed by scripts/services.sh)");
+    let cache_url = format!("redis://127.0.0.1:{port}/0");
+    let started = Instant::now();
+    let mut cache_redis = loop {
+        if let Ok(conn) = RedisConn::open(&cache_url, RedisMode::Standalone).await {
+            break conn;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "own redis-server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    env.config.redis.cache_url = cache_url;
+    let worker = env.spawn_worker("w-cache-url");
+    let message = env.message("m-cache", "+1", "hello");
+    env.publish_json(&message).await;
+    eventually("processed", || async { worker.tally.processed.load(Ordering::Relaxed) == 1 }).await;
+    worker.stop().await.expect("stop");
+
+    let keys = Keys::new(&env.config.redis.key_prefix);
+    let profile = keys.cache("profile", &env.tenant_id);
+    let there: bool = redis::cmd("EXISTS").arg(&profile).query_async(&mut cache_redis).await.expect("exists");
+    let here: bool =
+        redis::cmd("EXISTS").arg(&profile).query_async(&mut env.redis.clone()).await.expect("exists");
+    assert!(there && !here, "the profile is cached on the cache Redis only (there={there}, here={here})");
+    let (shard, fp) = shard_of(&message);
+    let state: bool = redis::cmd("EXISTS")
+        .arg(keys.state(shard, &fp))
+        .query_async(&mut env.redis.clone())
+        .await
+        .expect("exists");
+    assert!(state, "the processing state stays on the main Redis");
     env.finish().await;
 }
