@@ -239,7 +239,7 @@ pgbouncer_config() {
   # workers' LISTEN connections, migrations, the tests' and tools' own queries).
   local max cap pool
   max=$(psql -h 127.0.0.1 -p 5432 -U postgres -d postgres -XAtc 'SHOW max_connections')
-  cap=$(( max / 2 )); pool=$(( cap < 10 ? cap : 10 ))
+  cap=$(( max / 2 )); pool=$(( cap < 16 ? cap : 16 ))
   cat <<INI
 ; Written by scripts/services.sh fleet: edits are overwritten.
 [databases]
@@ -265,8 +265,9 @@ pool_mode = transaction
 server_reset_query = DISCARD ALL
 server_reset_query_always = 0
 
-; Each test database is a pool of its own: $pool server connections per pool, at
-; most $cap in all (max_connections=$max), idle ones closed soon so that a finished
+; Each database is a pool of its own (every test has one): $pool server connections
+; per pool, as many as one worker's own pool (database.max_connections), at most
+; $cap in all (max_connections=$max); idle ones are closed soon, so that a finished
 ; test's pool gives its share back to the next ones.
 default_pool_size = $pool
 max_user_connections = $cap
@@ -287,7 +288,12 @@ INI
 }
 
 ensure_pgbouncer() {
-  [ -x /usr/sbin/pgbouncer ] || install_if_missing pgbouncer pgbouncer
+  if [ ! -x /usr/sbin/pgbouncer ]; then
+    install_if_missing pgbouncer pgbouncer
+    # Where services start on install (not in containers), Debian's own service
+    # now holds 6432 with its default config (md5, no databases): not ours to use.
+    if answers "$PGBOUNCER_PORT"; then as_root service pgbouncer stop >/dev/null 2>&1 || true; fi
+  fi
   # PgBouncer refuses to run as root: it runs as postgres, in a directory it owns.
   as_root mkdir -p "$PGB_DIR"
   as_root chown postgres: "$PGB_DIR"
