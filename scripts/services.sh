@@ -230,7 +230,9 @@ PGB_DIR="$FLEET_DIR/pgbouncer"
 pgbouncer_pid() { # the pid of the PgBouncer this script started, if it runs
   local pid
   pid=$(cat "$PGB_DIR/pgbouncer.pid" 2>/dev/null) || return 1
-  [ -n "$pid" ] && [ -d "/proc/$pid" ] && echo "$pid"
+  # A pid left by a killed PgBouncer may be another process's by now, or a zombie.
+  [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = pgbouncer ] \
+    && [ "$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null)" != Z ] && echo "$pid"
 }
 
 pgbouncer_config() {
@@ -319,6 +321,7 @@ ensure_pgbouncer() {
     fi
   else
     say "pgbouncer is not answering on $PGBOUNCER_PORT: starting it"
+    as_root rm -f "$PGB_DIR/pgbouncer.pid" # stale (see pgbouncer_pid): PgBouncer would refuse to start
     as_root /usr/sbin/pgbouncer -d -u postgres "$PGB_DIR/pgbouncer.ini"
     wait_for "$PGBOUNCER_PORT" pgbouncer
     grep -qx pgbouncer "$STATE" || echo pgbouncer >> "$STATE"
@@ -331,7 +334,7 @@ stop_pgbouncer() {
   local pid
   pid=$(pgbouncer_pid) || return 0
   as_root kill -INT "$pid" # safe shutdown: lets running transactions finish
-  for _ in $(seq 1 20); do [ -d "/proc/$pid" ] || return 0; sleep 0.5; done
+  for _ in $(seq 1 20); do pgbouncer_pid >/dev/null || return 0; sleep 0.5; done
   as_root kill -TERM "$pid" || true
 }
 
