@@ -99,7 +99,9 @@ start_cluster_node() { # port
   as_root mkdir -p "$dir"
   # nodes-PORT.conf is the node's membership (its id, the others, its slots):
   # kept across restarts, it is what lets a restarted node rejoin. Its data is
-  # not kept (no RDB, no AOF), as with the Redis on 6379.
+  # not kept (no RDB, no AOF), as with the Redis on 6379. A node down for more
+  # than the 5 s node timeout is marked failed; once it is back, the cluster says
+  # ok again within 2 timeouts of that mark (15 s each by default: up to 30 s).
   as_root redis-server --daemonize yes --bind 127.0.0.1 --port "$1" \
     --cluster-enabled yes --cluster-config-file "$dir/nodes-$1.conf" --cluster-node-timeout 5000 \
     --save "" --appendonly no --dir "$dir" --logfile "$dir/redis.log" --pidfile "$dir/redis.pid" >/dev/null
