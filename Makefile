@@ -1,11 +1,28 @@
-# chat-worker — `make help` lists the targets. CI runs `.ci/run`, which runs `make check test`.
+# chat-worker — `make help` lists the targets. CI runs `.ci/run`, which runs `make check test test-fleet`.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 # cargo-nextest when present (parallel, per-test isolation), else cargo test.
 TEST_RUNNER := $(shell command -v cargo-nextest >/dev/null 2>&1 && echo "cargo nextest run" || echo "cargo test")
 
-.PHONY: help services test check demo drain bench bench-context scaling fuzz chaos chaos-short build clean-services
+.PHONY: help services test check demo drain bench bench-context scaling fuzz chaos chaos-short build clean-services test-fleet chaos-short-fleet
+
+# The fleet as production runs it (`scripts/services.sh fleet` starts it): a Redis
+# Cluster of 3 primaries, PostgreSQL through PgBouncer in transaction mode (so no
+# named prepared statements), LISTEN and migrations direct to PostgreSQL.
+FLEET_ENV := WORKER__REDIS__MODE=cluster \
+  REDIS_URL=redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003 \
+  DATABASE_URL=postgres://postgres@127.0.0.1:6432/worker \
+  DATABASE_LISTEN_URL=postgres://postgres@127.0.0.1:5432/worker \
+  WORKER__DATABASE__PREPARED_STATEMENTS=false
+# The integration tests (tests/it/<module>.rs) that matter through it: the happy
+# path, the duplicate race, group commit, fencing and takeover after a crash, and
+# the cache invalidation by SQL within 2 s (not the other catalog_cache tests: they
+# put proxies in front of one Redis or the database URL, which a fleet has not).
+FLEET_MODULES := happy_path race group_commit fencing crash
+FLEET_TESTS := catalog_cache::direct_sql_changes_reach_two_running_workers_within_two_seconds
+fleet_space := $(subst ,, )
+FLEET_FILTER := test(/^($(subst $(fleet_space),|,$(FLEET_MODULES)))::/)$(foreach t,$(FLEET_TESTS), | test(=$(t)))
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -15,6 +32,14 @@ services: ## Start PostgreSQL, Redis and RabbitMQ if they are not answering (ins
 
 test: services ## Run the whole test suite (unit + integration on the real services, and testkit's own)
 	$(TEST_RUNNER) -p chat-worker -p chat-worker-testkit
+
+test-fleet: ## The end-to-end tests that matter through a Redis Cluster (7001-7003) and PgBouncer (6432), which it starts
+	@scripts/services.sh fleet
+ifeq ($(TEST_RUNNER),cargo test)
+	$(FLEET_ENV) cargo test -p chat-worker --test it -- $(addsuffix ::,$(FLEET_MODULES)) $(FLEET_TESTS)
+else
+	$(FLEET_ENV) cargo nextest run -p chat-worker --test it -E '$(FLEET_FILTER)'
+endif
 
 check: ## Formatting and lints of the whole workspace (worker, testkit, load tools), as CI runs them
 	cargo fmt --all --check
@@ -45,8 +70,12 @@ chaos: ## Fault injection (N=20000): kill workers, flush/restart Redis, drop AMQ
 chaos-short: ## The short chaos run CI does (N=3000)
 	@scripts/loadtest.sh chaos 3000
 
+chaos-short-fleet: ## The short chaos run (N=3000) through the Redis Cluster and PgBouncer of `make test-fleet`
+	@scripts/services.sh fleet
+	@$(FLEET_ENV) scripts/loadtest.sh chaos 3000
+
 fuzz: ## Fuzz decode + validate (SECONDS=600); crashing inputs land in fuzz/artifacts/
 	@scripts/fuzz.sh $(or $(SECONDS),600)
 
-clean-services: ## Stop the services that `make services` started
+clean-services: ## Stop the services that `make services` (or test-fleet, chaos-short-fleet) started
 	@scripts/services.sh stop

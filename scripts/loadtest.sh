@@ -9,6 +9,9 @@
 #                                        workers, flushes and restarts Redis, closes
 #                                        RabbitMQ's connections and restarts PostgreSQL, so
 #                                        run it alone, never beside the test suite.
+#                                        With WORKER__REDIS__MODE=cluster (`make
+#                                        chaos-short-fleet`) its Redis faults act on the
+#                                        Redis Cluster of `scripts/services.sh fleet`.
 #   scripts/loadtest.sh context          `make bench-context`: building a message's context,
 #                                        cold / Redis / warm
 #
@@ -38,8 +41,11 @@ case "$command" in
   bench|drain|chaos|context) ;;
   *) echo "usage: scripts/loadtest.sh bench|drain [N]|chaos [N]|context" >&2; exit 2 ;;
 esac
-# chaos restarts the services: start them first if they are not answering.
-if [ "$command" = chaos ]; then scripts/services.sh ensure; fi
+# chaos restarts the services: start them first if they are not answering (the
+# Redis Cluster and PgBouncer too when it runs through them: make chaos-short-fleet).
+if [ "$command" = chaos ]; then
+  if [ "${WORKER__REDIS__MODE:-}" = cluster ]; then scripts/services.sh fleet; else scripts/services.sh ensure; fi
+fi
 target="${CARGO_TARGET_DIR:-target}"
 cargo build --quiet --release -p chat-worker --bin worker -p chat-worker-loadtest --bin loadtest
 # Private copies: another checkout sharing CARGO_TARGET_DIR may rebuild

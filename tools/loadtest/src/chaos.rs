@@ -7,6 +7,12 @@
 //! inbound and one reply row, that every reply was published, and that
 //! processed + dead-lettered = unique published; prints one summary line.
 //!
+//! Through the fleet (`make chaos-short-fleet`: `WORKER__REDIS__MODE=cluster`,
+//! the workers' database behind PgBouncer), the Redis faults act on the Redis
+//! Cluster of `scripts/services.sh fleet` (FLUSHALL on every primary; one primary
+//! restarted, back empty, until `cluster_state:ok`), PostgreSQL restarts behind
+//! PgBouncer, and this tool seeds and counts over `DATABASE_LISTEN_URL`, direct.
+//!
 //! It disturbs the machine's shared services: run it alone
 //! (`scripts/loadtest.sh chaos`).
 
@@ -29,6 +35,10 @@ use crate::gateway;
 
 const WORKERS: usize = 3;
 
+/// The services script, whose `cluster-flushall` and `cluster-restart` are the
+/// Redis faults on a cluster (it knows how its nodes are started).
+const SERVICES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/services.sh");
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The `worker` binary to run.
@@ -47,12 +57,34 @@ fn shell(command: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether the workers use a Redis Cluster (`make chaos-short-fleet`).
+fn cluster_mode() -> bool {
+    std::env::var("WORKER__REDIS__MODE").is_ok_and(|mode| mode == "cluster")
+}
+
+/// Where this tool seeds and counts: PostgreSQL itself. Through the fleet the
+/// workers' `database.url` is PgBouncer in transaction mode, where sqlx's named
+/// prepared statements break; `DATABASE_LISTEN_URL` is direct, and
+/// scripts/isolated.sh points it at the run's database (checked here).
+fn direct_database_url(config: &Config) -> anyhow::Result<String> {
+    let Some(url) = std::env::var("DATABASE_LISTEN_URL").ok().filter(|url| !url.is_empty()) else {
+        return Ok(config.database.url.clone());
+    };
+    let direct = testkit::urls::database_name(&url)?;
+    let workers = testkit::urls::database_name(&config.database.url)?;
+    if direct != workers {
+        bail!("DATABASE_LISTEN_URL names database `{direct}`, the workers' database.url `{workers}`");
+    }
+    Ok(url)
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let Args { worker: binary, n: total } = args;
     let config = Config::load(None, &Overrides::default())?;
+    let database = direct_database_url(&config)?;
     let started = Instant::now();
 
-    let pool = chat_worker::store::pool(&config.database.url, 2)?;
+    let pool = chat_worker::store::pool(&database, 2)?;
     let tenant = Uuid::new_v4();
     testkit::seed::tenant(&pool, tenant, "Chaos Shop").await?;
     sqlx::query("INSERT INTO products (tenant_id, name, category, price, currency) VALUES ($1, 'Trail Runner X', 'running shoes', 4500, 'KES')")
@@ -98,6 +130,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ("restart postgresql", 0.70),
         ("kill -9 workers 1 and 2 and restart them", 0.85),
     ];
+    let (flush_redis, restart_redis) = if cluster_mode() {
+        (format!("'{SERVICES}' cluster-flushall"), format!("'{SERVICES}' cluster-restart"))
+    } else {
+        (
+            "redis-cli FLUSHALL >/dev/null".to_owned(),
+            "redis-cli shutdown nosave >/dev/null 2>&1 || true; sleep 0.5; \
+             mkdir -p /var/lib/redis /var/log/redis; redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no --dir /var/lib/redis --logfile /var/log/redis/chat-worker.log >/dev/null"
+                .to_owned(),
+        )
+    };
     let pg_version = std::fs::read_dir("/etc/postgresql")?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -106,15 +148,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut injected = 0;
     for (fault, at) in &faults {
         let target = (*at * unique as f64) as i64;
-        wait_for_replies(&config, target, Duration::from_secs(300)).await?;
+        wait_for_replies(&database, target, Duration::from_secs(300)).await?;
         eprintln!("chaos: {fault} (at {} replies)", target);
         match *fault {
             "kill -9 worker 0 and restart it" => fleet.kill_and_restart(0).await?,
-            "FLUSHALL redis" => shell("redis-cli FLUSHALL >/dev/null")?,
-            "restart redis" => shell(
-                "redis-cli shutdown nosave >/dev/null 2>&1 || true; sleep 0.5; \
-                 mkdir -p /var/lib/redis /var/log/redis; redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no --dir /var/lib/redis --logfile /var/log/redis/chat-worker.log >/dev/null",
-            )?,
+            "FLUSHALL redis" => shell(&flush_redis)?,
+            "restart redis" => shell(&restart_redis)?,
             "rabbitmqctl close_all_connections" => {
                 shell("rabbitmqctl -q close_all_connections 'chaos test' >/dev/null")?
             }
@@ -129,8 +168,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         injected += 1;
     }
 
-    wait_for_replies(&config, unique as i64, Duration::from_secs(600)).await?;
-    let pool = chat_worker::store::pool(&config.database.url, 2)?;
+    wait_for_replies(&database, unique as i64, Duration::from_secs(600)).await?;
+    let pool = chat_worker::store::pool(&database, 2)?;
     // Rows can all be committed while some replies still wait for a retry (a
     // commit whose acknowledgement was lost to the PostgreSQL restart is re-published
     // on the next attempt). Stop the fleet only once the inbound queue and every
@@ -215,11 +254,11 @@ async fn queue_depth(config: &Config, queue: &str) -> anyhow::Result<u32> {
 
 /// Waits until at least `target` reply rows are committed (PostgreSQL may be
 /// restarting meanwhile: errors just mean "look again").
-async fn wait_for_replies(config: &Config, target: i64, limit: Duration) -> anyhow::Result<()> {
+async fn wait_for_replies(database: &str, target: i64, limit: Duration) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         let count = async {
-            let pool = chat_worker::store::pool(&config.database.url, 1)?;
+            let pool = chat_worker::store::pool(database, 1)?;
             let n: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE direction = 'out'")
                 .fetch_one(&pool)
                 .await?;
