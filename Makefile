@@ -5,7 +5,7 @@ SHELL := /bin/bash
 # cargo-nextest when present (parallel, per-test isolation), else cargo test.
 TEST_RUNNER := $(shell command -v cargo-nextest >/dev/null 2>&1 && echo "cargo nextest run" || echo "cargo test")
 
-.PHONY: help services test check demo drain bench bench-context scaling fuzz chaos chaos-short build clean-services
+.PHONY: help services test manifests check demo drain bench bench-context scaling fuzz chaos chaos-short build clean-services
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -13,8 +13,12 @@ help: ## List the targets
 services: ## Start PostgreSQL, Redis and RabbitMQ if they are not answering (installs Debian packages if missing)
 	@scripts/services.sh ensure
 
-test: services ## Run the whole test suite (unit + integration on the real services, and testkit's own)
+test: services ## Run the whole test suite (deploy/k8s offline checks, unit + integration on the real services, and testkit's own)
+	@scripts/validate-manifests.sh
 	$(TEST_RUNNER) -p chat-worker -p chat-worker-testkit
+
+manifests: ## Check deploy/k8s offline: Kubernetes schemas (kubernetes-validate, into target/), KEDA and ServiceMonitor, cross-references
+	@scripts/validate-manifests.sh
 
 check: ## Formatting and lints of the whole workspace (worker, testkit, load tools), as CI runs them
 	cargo fmt --all --check
