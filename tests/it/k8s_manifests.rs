@@ -34,6 +34,8 @@ fn secret_value(key: &str) -> &'static str {
         "REDIS_URL" => "redis://:hunter2@redis.k8s.test:6379/0",
         "DATABASE_URL" => "postgres://worker:hunter2@postgres.k8s.test:5432/worker",
         "DATABASE_LISTEN_URL" => "postgres://worker:hunter2@postgres-direct.k8s.test:5432/worker",
+        // Without a password: it is compared with `worker config`'s (redacted) value.
+        "WORKER__REDIS__CACHE_URL" => "redis://redis-cache.k8s.test:6379/0",
         other => panic!("the Secret key {other} has no stand-in here: add one"),
     }
 }
