@@ -5,7 +5,7 @@ SHELL := /bin/bash
 # cargo-nextest when present (parallel, per-test isolation), else cargo test.
 TEST_RUNNER := $(shell command -v cargo-nextest >/dev/null 2>&1 && echo "cargo nextest run" || echo "cargo test")
 
-.PHONY: help services test check demo drain bench bench-context scaling fuzz chaos chaos-short build clean-services test-fleet chaos-short-fleet
+.PHONY: help services test manifests check demo drain bench bench-context scaling fuzz chaos chaos-short build clean-services test-fleet chaos-short-fleet
 
 # The fleet as production runs it (`scripts/services.sh fleet` starts it): a Redis
 # Cluster of 3 primaries, PostgreSQL through PgBouncer in transaction mode (so no
@@ -16,10 +16,12 @@ FLEET_ENV := WORKER__REDIS__MODE=cluster \
   DATABASE_LISTEN_URL=postgres://postgres@127.0.0.1:5432/worker \
   WORKER__DATABASE__PREPARED_STATEMENTS=false
 # The integration tests (tests/it/<module>.rs) that matter through it: the happy
-# path, the duplicate race, group commit, fencing and takeover after a crash, and
+# path, the duplicate race, group commit, fencing and takeover after a crash, a copy
+# while another worker holds the lock, Redis losing its data, the operator commands
+# (locks list/release, state: every shard of the cluster), and
 # the cache invalidation by SQL within 2 s (not the other catalog_cache tests: they
 # put proxies in front of one Redis or the database URL, which a fleet has not).
-FLEET_MODULES := happy_path race group_commit fencing crash
+FLEET_MODULES := happy_path race group_commit fencing crash in_progress redis_loss operator
 FLEET_TESTS := catalog_cache::direct_sql_changes_reach_two_running_workers_within_two_seconds
 fleet_space := $(subst ,, )
 FLEET_FILTER := test(/^($(subst $(fleet_space),|,$(FLEET_MODULES)))::/)$(foreach t,$(FLEET_TESTS), | test(=$(t)))
@@ -30,7 +32,8 @@ help: ## List the targets
 services: ## Start PostgreSQL, Redis and RabbitMQ if they are not answering (installs Debian packages if missing)
 	@scripts/services.sh ensure
 
-test: services ## Run the whole test suite (unit + integration on the real services, and testkit's own)
+test: services ## Run the whole test suite (deploy/k8s offline checks, unit + integration on the real services, and testkit's own)
+	@scripts/validate-manifests.sh
 	$(TEST_RUNNER) -p chat-worker -p chat-worker-testkit
 
 test-fleet: ## The end-to-end tests that matter through a Redis Cluster (7001-7003) and PgBouncer (6432), which it starts
@@ -40,6 +43,9 @@ ifeq ($(TEST_RUNNER),cargo test)
 else
 	$(FLEET_ENV) cargo nextest run -p chat-worker --test it -E '$(FLEET_FILTER)'
 endif
+
+manifests: ## Check deploy/k8s offline: Kubernetes schemas (kubernetes-validate, into target/), KEDA and ServiceMonitor, cross-references
+	@scripts/validate-manifests.sh
 
 check: ## Formatting and lints of the whole workspace (worker, testkit, load tools), as CI runs them
 	cargo fmt --all --check

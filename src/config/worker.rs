@@ -16,6 +16,8 @@ pub struct WorkerConfig {
     /// How long `run` waits for RabbitMQ, Redis and PostgreSQL at start.
     pub startup_timeout_secs: u64,
     /// How long a stopping worker lets in-flight messages finish before handing them back.
+    /// At least `message_deadline_secs` by default, so a scale-in or a rollout lets every
+    /// answer in flight (an LLM call, say) run to its deadline instead of cutting it.
     pub shutdown_timeout_secs: u64,
     /// Attempts of a transiently failing message before it is dead-lettered as `failed`.
     pub max_attempts: u32,
@@ -36,7 +38,7 @@ impl Default for WorkerConfig {
             id: String::new(),
             concurrency: 1_024,
             startup_timeout_secs: 10,
-            shutdown_timeout_secs: 30,
+            shutdown_timeout_secs: 50,
             max_attempts: 5,
             retry_base_delay_ms: 1_000,
             retry_max_delay_ms: 60_000,

@@ -102,6 +102,7 @@ impl Tally {
 /// `tally` counts outcomes as they happen (tests and the binary read it).
 pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>) -> Result<(), RunError> {
     let worker_id = config.worker_id();
+    warn_if_stops_cut_answers(&config);
     let deadline = Instant::now() + config.startup_timeout();
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health {
@@ -215,6 +216,21 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
         Err(_) => tracing::warn!("redis did not answer in time; the liveness key expires by itself"),
     }
     Ok(())
+}
+
+/// A warning, not a rejection: a short grace is a cost (answers cut at a stop are
+/// redone elsewhere, an LLM call paid twice), never a wrong answer, and tests and
+/// quick local stops rely on it.
+fn warn_if_stops_cut_answers(config: &Config) {
+    let w = &config.worker;
+    if w.shutdown_timeout_secs < w.message_deadline_secs {
+        tracing::warn!(
+            shutdown_timeout_secs = w.shutdown_timeout_secs,
+            message_deadline_secs = w.message_deadline_secs,
+            "worker.shutdown_timeout_secs is below worker.message_deadline_secs: a stop (scale-in, rollout) \
+             may cut answers in flight, which are then redone by another worker"
+        );
+    }
 }
 
 /// Reconnects to RabbitMQ with backoff; `None` when shutdown is asked for first.

@@ -1,19 +1,21 @@
 //! `deploy/`: the compose file, the Prometheus and collector configs and the
 //! Grafana provisioning parse (with real YAML and JSON parsers), agree with one
 //! another, and the dashboard only asks for metrics the worker exports.
+//! deploy/k8s has its own module (`k8s_manifests`), which uses the helpers here.
 
 use std::collections::BTreeSet;
 
+use chat_worker::config::Config;
 use chat_worker::telemetry::metrics::Metrics;
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 
-fn read(path: &str) -> String {
+pub(super) fn read(path: &str) -> String {
     std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")))
         .unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-fn yaml(path: &str) -> Yaml {
+pub(super) fn yaml(path: &str) -> Yaml {
     let mut value: Yaml =
         serde_yaml::from_str(&read(path)).unwrap_or_else(|e| panic!("{path} is not YAML: {e}"));
     // Compose files use `<<:` merge keys, which docker compose applies.
@@ -67,6 +69,14 @@ fn the_compose_file_brings_up_the_services_the_fleet_and_the_observability_stack
         assert_eq!(config["worker"]["id"], worker);
         assert_eq!(config["amqp"]["url"], "amqp://guest:***@rabbitmq:5672/%2f");
         assert_eq!(config["database"]["url"], "postgres://postgres:***@postgres:5432/worker");
+        // Compose kills a container 10 s after SIGTERM unless told otherwise.
+        let grace = services[worker]["stop_grace_period"].as_str().and_then(|g| g.strip_suffix('s'));
+        let grace: u64 = grace.and_then(|g| g.parse().ok()).expect("stop_grace_period in seconds, e.g. 75s");
+        let bound = chat_worker::worker::shutdown_bound(&typed(&config));
+        assert!(
+            grace > bound.as_secs(),
+            "{worker}: stop_grace_period {grace}s must exceed the stop bound {bound:?}"
+        );
     }
     let collector = yaml("deploy/otel-collector.yaml");
     assert!(
@@ -77,7 +87,7 @@ fn the_compose_file_brings_up_the_services_the_fleet_and_the_observability_stack
 }
 
 /// `worker config` run with exactly this environment (and nothing of ours).
-fn effective_config(environment: &Yaml) -> Json {
+pub(super) fn effective_config(environment: &Yaml) -> Json {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_worker"));
     command.env_clear().arg("config");
     for (key, value) in environment.as_mapping().expect("an environment mapping") {
@@ -90,6 +100,11 @@ fn effective_config(environment: &Yaml) -> Json {
     let out = command.output().expect("runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+/// `worker config`'s JSON as the `Config` it prints (passwords stay redacted).
+pub(super) fn typed(config: &Json) -> Config {
+    serde_json::from_value(config.clone()).expect("worker config's output is a Config")
 }
 
 #[test]

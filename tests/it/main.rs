@@ -20,6 +20,7 @@ mod history_cli;
 mod hostile;
 mod hostile_responders;
 mod in_progress;
+mod k8s_manifests;
 mod observability;
 mod operator;
 mod pipeline;

@@ -11,7 +11,7 @@ fn flag_beats_env_beats_file_beats_default() {
         let from_file = load_in(jail, Some(file), &none).expect("loads");
         assert_eq!(from_file.worker.concurrency, 7);
         assert_eq!(from_file.worker.max_attempts, 9);
-        assert_eq!(from_file.worker.shutdown_timeout_secs, 30, "untouched keys keep defaults");
+        assert_eq!(from_file.worker.shutdown_timeout_secs, 50, "untouched keys keep defaults");
 
         jail.set_env("WORKER__WORKER__CONCURRENCY", "8");
         jail.set_env("WORKER__AMQP__PREFETCH", "12");
