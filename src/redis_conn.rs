@@ -49,8 +49,12 @@ impl RedisConn {
                 let client = ClusterClientBuilder::new(seeds(url).collect::<Vec<_>>())
                     .connection_timeout(TIMEOUT)
                     .response_timeout(TIMEOUT)
-                    // Redirections (MOVED, ASK) and a failover in progress are retried
-                    // a few times inside the client; past that the caller's retry runs.
+                    // Redirections (MOVED, ASK) are followed inside the client; a
+                    // TRYAGAIN or CLUSTERDOWN is retried within the 2 s response
+                    // timeout (about once). A failover takes longer: the message's
+                    // attempt fails and is retried later (CONTRACT §3), nothing hangs.
+                    // A request whose connection dropped may be sent again: every
+                    // script is safe to run twice.
                     .retries(3)
                     .build()?;
                 Ok(Self::Cluster(client.get_async_connection().await?))

@@ -117,7 +117,22 @@ fn check_nodes(key: &'static str, urls: &str, mode: RedisMode) -> Result<(), Con
         RedisMode::Cluster => {
             for seed in seeds(urls) {
                 check_url(key, seed, &["redis", "rediss"])?;
+                // A cluster has database 0 only: a seed naming another would be ignored.
+                let db =
+                    url::Url::parse(seed).map(|u| u.path().trim_matches('/').to_owned()).unwrap_or_default();
+                require(
+                    db.is_empty() || db == "0",
+                    key,
+                    "a Redis Cluster has database 0 only: drop the seed's `/<db>`",
+                )?;
             }
+            let tls =
+                seeds(urls).map(|s| s.starts_with("rediss:")).collect::<std::collections::BTreeSet<_>>();
+            require(
+                tls.len() <= 1,
+                key,
+                "mixes redis:// and rediss:// seeds: a cluster's nodes are all TLS or none",
+            )?;
             require(seeds(urls).next().is_some(), key, "names no seed node")
         }
     }

@@ -45,12 +45,16 @@ impl Dedup {
                 Ok::<_, DedupError>((state || lock).then_some(shard))
             }
         });
+        // Found in one shard is found, whatever another shard's node answered.
+        let mut failed = None;
         for found in futures_util::future::join_all(asks).await {
-            if let Some(shard) = found? {
-                return Ok(Some(shard));
+            match found {
+                Ok(Some(shard)) => return Ok(Some(shard)),
+                Ok(None) => {}
+                Err(e) => failed = Some(e),
             }
         }
-        Ok(None)
+        failed.map_or(Ok(None), Err)
     }
 
     /// The processing state of one message, if Redis still has it.

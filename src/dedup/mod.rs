@@ -281,9 +281,21 @@ impl Dedup {
                 Ok::<_, DedupError>(raw.into_iter().map(move |(fp, at)| (at, shard, fp)))
             }
         });
+        // A shard whose node does not answer is skipped (and looked at next
+        // sweep), so one node down does not stop the sweep of the others.
         let mut all: Vec<(f64, Shard, String)> = Vec::new();
+        let mut failed = None;
         for found in futures_util::future::join_all(per_shard).await {
-            all.extend(found?);
+            match found {
+                Ok(found) => all.extend(found),
+                Err(e) => failed = Some(e),
+            }
+        }
+        if let Some(e) = failed {
+            if all.is_empty() {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, "some shards' in-flight sets could not be read; the others are listed");
         }
         all.sort_by(|a, b| a.0.total_cmp(&b.0));
         Ok(all

@@ -15,13 +15,17 @@ use redis::Script;
 /// ARGV: lock value, worker id, lock TTL ms, state TTL ms, now ms, fingerprint,
 /// instance, and the lock value of a holder the caller found dead ('' for none).
 /// KEYS[4], if given, is fetched along.
+/// Safe to run twice with the same ARGV (a cluster client re-sends a request
+/// whose connection dropped before the answer came): a lock already holding
+/// ARGV[1] is this very claim's, and its acquisition is answered again.
 /// Returns {verdict, worker, attempts, fetched, fence, holder}: verdict
 /// `completed`; `held` (by `holder`, whose liveness the caller checks; unless it
 /// is the holder ARGV[8] names); `acquired`; or `taken_over` (from a process that
 /// is gone, whose lock lapsed mid-processing, or whose lock was released by the
 /// sweeper or an operator: it may still wake up). `fence` is the acquisition's
-/// fencing token: Redis's clock in microseconds, so it only grows, even across a
-/// Redis that lost its data.
+/// fencing token: the clock of the Redis node serving the slot, in microseconds,
+/// so it only grows, even across a Redis that lost its data, as long as the
+/// clocks of the nodes a slot moves between (failover, resharding) agree.
 pub(super) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -30,6 +34,14 @@ if status == 'completed' then
   return {'completed', redis.call('HGET', KEYS[1], 'worker_id') or '', 0, false, 0, ''}
 end
 local holder = redis.call('GET', KEYS[2])
+if holder == ARGV[1] then
+  local again = redis.call('HMGET', KEYS[1], 'attempts', 'fence', 'taken_from')
+  local fetched = false
+  if KEYS[4] then fetched = redis.call('GET', KEYS[4]) end
+  local verdict = 'acquired'
+  if again[3] and again[3] ~= '' then verdict = 'taken_over' end
+  return {verdict, again[3] or '', tonumber(again[1]) or 0, fetched, tonumber(again[2]) or 0, ''}
+end
 local previous = ''
 if holder then
   local _, inst, wid = string.match(holder, '^([^|]*)|([^|]*)|(.*)$')
@@ -45,7 +57,7 @@ local fence = tonumber(now[1]) * 1000000 + tonumber(now[2])
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', 'processing', 'worker_id', ARGV[2], 'instance', ARGV[7],
-           'started_at', ARGV[5], 'fence', fence)
+           'started_at', ARGV[5], 'fence', fence, 'taken_from', previous)
 redis.call('HDEL', KEYS[1], 'completed_at')
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6])
@@ -110,3 +122,7 @@ return -1
 "#,
     )
 });
+
+#[cfg(test)]
+#[path = "scripts_tests.rs"]
+mod tests;
