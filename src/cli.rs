@@ -19,7 +19,7 @@ use values::Since;
                   deduplicates and locks them in Redis, stores each message and its reply \
                   in PostgreSQL, and publishes the reply to `chat.outbound`.\n\n\
                   Configuration: built-in defaults < --config file < environment \
-                  (AMQP_URL, REDIS_URL, DATABASE_URL, WORKER__<SECTION>__<KEY>) < flags."
+                  (AMQP_URL, REDIS_URL, DATABASE_URL, DATABASE_LISTEN_URL, WORKER__<SECTION>__<KEY>) < flags."
 )]
 pub struct Cli {
     /// TOML configuration file (see worker.toml for every key and its default).

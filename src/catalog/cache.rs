@@ -16,13 +16,12 @@ use moka::future::Cache;
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::Weight;
 use crate::config::CacheConfig;
 use crate::model::catalog::{Catalog, Knowledge, Profile};
-use crate::store::{self, StoreError};
+use crate::store::{self, Db, StoreError};
 
 /// Hits and misses per tier, for metrics and benchmarks.
 #[derive(Debug, Default)]
@@ -41,7 +40,7 @@ pub struct CatalogCache {
 }
 
 struct Inner {
-    pool: PgPool,
+    db: Db,
     redis: ConnectionManager,
     prefix: String,
     profiles: Tier<Profile>,
@@ -89,12 +88,12 @@ impl<T: Weight + Send + Sync + 'static> Tier<T> {
 }
 
 impl CatalogCache {
-    pub fn new(pool: PgPool, redis: ConnectionManager, key_prefix: &str, config: &CacheConfig) -> Self {
+    pub fn new(db: Db, redis: ConnectionManager, key_prefix: &str, config: &CacheConfig) -> Self {
         let bytes = config.local_max_bytes;
         let secs = Duration::from_secs;
         Self {
             inner: Arc::new(Inner {
-                pool,
+                db,
                 redis,
                 prefix: format!("{key_prefix}cache:"),
                 // The memory bound is shared out by how large each kind tends to be.
@@ -112,18 +111,18 @@ impl CatalogCache {
     }
 
     pub async fn profile(&self, tenant: Uuid) -> Result<Arc<Profile>, StoreError> {
-        let pool = &self.inner.pool;
-        self.get(&self.inner.profiles, tenant, || store::load_profile(pool, tenant)).await
+        let db = &self.inner.db;
+        self.get(&self.inner.profiles, tenant, || store::load_profile(db, tenant)).await
     }
 
     pub async fn catalog(&self, tenant: Uuid) -> Result<Arc<Catalog>, StoreError> {
-        let pool = &self.inner.pool;
-        self.get(&self.inner.catalogs, tenant, || store::load_catalog(pool, tenant)).await
+        let db = &self.inner.db;
+        self.get(&self.inner.catalogs, tenant, || store::load_catalog(db, tenant)).await
     }
 
     pub async fn knowledge(&self, tenant: Uuid) -> Result<Arc<Knowledge>, StoreError> {
-        let pool = &self.inner.pool;
-        self.get(&self.inner.knowledge, tenant, || store::load_knowledge(pool, tenant)).await
+        let db = &self.inner.db;
+        self.get(&self.inner.knowledge, tenant, || store::load_knowledge(db, tenant)).await
     }
 
     /// Loads all three for a tenant into both tiers.

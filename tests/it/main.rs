@@ -23,6 +23,7 @@ mod in_progress;
 mod observability;
 mod operator;
 mod pipeline;
+mod pooler;
 mod race;
 mod raw_amqp;
 mod redis_loss;
