@@ -21,6 +21,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "context", include_str!("../../migrations/0002_context.sql")),
     (3, "fencing", include_str!("../../migrations/0003_fencing.sql")),
     (4, "hot conversation updates", include_str!("../../migrations/0004_hot_conversation_updates.sql")),
+    (5, "retention", include_str!("../../migrations/0005_retention.sql")),
 ];
 
 #[derive(Debug)]
