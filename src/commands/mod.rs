@@ -6,6 +6,7 @@ mod dead;
 mod history;
 mod locks;
 mod migrate;
+mod prune;
 mod run;
 mod stats;
 
@@ -15,6 +16,7 @@ pub use dead::dead;
 pub use history::history;
 pub use locks::{locks, state};
 pub use migrate::migrate;
+pub use prune::prune;
 pub use run::run;
 pub use stats::stats;
 

@@ -3,7 +3,7 @@
 //! One function per query, each taking a [`Db`] (or a connection or transaction
 //! of one), which sends it directly or through a transaction pooler as
 //! configured (`db.rs`). Callers see domain verbs (`load_catalog`,
-//! `load_context`, `record_exchange`, `history_page`), never rows or SQL.
+//! `load_context`, `record_exchange`, `history_page`, `prune`), never rows or SQL.
 
 mod batch;
 pub mod catalog;
@@ -13,6 +13,7 @@ mod db;
 mod history;
 mod messages;
 mod migrate;
+pub mod retention;
 pub mod stats;
 mod writer;
 

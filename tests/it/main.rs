@@ -30,6 +30,7 @@ mod redis_loss;
 mod refused_publish;
 mod rejects;
 mod responders;
+mod retention;
 mod retries;
 mod shutdown;
 mod traces;

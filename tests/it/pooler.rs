@@ -222,6 +222,8 @@ async fn the_commands_work_through_pgbouncer() {
     assert!(history.status.success(), "{}", String::from_utf8_lossy(&history.stderr));
     let page: serde_json::Value = serde_json::from_slice(&history.stdout).expect("one JSON object");
     assert_eq!(page["total"], 2, "{page}");
+    let pruned = command(&env, &["prune", "--older-than", "90d", "--dry-run"]).await;
+    assert!(pruned.status.success(), "{}", String::from_utf8_lossy(&pruned.stderr));
     let stats = command(&env, &["stats", "--fresh", "--json"]).await;
     assert!(stats.status.success(), "{}", String::from_utf8_lossy(&stats.stderr));
     env.finish().await;
