@@ -19,7 +19,7 @@ use values::Since;
                   deduplicates and locks them in Redis, stores each message and its reply \
                   in PostgreSQL, and publishes the reply to `chat.outbound`.\n\n\
                   Configuration: built-in defaults < --config file < environment \
-                  (AMQP_URL, REDIS_URL, DATABASE_URL, WORKER__<SECTION>__<KEY>) < flags."
+                  (AMQP_URL, REDIS_URL, DATABASE_URL, DATABASE_LISTEN_URL, WORKER__<SECTION>__<KEY>) < flags."
 )]
 pub struct Cli {
     /// TOML configuration file (see worker.toml for every key and its default).
@@ -68,6 +68,9 @@ pub enum Command {
     /// The dead-letter queue: list it, or send messages back for another try.
     #[command(subcommand)]
     Dead(DeadCommand),
+    /// Delete messages, agent interactions, fences and emptied conversations older
+    /// than a retention period, in small transactions, while the workers run.
+    Prune(PruneArgs),
     /// What the agent did: conversations by status, messages, handoff rate,
     /// confidence, responder latency and cost (cached for a minute).
     Stats(StatsArgs),
@@ -90,6 +93,20 @@ pub struct StatsArgs {
     /// Compute now instead of using a result cached in the last minute.
     #[arg(long)]
     pub fresh: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Keep this much: a span such as 90d or 2160h, at least 7d (a copy of a message
+    /// arriving after its rows are gone would be answered again).
+    #[arg(long, value_name = "SPAN", value_parser = values::older_than)]
+    pub older_than: chrono::TimeDelta,
+    /// Rows deleted per transaction (1 to 100000).
+    #[arg(long, default_value_t = 10_000, value_name = "N", value_parser = values::prune_batch)]
+    pub batch_size: u32,
+    /// Count what would be deleted, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -56,6 +56,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Locks(command) => commands::locks(&config, command).await,
         Command::State { fingerprint, json } => commands::state(&config, fingerprint, *json).await,
         Command::Dead(command) => commands::dead(&config, command).await,
+        Command::Prune(args) => commands::prune(&config, args).await,
         Command::Stats(args) => commands::stats(&config, args).await,
         Command::Config => commands::config(&config),
     }

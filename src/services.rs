@@ -8,13 +8,12 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
-use sqlx::PgPool;
 
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::redact::redact_url;
 use crate::redis_conn::RedisConn;
-use crate::store;
+use crate::store::{self, Db, DbSettings};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{service} at {url} is not reachable after {:.1}s: {last_error}", waited.as_secs_f64())]
@@ -69,25 +68,28 @@ fn redact_url_in(text: &str, url: &str) -> String {
 
 /// `statement_timeout`: PostgreSQL cancels any statement running longer (the
 /// worker's; administrative commands, migrations among them, go unbounded).
+/// Through a transaction pooler (`database.listen_url` set) the handle also
+/// holds a direct pool for LISTEN, connected on first use.
 pub async fn postgres(
     config: &Config,
     deadline: Instant,
     statement_timeout: Option<Duration>,
-) -> Result<PgPool, Unreachable> {
-    let url = &config.database.url;
-    let max = config.database.max_connections;
-    let pool = match statement_timeout {
-        Some(timeout) => store::bounded_pool(url, max, timeout),
-        None => store::pool(url, max),
+) -> Result<Db, Unreachable> {
+    let c = &config.database;
+    let settings = DbSettings {
+        max_connections: c.max_connections,
+        statement_timeout,
+        session_url: c.through_pooler().then_some(c.listen_url.as_str()),
+        prepared_statements: c.prepared_statements,
     };
-    let pool = pool.map_err(|e| Unreachable {
+    let db = Db::connect_lazy(&c.url, settings).map_err(|e| Unreachable {
         service: "postgresql",
-        url: redact_url(url),
+        url: redact_url(&c.url),
         waited: Duration::ZERO,
         last_error: e.to_string(),
     })?;
-    wait_for("postgresql", url, deadline, || store::ping(&pool)).await?;
-    Ok(pool)
+    wait_for("postgresql", &c.url, deadline, || store::ping(&db)).await?;
+    Ok(db)
 }
 
 pub async fn redis(config: &Config, deadline: Instant) -> Result<RedisConn, Unreachable> {

@@ -15,7 +15,6 @@ use std::time::Duration;
 use moka::future::Cache;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::Weight;
@@ -23,7 +22,7 @@ use crate::config::CacheConfig;
 use crate::keys::Keys;
 use crate::model::catalog::{Catalog, Knowledge, Profile};
 use crate::redis_conn::RedisConn;
-use crate::store::{self, StoreError};
+use crate::store::{self, Db, StoreError};
 
 /// Hits and misses per tier, for metrics and benchmarks.
 #[derive(Debug, Default)]
@@ -42,7 +41,7 @@ pub struct CatalogCache {
 }
 
 struct Inner {
-    pool: PgPool,
+    db: Db,
     redis: RedisConn,
     keys: Keys,
     profiles: Tier<Profile>,
@@ -90,12 +89,12 @@ impl<T: Weight + Send + Sync + 'static> Tier<T> {
 }
 
 impl CatalogCache {
-    pub fn new(pool: PgPool, redis: RedisConn, key_prefix: &str, config: &CacheConfig) -> Self {
+    pub fn new(db: Db, redis: RedisConn, key_prefix: &str, config: &CacheConfig) -> Self {
         let bytes = config.local_max_bytes;
         let secs = Duration::from_secs;
         Self {
             inner: Arc::new(Inner {
-                pool,
+                db,
                 redis,
                 keys: Keys::new(key_prefix),
                 // The memory bound is shared out by how large each kind tends to be.
@@ -113,18 +112,18 @@ impl CatalogCache {
     }
 
     pub async fn profile(&self, tenant: Uuid) -> Result<Arc<Profile>, StoreError> {
-        let pool = &self.inner.pool;
-        self.get(&self.inner.profiles, tenant, || store::load_profile(pool, tenant)).await
+        let db = &self.inner.db;
+        self.get(&self.inner.profiles, tenant, || store::load_profile(db, tenant)).await
     }
 
     pub async fn catalog(&self, tenant: Uuid) -> Result<Arc<Catalog>, StoreError> {
-        let pool = &self.inner.pool;
-        self.get(&self.inner.catalogs, tenant, || store::load_catalog(pool, tenant)).await
+        let db = &self.inner.db;
+        self.get(&self.inner.catalogs, tenant, || store::load_catalog(db, tenant)).await
     }
 
     pub async fn knowledge(&self, tenant: Uuid) -> Result<Arc<Knowledge>, StoreError> {
-        let pool = &self.inner.pool;
-        self.get(&self.inner.knowledge, tenant, || store::load_knowledge(pool, tenant)).await
+        let db = &self.inner.db;
+        self.get(&self.inner.knowledge, tenant, || store::load_knowledge(db, tenant)).await
     }
 
     /// Loads all three for a tenant into both tiers.

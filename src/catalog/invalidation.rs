@@ -6,17 +6,21 @@
 //! Notifications sent while the listener was disconnected are lost, so after
 //! every (re)connection the worker re-reads all versions and empties its
 //! in-process tier: nothing stale outlives a reconnect.
+//!
+//! LISTEN needs one session throughout: through a transaction pooler it is
+//! accepted and then never delivers (the session that ran it is lent to other
+//! clients), so the listener uses the direct connection, `database.listen_url`
+//! ([`Db::session_pool`]); the versions are read like any other statement.
 
 use std::time::Duration;
 
-use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::CatalogCache;
-use crate::store::{self, StoreError};
+use crate::store::{self, Db, StoreError};
 
 pub const CHANNEL: &str = "chat_worker_cache";
 
@@ -29,7 +33,7 @@ pub fn parse(payload: &str) -> Option<(Uuid, i64)> {
 /// Listens until `stop`. `synced` is told once the first subscription and
 /// version sync are done (or failed), so the worker can wait for it at start.
 pub async fn listen(
-    pool: PgPool,
+    db: Db,
     cache: CatalogCache,
     stop: CancellationToken,
     synced: oneshot::Sender<Result<(), StoreError>>,
@@ -37,7 +41,7 @@ pub async fn listen(
     let mut synced = Some(synced);
     let mut pause = Duration::from_millis(200);
     loop {
-        let subscribed = subscribe(&pool, &cache).await;
+        let subscribed = subscribe(&db, &cache).await;
         let mut listener = match subscribed {
             Ok(listener) => {
                 if let Some(tx) = synced.take() {
@@ -73,7 +77,7 @@ pub async fn listen(
                 // whatever was sent meanwhile is lost, so resynchronise.
                 Ok(None) => {
                     tracing::warn!("cache invalidation listener reconnecting; resynchronising");
-                    if let Err(e) = resync(&pool, &cache).await {
+                    if let Err(e) = resync(&db, &cache).await {
                         tracing::warn!(error = %e, "cache resync failed");
                         break;
                     }
@@ -87,16 +91,16 @@ pub async fn listen(
     }
 }
 
-async fn subscribe(pool: &PgPool, cache: &CatalogCache) -> Result<PgListener, StoreError> {
-    let mut listener = PgListener::connect_with(pool).await?;
+async fn subscribe(db: &Db, cache: &CatalogCache) -> Result<PgListener, StoreError> {
+    let mut listener = PgListener::connect_with(db.session_pool()).await?;
     listener.listen(CHANNEL).await?;
     // Listening first, then reading versions: no change can fall in between.
-    resync(pool, cache).await?;
+    resync(db, cache).await?;
     Ok(listener)
 }
 
-async fn resync(pool: &PgPool, cache: &CatalogCache) -> Result<(), StoreError> {
-    let versions = store::catalog::catalog_versions(pool).await?;
+async fn resync(db: &Db, cache: &CatalogCache) -> Result<(), StoreError> {
+    let versions = store::catalog::catalog_versions(db).await?;
     cache.resync(versions).await;
     Ok(())
 }

@@ -18,6 +18,12 @@ pub const MAX_DEAD_LETTERS: usize = 1_000_000;
 pub const MAX_SINCE_DAYS: u64 = 36_500;
 /// CONTRACT §2's bound on `customer.external_id`.
 const MAX_CUSTOMER_CHARS: usize = 128;
+/// The shortest retention `worker prune` accepts: the longest a copy of a message
+/// is expected to arrive after its original (README, "Retention"). WhatsApp's
+/// webhooks, the longest-retrying of the channels, are retried for up to 7 days.
+pub const MIN_RETENTION_DAYS: u64 = 7;
+/// Most rows one prune transaction deletes.
+pub const MAX_PRUNE_BATCH: u32 = 100_000;
 
 /// A whole number from `min` to `max`, written in decimal digits alone (no sign,
 /// no spaces, no `1e3`).
@@ -58,6 +64,10 @@ pub fn locks_limit(text: &str) -> Result<usize, String> {
 
 pub fn dead_limit(text: &str) -> Result<usize, String> {
     whole_usize(text, MAX_DEAD_LETTERS)
+}
+
+pub fn prune_batch(text: &str) -> Result<u32, String> {
+    whole_u32(text, MAX_PRUNE_BATCH)
 }
 
 pub fn worker_id(text: &str) -> Result<String, String> {
@@ -111,12 +121,32 @@ pub fn since(text: &str) -> Result<Since, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(Since::At(t.with_timezone(&Utc)));
     }
-    let allowed = || {
+    span(text).map(Since::Ago).ok_or_else(|| {
         format!(
             "must be an RFC 3339 time such as 2026-11-21T10:00:00Z, or a span back from now such as \
              30m, 24h or 7d, of at most {MAX_SINCE_DAYS}d"
         )
-    };
+    })
+}
+
+/// `worker prune --older-than`: a span of at least [`MIN_RETENTION_DAYS`] days,
+/// such as `90d` or `2160h`, at most a century.
+pub fn older_than(text: &str) -> Result<TimeDelta, String> {
+    let floor = TimeDelta::days(MIN_RETENTION_DAYS as i64);
+    match span(text) {
+        Some(span) if span >= floor => Ok(span),
+        Some(_) => Err(format!(
+            "keeps less than {MIN_RETENTION_DAYS}d: a copy of a message that arrives after its rows are \
+             deleted would be answered a second time (see the README, \"Retention\")"
+        )),
+        None => Err(format!(
+            "must be a span such as 90d or 2160h, from {MIN_RETENTION_DAYS}d to {MAX_SINCE_DAYS}d"
+        )),
+    }
+}
+
+/// `30m`, `24h`, `7d`: whole minutes, hours or days, at most a century.
+fn span(text: &str) -> Option<TimeDelta> {
     let (number, per_unit) = if let Some(n) = text.strip_suffix('m') {
         (n, 60)
     } else if let Some(n) = text.strip_suffix('h') {
@@ -124,13 +154,12 @@ pub fn since(text: &str) -> Result<Since, String> {
     } else if let Some(n) = text.strip_suffix('d') {
         (n, 86_400)
     } else {
-        return Err(allowed());
+        return None;
     };
     let max = MAX_SINCE_DAYS * 86_400 / per_unit;
-    let n = whole_number(number, 0, max).map_err(|_| allowed())?;
+    let n = whole_number(number, 0, max).ok()?;
     // Within i64 seconds by the bound above, so neither conversion can fail.
-    let seconds = i64::try_from(n * per_unit).map_err(|_| allowed())?;
-    TimeDelta::try_seconds(seconds).map(Since::Ago).ok_or_else(allowed)
+    TimeDelta::try_seconds(i64::try_from(n * per_unit).ok()?)
 }
 
 #[cfg(test)]

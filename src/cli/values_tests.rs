@@ -26,6 +26,26 @@ fn since_takes_times_and_spans_up_to_a_century() {
 }
 
 #[test]
+fn older_than_takes_spans_of_at_least_the_retention_floor() {
+    assert_eq!(older_than("90d"), Ok(TimeDelta::days(90)));
+    assert_eq!(older_than("7d"), Ok(TimeDelta::days(7)));
+    assert_eq!(older_than("168h"), Ok(TimeDelta::hours(168)));
+    for short in ["6d", "167h", "0m", "1d"] {
+        let err = older_than(short).expect_err(short);
+        assert!(
+            err.contains("keeps less than 7d") && err.contains("answered a second time"),
+            "{short}: {err}"
+        );
+    }
+    for bad in ["90", "2026-11-01T00:00:00Z", "-90d", "36501d", "", "é"] {
+        let err = older_than(bad).expect_err(bad);
+        assert!(err.contains("must be a span such as 90d"), "{bad}: {err}");
+    }
+    assert_eq!(prune_batch("100000"), Ok(100_000));
+    assert!(prune_batch("0").is_err() && prune_batch("100001").is_err());
+}
+
+#[test]
 fn numbers_are_digits_within_their_bounds() {
     assert_eq!(page("1"), Ok(1));
     assert_eq!(page("4294967295"), Ok(u32::MAX));
@@ -82,6 +102,11 @@ proptest! {
         let _ = tenant(&text);
         if let Ok(c) = channel(&text) { prop_assert!(CHANNELS.contains(&c.as_str())); }
         if let Ok(c) = customer(&text) { prop_assert!((1..=128).contains(&c.chars().count())); }
+        if let Ok(n) = prune_batch(&text) { prop_assert!((1..=MAX_PRUNE_BATCH).contains(&n)); }
+        if let Ok(span) = older_than(&text) {
+            prop_assert!(span >= TimeDelta::days(MIN_RETENTION_DAYS as i64));
+            prop_assert!(span <= TimeDelta::days(MAX_SINCE_DAYS as i64));
+        }
         match since(&text) {
             Ok(Since::Ago(span)) => {
                 prop_assert!(span >= TimeDelta::zero() && span <= TimeDelta::days(MAX_SINCE_DAYS as i64));
@@ -114,6 +139,8 @@ proptest! {
             (vec!["worker", "cache", "invalidate", "--tenant"], "--tenant"),
             (vec!["worker", "run", "--concurrency"], "--concurrency"),
             (vec!["worker", "run", "--worker-id"], "--worker-id"),
+            (vec!["worker", "prune", "--older-than"], "--older-than"),
+            (vec!["worker", "prune", "--older-than", "90d", "--batch-size"], "--batch-size"),
         ];
         for (args, flag) in cases {
             let mut argv = args.clone();

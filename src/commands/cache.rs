@@ -8,7 +8,7 @@ use chat_worker::store;
 use crate::cli::CacheCommand;
 
 pub async fn cache(config: &Config, command: &CacheCommand) -> anyhow::Result<()> {
-    let pool = super::database(config).await?;
+    let db = super::database(config).await?;
     let deadline = std::time::Instant::now() + config.startup_timeout();
     let redis = chat_worker::services::redis(config, deadline).await?;
     let redis = chat_worker::services::redis_cache(config, deadline, &redis).await?;
@@ -16,9 +16,9 @@ pub async fn cache(config: &Config, command: &CacheCommand) -> anyhow::Result<()
         CacheCommand::Warm { tenant } => {
             let tenants = match tenant {
                 Some(t) => vec![*t],
-                None => store::catalog::active_tenants(&pool).await.context("listing tenants")?,
+                None => store::catalog::active_tenants(&db).await.context("listing tenants")?,
             };
-            let cache = CatalogCache::new(pool, redis, &config.redis.key_prefix, &config.cache);
+            let cache = CatalogCache::new(db, redis, &config.redis.key_prefix, &config.cache);
             for t in &tenants {
                 cache.warm(*t).await.with_context(|| format!("warming tenant {t}"))?;
                 let catalog = cache.catalog(*t).await?;
@@ -34,8 +34,8 @@ pub async fn cache(config: &Config, command: &CacheCommand) -> anyhow::Result<()
         }
         CacheCommand::Invalidate { tenant } => {
             let version =
-                store::catalog::bump_version(&pool, *tenant).await.context("bumping the tenant's version")?;
-            let cache = CatalogCache::new(pool, redis, &config.redis.key_prefix, &config.cache);
+                store::catalog::bump_version(&db, *tenant).await.context("bumping the tenant's version")?;
+            let cache = CatalogCache::new(db, redis, &config.redis.key_prefix, &config.cache);
             cache.forget_shared(*tenant).await;
             println!(
                 "tenant {tenant}: cache invalidated (version {version}); running workers drop their copies now"

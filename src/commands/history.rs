@@ -7,8 +7,8 @@ use chat_worker::store::{self, HistoryPage};
 use crate::cli::HistoryArgs;
 
 pub async fn history(config: &Config, args: &HistoryArgs) -> anyhow::Result<()> {
-    let pool = super::database(config).await?;
-    let conversation = store::customer_conversation(&pool, args.tenant, &args.channel, &args.customer)
+    let db = super::database(config).await?;
+    let conversation = store::customer_conversation(&db, args.tenant, &args.channel, &args.customer)
         .await
         .context("finding the conversation")?;
     let Some(conversation_id) = conversation else {
@@ -19,7 +19,7 @@ pub async fn history(config: &Config, args: &HistoryArgs) -> anyhow::Result<()> 
             args.tenant
         );
     };
-    let page = store::history_page(&pool, conversation_id, args.page, args.page_size)
+    let page = store::history_page(&db, conversation_id, args.page, args.page_size)
         .await
         .context("reading the conversation")?;
     if args.json {

@@ -53,8 +53,8 @@ pub async fn state(config: &Config, fp: &Fingerprint, as_json: bool) -> anyhow::
     let dedup = dedup(config).await?;
     let state = dedup.state(fp).await.context("reading the processing state")?;
     let deadline = std::time::Instant::now() + config.startup_timeout();
-    let pool = chat_worker::services::postgres(config, deadline, None).await?;
-    let reply = store::stored_reply(&pool, fp).await.context("reading the stored reply")?;
+    let db = chat_worker::services::postgres(config, deadline, None).await?;
+    let reply = store::stored_reply(&db, fp).await.context("reading the stored reply")?;
     if as_json {
         let committed = reply
             .as_ref()

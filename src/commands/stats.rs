@@ -11,7 +11,7 @@ use crate::cli::StatsArgs;
 
 pub async fn stats(config: &Config, args: &StatsArgs) -> anyhow::Result<()> {
     let since = args.since.resolve(Utc::now()).context("--since reaches before the earliest time")?;
-    let pool = super::database(config).await?;
+    let db = super::database(config).await?;
     let deadline = std::time::Instant::now() + config.startup_timeout();
     let redis = match chat_worker::services::redis(config, deadline).await {
         Ok(redis) => chat_worker::services::redis_cache(config, deadline, &redis).await.ok(),
@@ -22,7 +22,7 @@ pub async fn stats(config: &Config, args: &StatsArgs) -> anyhow::Result<()> {
     let figures = match cached {
         Some(figures) => figures,
         None => {
-            let figures = stats::stats(&pool, args.tenant, since).await.context("computing statistics")?;
+            let figures = stats::stats(&db, args.tenant, since).await.context("computing statistics")?;
             cache.put(&figures).await;
             figures
         }

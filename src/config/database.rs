@@ -1,5 +1,6 @@
 //! `[database]`: the PostgreSQL pool, and how it is shared between grouped
-//! commits, grouped reads and everything else.
+//! commits, grouped reads and everything else; whether `url` goes through a
+//! transaction pooler (`listen_url` set), and whether statements are named.
 
 use std::fmt;
 
@@ -12,6 +13,14 @@ use super::{ConfigError, debug_redacted};
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
     pub url: String,
+    /// A direct (session) connection for LISTEN and `worker migrate` (CONTRACT §1,
+    /// `DATABASE_LISTEN_URL`). Set: `url` goes through a transaction pooler, so
+    /// every statement runs in an explicit transaction that sets the timeouts.
+    /// Empty: `url` is direct and serves both.
+    pub listen_url: String,
+    /// Named, cached prepared statements; `false` sends every statement unnamed
+    /// (PgBouncer before 1.21, RDS Proxy).
+    pub prepared_statements: bool,
     pub max_connections: u32,
     /// Most messages one commit records (group commit).
     pub commit_batch_max: usize,
@@ -27,6 +36,8 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: "postgres://postgres@127.0.0.1:5432/worker?sslmode=disable".into(),
+            listen_url: String::new(),
+            prepared_statements: true,
             max_connections: 16,
             commit_batch_max: 256,
             commits_in_flight: 1,
@@ -64,6 +75,20 @@ impl DatabaseConfig {
             "and database.reads_in_flight must be at least 1 each, and together leave at least 2 of \
              database.max_connections free (the LISTEN connection, catalog loads, fencing)",
         )?;
-        check_url("database.url", &self.url, &["postgres", "postgresql"])
+        check_url("database.url", &self.url, &["postgres", "postgresql"])?;
+        if self.through_pooler() {
+            check_url("database.listen_url", &self.listen_url, &["postgres", "postgresql"])?;
+        }
+        Ok(())
+    }
+
+    /// Whether `url` goes through a transaction pooler: `listen_url` is set.
+    pub fn through_pooler(&self) -> bool {
+        !self.listen_url.is_empty()
+    }
+
+    /// The direct (session) connection: `listen_url`, or `url` when that is direct.
+    pub fn session_url(&self) -> &str {
+        if self.through_pooler() { &self.listen_url } else { &self.url }
     }
 }

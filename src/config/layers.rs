@@ -12,10 +12,11 @@ use figment::{Figment, Metadata, Profile, Provider};
 use super::{Config, Overrides};
 
 /// The plain variables CONTRACT §1 names, and the key each sets.
-const CONTRACT_VARS: [(&str, &str); 4] = [
+const CONTRACT_VARS: [(&str, &str); 5] = [
     ("AMQP_URL", "amqp.url"),
     ("REDIS_URL", "redis.url"),
     ("DATABASE_URL", "database.url"),
+    ("DATABASE_LISTEN_URL", "database.listen_url"),
     ("WORKER_ADMIN_ADDR", "admin.addr"),
 ];
 
@@ -41,7 +42,7 @@ pub(super) fn figment(file: Option<(&Path, &str)>, flags: &Overrides) -> (Figmen
     (figment.merge(contract_env()).merge(nested_env()).merge(flags), layers)
 }
 
-/// `AMQP_URL`, `REDIS_URL`, `DATABASE_URL`, `WORKER_ADMIN_ADDR`.
+/// `AMQP_URL`, `REDIS_URL`, `DATABASE_URL`, `DATABASE_LISTEN_URL`, `WORKER_ADMIN_ADDR`.
 fn contract_env() -> SafeEnv {
     SafeEnv(Env::raw().only(&CONTRACT_VARS.map(|(var, _)| var)).map(|var| {
         let var = var.as_str().to_ascii_uppercase();

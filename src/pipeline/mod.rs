@@ -16,7 +16,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
 use tracing::Instrument;
 
 use crate::broker::Publisher;
@@ -39,7 +38,7 @@ use self::stop::Stop;
 
 #[derive(Clone)]
 pub struct Pipeline {
-    pub pool: PgPool,
+    pub db: store::Db,
     /// Stage "history": context reads shared with the other messages in flight.
     pub reader: store::ContextReader,
     /// Stage "persist": group commits shared with the other messages in flight.
@@ -64,7 +63,7 @@ pub struct PipelineSettings {
 
 /// What a pipeline is built from besides its configuration.
 pub struct Parts {
-    pub pool: PgPool,
+    pub db: store::Db,
     pub dedup: Dedup,
     pub cache: CatalogCache,
     pub responder: Arc<dyn Responder>,
@@ -78,7 +77,7 @@ impl Pipeline {
     /// (`WORKER_TEST_CRASH_AT` is read here: a test aid, see [`PipelineSettings`].)
     pub fn assemble(config: &Config, parts: Parts) -> Self {
         let writer = store::Writer::start(
-            parts.pool.clone(),
+            parts.db.clone(),
             store::WriterSettings {
                 max_batch: config.database.commit_batch_max,
                 in_flight: config.database.commits_in_flight,
@@ -89,7 +88,7 @@ impl Pipeline {
             },
         );
         let reader = store::ContextReader::start(
-            parts.pool.clone(),
+            parts.db.clone(),
             config.database.reads_in_flight,
             config.context.history_limit,
         );
@@ -101,8 +100,8 @@ impl Pipeline {
             deadline: Duration::from_secs(config.worker.message_deadline_secs),
             crash_at: std::env::var("WORKER_TEST_CRASH_AT").ok(),
         };
-        let Parts { pool, dedup, cache, responder, publisher, metrics } = parts;
-        Self { pool, reader, writer, dedup, cache, responder, publisher, settings, metrics }
+        let Parts { db, dedup, cache, responder, publisher, metrics } = parts;
+        Self { db, reader, writer, dedup, cache, responder, publisher, settings, metrics }
     }
 
     pub async fn process(&self, envelope: &Envelope<'_>) -> Outcome {
@@ -215,7 +214,7 @@ impl Pipeline {
         let Some(gone) = &lease.took_over_from else { return Ok(()) };
         self.metrics.lock_takeovers.inc();
         tracing::info!(fingerprint = %lease.fingerprint, worker = %gone, "taking over from a worker that is gone");
-        if store::register_fence(&self.pool, &lease.fingerprint, lease.fence).await? {
+        if store::register_fence(&self.db, &lease.fingerprint, lease.fence).await? {
             Ok(())
         } else {
             Err(Stop::Fail(Failure::FencedOut))

@@ -10,18 +10,18 @@
 use std::future::Future;
 
 use prometheus_client::metrics::histogram::Histogram;
-use sqlx::pool::PoolConnection;
-use sqlx::{PgPool, Postgres};
 use tokio::sync::mpsc;
 
-pub(super) type Connection = Option<PoolConnection<Postgres>>;
+use super::{Conn, Db};
+
+pub(super) type Connection = Option<Conn>;
 
 /// Starts the loop; jobs sent on the returned channel are handed to `run` in
 /// batches of at most `max_batch`, at most `slots` batches at once. `run` returns
 /// the connection to keep, or `None` after a failure. The loop ends when every
 /// sender is dropped.
 pub(super) fn start<J, F, Fut>(
-    pool: PgPool,
+    db: Db,
     slots: usize,
     max_batch: usize,
     batch_sizes: Option<Histogram>,
@@ -29,7 +29,7 @@ pub(super) fn start<J, F, Fut>(
 ) -> mpsc::UnboundedSender<J>
 where
     J: Send + 'static,
-    F: Fn(PgPool, Connection, Vec<J>) -> Fut + Send + Sync + 'static,
+    F: Fn(Db, Connection, Vec<J>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Connection> + Send + 'static,
 {
     let (jobs, mut queue) = mpsc::unbounded_channel::<J>();
@@ -51,7 +51,7 @@ where
             if let Some(sizes) = &batch_sizes {
                 sizes.observe(batch.len() as f64);
             }
-            let done = run(pool.clone(), connection, batch);
+            let done = run(db.clone(), connection, batch);
             let free = free.clone();
             tokio::spawn(async move {
                 let kept = done.await;
@@ -63,12 +63,9 @@ where
 }
 
 /// The slot's connection, or a fresh one from the pool.
-pub(super) async fn connection(
-    pool: &PgPool,
-    kept: Connection,
-) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+pub(super) async fn connection(db: &Db, kept: Connection) -> Result<Conn, sqlx::Error> {
     match kept {
         Some(connection) => Ok(connection),
-        None => pool.acquire().await,
+        None => db.acquire().await,
     }
 }

@@ -12,11 +12,10 @@
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use sqlx::PgPool;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::StoreError;
+use super::{Db, StoreError};
 use crate::model::catalog::{Catalog, Knowledge, KnowledgeEntry, Product, Profile, Service, TenantProfile};
 
 /// Characters kept of each text (PostgreSQL's `left` counts characters, so a cut
@@ -30,7 +29,7 @@ const CURRENCY_CHARS: i32 = 16;
 const DESCRIPTION_CHARS: i32 = 2_000;
 const CONTENT_CHARS: i32 = 4_000;
 
-pub async fn load_profile(pool: &PgPool, tenant_id: Uuid) -> Result<Profile, StoreError> {
+pub async fn load_profile(db: &Db, tenant_id: Uuid) -> Result<Profile, StoreError> {
     // `t.id IS NOT NULL` tells a tenant apart from none: a tenant whose name is
     // NULL exists all the same. A NULL `is_active` is not active, as for items.
     let sql = "SELECT COALESCE((SELECT version FROM catalog_versions WHERE tenant_id = $1), 0),
@@ -38,12 +37,12 @@ pub async fn load_profile(pool: &PgPool, tenant_id: Uuid) -> Result<Profile, Sto
                       COALESCE(t.settings, '{}'::jsonb)
                  FROM (SELECT 1) one LEFT JOIN tenants t ON t.id = $1";
     let (version, found, name, is_active, settings): (i64, bool, String, bool, Value) =
-        sqlx::query_as(sql).bind(tenant_id).bind(NAME_CHARS).fetch_one(pool).await?;
+        sqlx::query_as(sql).bind(tenant_id).bind(NAME_CHARS).fetch_one(db).await?;
     let tenant = found.then_some(TenantProfile { name, is_active, settings });
     Ok(Profile { version, tenant })
 }
 
-pub async fn load_catalog(pool: &PgPool, tenant_id: Uuid) -> Result<Catalog, StoreError> {
+pub async fn load_catalog(db: &Db, tenant_id: Uuid) -> Result<Catalog, StoreError> {
     // A price PostgreSQL's numeric can hold but a customer cannot be quoted
     // (NaN, infinity, absurd) is no price; so is a duration that is not a
     // number of minutes an i32 holds.
@@ -71,7 +70,7 @@ pub async fn load_catalog(pool: &PgPool, tenant_id: Uuid) -> Result<Catalog, Sto
             .bind(DESCRIPTION_CHARS)
             .bind(CATEGORY_CHARS)
             .bind(CURRENCY_CHARS)
-            .fetch_one(pool)
+            .fetch_one(db)
             .await?;
     Ok(Catalog {
         version,
@@ -81,7 +80,7 @@ pub async fn load_catalog(pool: &PgPool, tenant_id: Uuid) -> Result<Catalog, Sto
     })
 }
 
-pub async fn load_knowledge(pool: &PgPool, tenant_id: Uuid) -> Result<Knowledge, StoreError> {
+pub async fn load_knowledge(db: &Db, tenant_id: Uuid) -> Result<Knowledge, StoreError> {
     // A NULL type is what the column's default says an untyped entry is.
     let sql = "SELECT COALESCE((SELECT version FROM catalog_versions WHERE tenant_id = $1), 0),
            COALESCE((SELECT jsonb_agg(jsonb_build_object('id', id,
@@ -95,7 +94,7 @@ pub async fn load_knowledge(pool: &PgPool, tenant_id: Uuid) -> Result<Knowledge,
         .bind(CATEGORY_CHARS)
         .bind(NAME_CHARS)
         .bind(CONTENT_CHARS)
-        .fetch_one(pool)
+        .fetch_one(db)
         .await?;
     Ok(Knowledge {
         version,
@@ -119,16 +118,16 @@ fn decoded<T: DeserializeOwned>(rows: Vec<Value>, what: &str, tenant_id: Uuid) -
 }
 
 /// Every tenant's current version: what a worker must not serve anything older than.
-pub async fn catalog_versions(pool: &PgPool) -> Result<Vec<(Uuid, i64)>, StoreError> {
-    Ok(sqlx::query_as("SELECT tenant_id, version FROM catalog_versions").fetch_all(pool).await?)
+pub async fn catalog_versions(db: &Db) -> Result<Vec<(Uuid, i64)>, StoreError> {
+    Ok(sqlx::query_as("SELECT tenant_id, version FROM catalog_versions").fetch_all(db).await?)
 }
 
-pub async fn active_tenants(pool: &PgPool) -> Result<Vec<Uuid>, StoreError> {
-    Ok(sqlx::query_scalar("SELECT id FROM tenants WHERE is_active ORDER BY id").fetch_all(pool).await?)
+pub async fn active_tenants(db: &Db) -> Result<Vec<Uuid>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT id FROM tenants WHERE is_active ORDER BY id").fetch_all(db).await?)
 }
 
 /// Bumps a tenant's version: every worker drops what it cached for the tenant
 /// (through the same notification as a catalog change).
-pub async fn bump_version(pool: &PgPool, tenant_id: Uuid) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar("SELECT chat_worker_bump($1)").bind(tenant_id).fetch_one(pool).await?)
+pub async fn bump_version(db: &Db, tenant_id: Uuid) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar("SELECT chat_worker_bump($1)").bind(tenant_id).fetch_one(db).await?)
 }

@@ -5,11 +5,10 @@
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use sqlx::PgPool;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{Conversation, StoreError};
+use super::{Conn, Conversation, Db, StoreError};
 use crate::model::Inbound;
 use crate::model::{ConversationStatus, Direction, HistoryItem, NumberedList, Reference};
 
@@ -39,7 +38,7 @@ fn references_of(items: Vec<serde_json::Value>) -> Vec<Reference> {
 /// tenant's, channel's and customer's (CONTRACT §2).
 /// (The grouped `ContextReader` runs the same query for many messages at once.)
 pub async fn load_context(
-    pool: &PgPool,
+    db: &Db,
     msg: &Inbound,
     history_limit: u32,
     want_list: bool,
@@ -51,7 +50,7 @@ pub async fn load_context(
         conversation_id: msg.conversation_id,
         want_list,
     };
-    let rows = query(&mut *pool.acquire().await?, &[key], history_limit).await?;
+    let rows = query(&mut db.acquire().await?, &[key], history_limit).await?;
     let found = Found::group(rows).into_iter().next().and_then(|(_, found)| found);
     Ok(context_of(found, msg.conversation_id))
 }
@@ -143,9 +142,9 @@ struct Lookup {
 }
 
 impl ContextReader {
-    pub fn start(pool: PgPool, slots: usize, history_limit: u32) -> Self {
-        let jobs = super::batch::start(pool, slots, 256, None, move |pool, kept, lookups| async move {
-            read(&pool, kept, lookups, history_limit).await
+    pub fn start(db: Db, slots: usize, history_limit: u32) -> Self {
+        let jobs = super::batch::start(db, slots, 256, None, move |db, kept, lookups| async move {
+            read(&db, kept, lookups, history_limit).await
         });
         Self { jobs }
     }
@@ -172,13 +171,13 @@ impl ContextReader {
 }
 
 async fn read(
-    pool: &PgPool,
+    db: &Db,
     kept: super::batch::Connection,
     lookups: Vec<Lookup>,
     history_limit: u32,
 ) -> super::batch::Connection {
     let read = async {
-        let mut conn = super::batch::connection(pool, kept).await?;
+        let mut conn = super::batch::connection(db, kept).await?;
         let keys: Vec<Key> = lookups.iter().map(Lookup::key).collect();
         let rows = query(&mut conn, &keys, history_limit).await?;
         Ok::<_, StoreError>((conn, rows))
@@ -194,7 +193,7 @@ async fn read(
             tracing::warn!(batch = lookups.len(), error = %e, "grouped context read failed; reading its messages one by one");
             for lookup in lookups {
                 let alone = async {
-                    let mut conn = pool.acquire().await?;
+                    let mut conn = db.acquire().await?;
                     query(&mut conn, &[lookup.key()], history_limit).await
                 };
                 match alone.await {
@@ -232,11 +231,7 @@ impl Lookup {
     }
 }
 
-async fn query(
-    conn: &mut sqlx::PgConnection,
-    keys: &[Key<'_>],
-    history_limit: u32,
-) -> Result<Vec<BatchRow>, StoreError> {
+async fn query(conn: &mut Conn, keys: &[Key<'_>], history_limit: u32) -> Result<Vec<BatchRow>, StoreError> {
     Ok(sqlx::query_as(BATCH_SQL)
         .bind(keys.iter().map(|k| k.tenant_id).collect::<Vec<_>>())
         .bind(keys.iter().map(|k| k.channel).collect::<Vec<_>>())

@@ -6,10 +6,9 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::StoreError;
+use super::{Db, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HistoryMessage {
@@ -36,7 +35,7 @@ pub struct HistoryPage {
 
 /// The customer's current conversation on the channel, else their latest one.
 pub async fn customer_conversation(
-    pool: &PgPool,
+    db: &Db,
     tenant_id: Uuid,
     channel: &str,
     customer: &str,
@@ -48,7 +47,7 @@ pub async fn customer_conversation(
     .bind(tenant_id)
     .bind(channel)
     .bind(customer)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?)
 }
 
@@ -58,7 +57,7 @@ type MessageRow = (Uuid, String, String, String, String, DateTime<Utc>);
 /// size of 0 counts as 1, and a page past the end is empty without a query (its
 /// OFFSET, page × page size, can exceed what PostgreSQL's bigint holds).
 pub async fn history_page(
-    pool: &PgPool,
+    db: &Db,
     conversation_id: Uuid,
     page: u32,
     page_size: u32,
@@ -66,7 +65,7 @@ pub async fn history_page(
     let (page, page_size) = (page.max(1), page_size.max(1));
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE conversation_id = $1")
         .bind(conversation_id)
-        .fetch_one(pool)
+        .fetch_one(db)
         .await?;
     let offset = u64::from(page - 1).checked_mul(u64::from(page_size)).and_then(|o| i64::try_from(o).ok());
     let rows: Vec<MessageRow> = match offset {
@@ -78,7 +77,7 @@ pub async fn history_page(
             .bind(conversation_id)
             .bind(i64::from(page_size))
             .bind(offset)
-            .fetch_all(pool)
+            .fetch_all(db)
             .await?
         }
         _ => Vec::new(),

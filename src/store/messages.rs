@@ -2,10 +2,10 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Executor, Postgres};
 use uuid::Uuid;
 
-use super::StoreError;
+use super::{Db, StoreError};
 use crate::model::Answer;
 use crate::model::Fingerprint;
 use crate::model::Inbound;
@@ -82,8 +82,8 @@ impl Recorded {
 /// the reply row, the agent interaction, and the conversation's status — or
 /// nothing. The unique index on (fingerprint, direction) makes this the point
 /// where at most one reply per fingerprint is decided, whatever Redis believed.
-pub async fn record_exchange(pool: &PgPool, ex: &Exchange) -> Result<Recorded, StoreError> {
-    let mut tx = pool.begin().await?;
+pub async fn record_exchange(db: &Db, ex: &Exchange) -> Result<Recorded, StoreError> {
+    let mut tx = db.begin().await?;
     let conversation_id = match ex.conversation_id {
         Some(id) => id,
         None => open_conversation(&mut tx, &ex.inbound).await?,
@@ -138,7 +138,7 @@ pub async fn record_exchange(pool: &PgPool, ex: &Exchange) -> Result<Recorded, S
     .bind(usage.cost)
     .bind(ex.latency_ms)
     .bind(ex.fence)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut tx)
     .await?;
     if fenced {
         tx.rollback().await?;
@@ -146,7 +146,7 @@ pub async fn record_exchange(pool: &PgPool, ex: &Exchange) -> Result<Recorded, S
     }
     if inserted != 2 {
         tx.rollback().await?;
-        return existing(pool, &ex.fingerprint).await;
+        return existing(db, &ex.fingerprint).await;
     }
     tx.commit().await?;
     Ok(Recorded::new(ex, conversation_id))
@@ -163,8 +163,8 @@ pub(super) fn list_size(answer: &Answer) -> i16 {
 }
 
 /// The reply committed earlier for a fingerprint whose rows were already there.
-pub(super) async fn existing(pool: &PgPool, fp: &Fingerprint) -> Result<Recorded, StoreError> {
-    match stored_reply(pool, fp).await? {
+pub(super) async fn existing(db: &Db, fp: &Fingerprint) -> Result<Recorded, StoreError> {
+    match stored_reply(db, fp).await? {
         Some(reply) => Ok(Recorded::Existing(reply)),
         None => {
             Err(StoreError::Inconsistent(format!("fingerprint {fp} has an inbound row but no reply row")))
@@ -175,7 +175,7 @@ pub(super) async fn existing(pool: &PgPool, fp: &Fingerprint) -> Result<Recorded
 /// Registers a takeover's fencing token before its work starts: from then on, the
 /// holder it took over from cannot commit. Returns `false` if an even later holder
 /// registered first (this one is then stale too).
-pub async fn register_fence(pool: &PgPool, fp: &Fingerprint, token: i64) -> Result<bool, StoreError> {
+pub async fn register_fence(db: &Db, fp: &Fingerprint, token: i64) -> Result<bool, StoreError> {
     let registered: Option<i64> = sqlx::query_scalar(
         "INSERT INTO fences AS f (fingerprint, token) VALUES ($1, $2)
          ON CONFLICT (fingerprint) DO UPDATE SET token = EXCLUDED.token WHERE f.token < EXCLUDED.token
@@ -183,14 +183,18 @@ pub async fn register_fence(pool: &PgPool, fp: &Fingerprint, token: i64) -> Resu
     )
     .bind(fp.as_str())
     .bind(token)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?;
     Ok(registered.is_some())
 }
 
 /// Opens the customer's conversation, or finds the one a concurrent message just
-/// opened (the partial unique index makes them the same).
-pub(super) async fn open_conversation(conn: &mut PgConnection, msg: &Inbound) -> Result<Uuid, StoreError> {
+/// opened (the partial unique index makes them the same). Two statements, so
+/// that the second sees a conversation another transaction committed meanwhile.
+pub(super) async fn open_conversation<C>(conn: &mut C, msg: &Inbound) -> Result<Uuid, StoreError>
+where
+    for<'e> &'e mut C: Executor<'e, Database = Postgres>,
+{
     let opened: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO conversations (tenant_id, channel, customer_external_id, customer_name)
          VALUES ($1, $2, $3, $4)
@@ -220,13 +224,13 @@ pub(super) async fn open_conversation(conn: &mut PgConnection, msg: &Inbound) ->
 
 type StoredReplyRow = (Uuid, String, Option<bool>, Option<f32>, Option<Value>, DateTime<Utc>);
 
-pub async fn stored_reply(pool: &PgPool, fp: &Fingerprint) -> Result<Option<StoredReply>, StoreError> {
+pub async fn stored_reply(db: &Db, fp: &Fingerprint) -> Result<Option<StoredReply>, StoreError> {
     let row: Option<StoredReplyRow> = sqlx::query_as(
         "SELECT conversation_id, text, handoff, confidence, reply_references, created_at
            FROM messages WHERE fingerprint = $1 AND direction = 'out'",
     )
     .bind(fp.as_str())
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await?;
     Ok(row.map(|(conversation_id, text, handoff, confidence, references, created_at)| StoredReply {
         conversation_id,

@@ -3,7 +3,9 @@
 //! The SQL files are embedded in the binary (no runtime path to ship). sqlx's
 //! migrator holds a PostgreSQL advisory lock while it works, so several hosts may
 //! migrate at once; `CREATE DATABASE` races are settled by treating
-//! "already exists" as success.
+//! "already exists" as success. The lock is a session's: both run on a direct
+//! connection (`database.listen_url` when `database.url` is a transaction
+//! pooler, which would take it on one server and release it on another).
 
 use std::borrow::Cow;
 
@@ -19,6 +21,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "context", include_str!("../../migrations/0002_context.sql")),
     (3, "fencing", include_str!("../../migrations/0003_fencing.sql")),
     (4, "hot conversation updates", include_str!("../../migrations/0004_hot_conversation_updates.sql")),
+    (5, "retention", include_str!("../../migrations/0005_retention.sql")),
 ];
 
 #[derive(Debug)]
@@ -69,7 +72,7 @@ pub async fn create_database_if_missing(url: &str) -> Result<bool, StoreError> {
     }
 }
 
-/// Applies every migration not applied yet.
+/// Applies every migration not applied yet, over `pool`'s direct connections.
 pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     let migrator = Migrator::new(Embedded).await?;
     migrator.run(pool).await?;

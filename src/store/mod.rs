@@ -1,16 +1,19 @@
 //! PostgreSQL: the durable record and the last guarantee of "at most one reply".
 //!
-//! One function per query, each taking `&PgPool` or a transaction. Callers see
-//! domain verbs (`load_catalog`, `load_context`, `record_exchange`, `history_page`),
-//! never rows or SQL.
+//! One function per query, each taking a [`Db`] (or a connection or transaction
+//! of one), which sends it directly or through a transaction pooler as
+//! configured (`db.rs`). Callers see domain verbs (`load_catalog`,
+//! `load_context`, `record_exchange`, `history_page`, `prune`), never rows or SQL.
 
 mod batch;
 pub mod catalog;
 mod context;
 mod conversations;
+mod db;
 mod history;
 mod messages;
 mod migrate;
+pub mod retention;
 pub mod stats;
 mod writer;
 
@@ -22,6 +25,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 pub use catalog::{load_catalog, load_knowledge, load_profile};
 pub use context::{ContextReader, ConversationContext, load_context};
 pub use conversations::Conversation;
+pub use db::{Conn, Db, DbSettings, Tx};
 pub use history::{HistoryPage, customer_conversation, history_page};
 pub use messages::{Exchange, Recorded, StoredReply, record_exchange, register_fence, stored_reply};
 pub use migrate::{create_database_if_missing, migrate};
@@ -75,10 +79,13 @@ pub fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
     url.parse::<PgConnectOptions>().map_err(|e| StoreError::Url(crate::redact::redact_url(&e.to_string())))
 }
 
-/// A lazily connecting pool: the first query opens connections, so `run` can wait
-/// for the database with its own timeout and a clear message.
+/// A lazily connecting pool of direct connections, for statements of one's own
+/// (tests, tools, migrations); the worker's go through a [`Db`].
 pub fn pool(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
-    pool_with(connect_options(url)?, max_connections)
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(connect_options(url)?))
 }
 
 /// The longest a statement of the worker waits for a row lock. A row another
@@ -88,38 +95,13 @@ pub fn pool(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
 /// only the message whose row is locked waits for a retry (55P03 is transient).
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// A pool whose every statement PostgreSQL cancels after `statement_timeout`:
-/// the worker's bound on a write that the message deadline does not cut; and
-/// whose row-lock waits end after [`LOCK_TIMEOUT`] (or the statement timeout).
-pub fn bounded_pool(
-    url: &str,
-    max_connections: u32,
-    statement_timeout: Duration,
-) -> Result<PgPool, StoreError> {
-    let timeout = format!("{}ms", statement_timeout.as_millis());
-    let lock_timeout = format!("{}ms", LOCK_TIMEOUT.min(statement_timeout).as_millis());
-    let options = connect_options(url)?
-        .options([("statement_timeout", timeout.as_str()), ("lock_timeout", lock_timeout.as_str())]);
-    pool_with(options, max_connections)
-}
-
-fn pool_with(options: PgConnectOptions, max_connections: u32) -> Result<PgPool, StoreError> {
-    Ok(PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
-        // No ping before each use: a round trip per query saved; a dead
-        // connection fails its query, which is retried, and is then replaced.
-        .test_before_acquire(false)
-        .connect_lazy_with(options))
-}
-
 /// One round trip, to tell whether the database answers.
-pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
-    match sqlx::query("SELECT 1").execute(pool).await {
+pub async fn ping(db: &Db) -> Result<(), StoreError> {
+    match sqlx::query("SELECT 1").execute(db).await {
         Ok(_) => Ok(()),
         // 3D000 invalid_catalog_name: the database itself is missing.
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {
-            let name = pool.connect_options().get_database().unwrap_or("?").to_owned();
+            let name = db.pool().connect_options().get_database().unwrap_or("?").to_owned();
             Err(StoreError::Missing(name))
         }
         Err(e) => Err(e.into()),

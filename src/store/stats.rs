@@ -2,10 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::StoreError;
+use super::{Db, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
@@ -47,11 +46,7 @@ pub struct ResponderCount {
     pub answers: i64,
 }
 
-pub async fn stats(
-    pool: &PgPool,
-    tenant_id: Option<Uuid>,
-    since: DateTime<Utc>,
-) -> Result<Stats, StoreError> {
+pub async fn stats(db: &Db, tenant_id: Option<Uuid>, since: DateTime<Utc>) -> Result<Stats, StoreError> {
     let row: (sqlx::types::Json<serde_json::Value>,) = sqlx::query_as(
         "WITH i AS (SELECT * FROM agent_interactions
                      WHERE ($1::uuid IS NULL OR tenant_id = $1) AND created_at >= $2),
@@ -79,7 +74,7 @@ pub async fn stats(
     )
     .bind(tenant_id)
     .bind(since)
-    .fetch_one(pool)
+    .fetch_one(db)
     .await?;
     let v = row.0.0;
     let int = |k: &str| v.get(k).and_then(|x| x.as_i64()).unwrap_or(0);

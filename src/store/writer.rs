@@ -17,14 +17,12 @@ use chrono::{DateTime, Utc};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use serde_json::Value;
-use sqlx::pool::PoolConnection;
-use sqlx::{PgPool, Postgres};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::StoreError;
 use super::batch::{self, Connection};
 use super::messages::{self, Exchange, Recorded};
+use super::{Conn, Db, StoreError};
 
 /// What the writer reports.
 #[derive(Debug, Clone)]
@@ -60,16 +58,16 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer task, which reports to `metrics`.
-    pub fn start(pool: PgPool, settings: WriterSettings, metrics: WriterMetrics) -> Self {
+    pub fn start(db: Db, settings: WriterSettings, metrics: WriterMetrics) -> Self {
         let WriterMetrics { batch_sizes, split_batches } = metrics;
         let jobs = batch::start(
-            pool,
+            db,
             settings.in_flight,
             settings.max_batch,
             Some(batch_sizes),
-            move |pool, kept, jobs| {
+            move |db, kept, jobs| {
                 let split_batches = split_batches.clone();
-                async move { commit(&pool, kept, jobs, &split_batches).await }
+                async move { commit(&db, kept, jobs, &split_batches).await }
             },
         );
         Self { jobs }
@@ -89,12 +87,7 @@ fn stopped() -> StoreError {
 }
 
 /// Returns the connection to keep for the next batch, if it is still sound.
-async fn commit(
-    pool: &PgPool,
-    connection: Connection,
-    jobs: Vec<Job>,
-    split_batches: &Counter,
-) -> Connection {
+async fn commit(db: &Db, connection: Connection, jobs: Vec<Job>, split_batches: &Counter) -> Connection {
     // Two exchanges of one fingerprint (a takeover racing its predecessor) may not
     // share a statement: the second would see the first as "already committed"
     // before it is. The later ones go alone, after the batch.
@@ -102,7 +95,7 @@ async fn commit(
     let (batch, alone): (Vec<Job>, Vec<Job>) =
         jobs.into_iter().partition(|job| seen.insert(job.exchange.fingerprint.clone()));
     let exchanges: Vec<&Exchange> = batch.iter().map(|job| &job.exchange).collect();
-    let kept = match record_batch(pool, connection, &exchanges).await {
+    let kept = match record_batch(db, connection, &exchanges).await {
         Ok((connection, results)) => {
             for (job, result) in batch.into_iter().zip(results) {
                 let _ = job.reply.send(result);
@@ -118,29 +111,30 @@ async fn commit(
         Err(e) => {
             tracing::warn!(batch = batch.len(), error = %e, "group commit failed; recording its messages one by one");
             split_batches.inc();
-            one_by_one(pool, batch).await;
+            one_by_one(db, batch).await;
             None
         }
     };
-    one_by_one(pool, alone).await;
+    one_by_one(db, alone).await;
     kept
 }
 
-async fn one_by_one(pool: &PgPool, jobs: Vec<Job>) {
+async fn one_by_one(db: &Db, jobs: Vec<Job>) {
     for job in jobs {
-        let result = messages::record_exchange(pool, &job.exchange).await;
+        let result = messages::record_exchange(db, &job.exchange).await;
         let _ = job.reply.send(result);
     }
 }
 
 /// Records several exchanges (of distinct fingerprints) in one statement, which
-/// PostgreSQL runs as one transaction. Returns one result per exchange, in order.
+/// is one transaction (through a pooler an explicit one, see `db`). Returns one
+/// result per exchange, in order.
 async fn record_batch(
-    pool: &PgPool,
+    db: &Db,
     connection: Connection,
     batch: &[&Exchange],
-) -> Result<(PoolConnection<Postgres>, Vec<Result<Recorded, StoreError>>), StoreError> {
-    let mut conn = batch::connection(pool, connection).await?;
+) -> Result<(Conn, Vec<Result<Recorded, StoreError>>), StoreError> {
+    let mut conn = batch::connection(db, connection).await?;
     // A customer's first message opens the conversation first; should the batch
     // then fail, the conversation stays open and empty, and the retry uses it.
     let mut conversations = Vec::with_capacity(batch.len());
@@ -176,7 +170,7 @@ async fn record_batch(
         .bind(rows.cost)
         .bind(rows.latency_ms)
         .bind(rows.fence)
-        .fetch_all(&mut *conn)
+        .fetch_all(&mut conn)
         .await?;
 
     let mut results: Vec<Option<Result<Recorded, StoreError>>> = batch.iter().map(|_| None).collect();
@@ -188,7 +182,7 @@ async fn record_batch(
         } else if inserted {
             Ok(Recorded::new(ex, conversations[index as usize]))
         } else {
-            messages::existing(pool, &ex.fingerprint).await
+            messages::existing(db, &ex.fingerprint).await
         });
     }
     let results = results

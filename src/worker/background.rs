@@ -86,7 +86,7 @@ impl Drop for Finished {
 /// Every 2 s: whether Redis and PostgreSQL answer (for `/readyz`), and the
 /// figures kept elsewhere (pool, cache tiers, Redis round trips) into the metrics.
 pub(super) async fn watch_health(
-    pool: sqlx::PgPool,
+    db: crate::store::Db,
     dedup: Dedup,
     cache: CatalogCache,
     metrics: Arc<Metrics>,
@@ -101,10 +101,10 @@ pub(super) async fn watch_health(
             _ = tick.tick() => {}
         }
         health.redis.store(dedup.ping().await.is_ok(), Ordering::Relaxed);
-        let db = tokio::time::timeout(Duration::from_secs(2), crate::store::ping(&pool)).await;
-        health.database.store(matches!(db, Ok(Ok(()))), Ordering::Relaxed);
-        metrics.db_pool_connections.set(i64::from(pool.size()));
-        metrics.db_pool_idle.set(i64::try_from(pool.num_idle()).unwrap_or(i64::MAX));
+        let answered = tokio::time::timeout(Duration::from_secs(2), crate::store::ping(&db)).await;
+        health.database.store(matches!(answered, Ok(Ok(()))), Ordering::Relaxed);
+        metrics.db_pool_connections.set(i64::from(db.pool().size()));
+        metrics.db_pool_idle.set(i64::try_from(db.pool().num_idle()).unwrap_or(i64::MAX));
         let stats = cache.stats();
         let now = [
             stats.local_hits.load(Ordering::Relaxed),
@@ -136,9 +136,9 @@ pub(super) async fn heartbeat(dedup: Dedup, stop: CancellationToken) {
 
 /// Loads every active tenant into both cache tiers, a few at a time, while the
 /// worker already consumes (a miss meanwhile just loads that tenant itself).
-pub(super) async fn warm(pool: sqlx::PgPool, cache: CatalogCache) {
+pub(super) async fn warm(db: crate::store::Db, cache: CatalogCache) {
     let started = Instant::now();
-    let tenants = match crate::store::catalog::active_tenants(&pool).await {
+    let tenants = match crate::store::catalog::active_tenants(&db).await {
         Ok(tenants) => tenants,
         Err(e) => {
             tracing::warn!(error = %e, "cache warming skipped");

@@ -110,7 +110,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
         publishing: tally.publishing.clone(),
         ..Health::default()
     });
-    let pool =
+    let db =
         services::postgres(&config, deadline, Some(Duration::from_secs(config.worker.message_deadline_secs)))
             .await?;
     let redis = services::redis(&config, deadline).await?;
@@ -130,7 +130,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
         tracing::info!(%addr, "admin endpoint: /metrics /healthz /readyz");
     }
     let dedup = Dedup::new(redis.clone(), &config.redis, &worker_id);
-    let cache = CatalogCache::new(pool.clone(), cache_redis, &config.redis.key_prefix, &config.cache);
+    let cache = CatalogCache::new(db.clone(), cache_redis, &config.redis.key_prefix, &config.cache);
     let background = Background::default();
     background.spawn(
         "admin endpoint",
@@ -139,7 +139,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
     background.spawn(
         "health checks",
         watch_health(
-            pool.clone(),
+            db.clone(),
             dedup.clone(),
             cache.clone(),
             metrics.clone(),
@@ -151,7 +151,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
     let (synced_tx, synced) = tokio::sync::oneshot::channel();
     background.spawn(
         "cache invalidation listener",
-        invalidation::listen(pool.clone(), cache.clone(), background.stop_token(), synced_tx),
+        invalidation::listen(db.clone(), cache.clone(), background.stop_token(), synced_tx),
     );
     // Serve nothing from the cache before the versions are known.
     let remaining = deadline.saturating_duration_since(Instant::now());
@@ -170,7 +170,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
         ),
     );
     if config.cache.warm_at_start {
-        background.spawn("cache warming", warm(pool.clone(), cache.clone()));
+        background.spawn("cache warming", warm(db.clone(), cache.clone()));
     }
     if let Err(e) = dedup.heartbeat().await {
         tracing::warn!(error = %e, "first liveness heartbeat failed; will keep trying");
@@ -179,7 +179,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
     let mut pipeline = Pipeline::assemble(
         &config,
         Parts {
-            pool: pool.clone(),
+            db: db.clone(),
             dedup: dedup.clone(),
             cache: cache.clone(),
             responder,

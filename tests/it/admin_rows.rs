@@ -69,12 +69,12 @@ async fn nulls_nan_and_huge_rows_load_as_a_usable_catalog() {
     loosen_schema(&env).await;
     let big = seed_hostile_rows(&env).await;
 
-    let profile = store::load_profile(&env.pool, env.tenant_id).await.expect("profile loads");
+    let profile = store::load_profile(&env.db, env.tenant_id).await.expect("profile loads");
     let tenant = profile.tenant.expect("a tenant without a name still exists");
     assert!(tenant.is_active);
     assert_eq!((tenant.name.as_str(), &tenant.settings), ("", &json!({})));
 
-    let catalog = store::load_catalog(&env.pool, env.tenant_id).await.expect("catalog loads");
+    let catalog = store::load_catalog(&env.db, env.tenant_id).await.expect("catalog loads");
     assert_eq!(catalog.products.len(), 3 + 10_000, "the product without a name is left out");
     let trail = catalog.products.iter().find(|p| p.name == "Trail Runner X").expect("loaded");
     assert_eq!((trail.description.as_str(), trail.category.as_str(), trail.currency.as_str()), ("", "", ""));
@@ -86,7 +86,7 @@ async fn nulls_nan_and_huge_rows_load_as_a_usable_catalog() {
     assert_eq!(catalog.services.len(), 1);
     assert_eq!((catalog.services[0].price, catalog.services[0].description.as_str()), (None, ""));
 
-    let knowledge = store::load_knowledge(&env.pool, env.tenant_id).await.expect("knowledge loads");
+    let knowledge = store::load_knowledge(&env.db, env.tenant_id).await.expect("knowledge loads");
     let titles: Vec<(&str, &str)> =
         knowledge.entries.iter().map(|e| (e.title.as_str(), e.entry_type.as_str())).collect();
     // (ORDER BY the column: the NULL title sorts last.)

@@ -19,7 +19,7 @@ fn inbound(env: &TestEnv, message_id: &str, customer: &str) -> Inbound {
 #[tokio::test]
 async fn a_grouped_context_read_one_message_fails_is_split_and_fails_only_that_message() {
     let env = TestEnv::new().await;
-    let reader = ContextReader::start(env.pool.clone(), 1, 20);
+    let reader = ContextReader::start(env.db.clone(), 1, 20);
     let mut messages: Vec<Inbound> =
         (0..6).map(|i| inbound(&env, &format!("m-{i}"), &format!("c-{i}"))).collect();
     // A value no validated message carries, but that PostgreSQL refuses as a

@@ -20,8 +20,8 @@ async fn five_hundred_concurrent_misses_for_one_tenant_cost_one_catalog_query() 
     let pg = proxy::postgres(&env.upstreams().0).await.expect("proxy");
     let redis = RedisConn::connect(&env.config.redis).await.expect("redis");
     env.route_through(Some(&pg), None);
-    let pool = chat_worker::store::pool(&env.config.database.url, 16).expect("pool");
-    let cache = CatalogCache::new(pool, redis, &env.config.redis.key_prefix, &CacheConfig::default());
+    let db = crate::harness::worker_db(&env.config, 16);
+    let cache = CatalogCache::new(db, redis, &env.config.redis.key_prefix, &CacheConfig::default());
 
     let lookups = (0..500).map(|_| {
         let cache = cache.clone();
@@ -64,7 +64,7 @@ async fn a_redis_outage_degrades_to_the_database_and_never_fails_a_lookup() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let config = CacheConfig { catalog_ttl_secs: 1, ..CacheConfig::default() };
-    let cache = CatalogCache::new(env.pool.clone(), manager, "outage:", &config);
+    let cache = CatalogCache::new(env.db.clone(), manager, "outage:", &config);
     assert_eq!(cache.catalog(env.tenant_id).await.expect("with redis").products.len(), 4);
 
     server.kill().await.expect("stop redis");

@@ -196,7 +196,7 @@ async fn migrate_creates_the_database_and_is_safe_from_two_hosts_at_once_and_aga
         .fetch_one(&pool)
         .await
         .expect("migrations");
-    assert_eq!(applied, 4, "each migration applied once");
+    assert_eq!(applied, 5, "each migration applied once");
     pool.close().await;
     let admin = chat_worker::store::pool(&url.replace(&name, "postgres"), 1).expect("pool");
     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await;

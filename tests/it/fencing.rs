@@ -31,18 +31,18 @@ async fn a_write_carrying_an_older_fencing_token_is_refused() {
         latency_ms: 1,
         fence,
     };
-    assert!(store::register_fence(&env.pool, &fp, 200).await.expect("register"));
+    assert!(store::register_fence(&env.db, &fp, 200).await.expect("register"));
     assert!(
-        !store::register_fence(&env.pool, &fp, 150).await.expect("register"),
+        !store::register_fence(&env.db, &fp, 150).await.expect("register"),
         "an older takeover stands down"
     );
-    let stale = store::record_exchange(&env.pool, &exchange(100)).await;
+    let stale = store::record_exchange(&env.db, &exchange(100)).await;
     assert!(matches!(stale, Err(StoreError::Fenced(_))), "{stale:?}");
     assert_eq!(env.rows(fp.as_str()).await, (0, 0), "nothing committed, not even the conversation");
     let conversations: i64 =
         sqlx::query_scalar("SELECT count(*) FROM conversations").fetch_one(&env.pool).await.expect("count");
     assert_eq!(conversations, 0);
-    assert!(store::record_exchange(&env.pool, &exchange(300)).await.is_ok());
+    assert!(store::record_exchange(&env.db, &exchange(300)).await.is_ok());
     assert_eq!(env.rows(fp.as_str()).await, (1, 1));
     env.finish().await;
 }

@@ -31,7 +31,7 @@ fn exchange(message: Inbound, reply: &str, fence: i64) -> Exchange {
 
 fn writer(env: &TestEnv, batch_sizes: &Histogram) -> Writer {
     let metrics = WriterMetrics { batch_sizes: batch_sizes.clone(), split_batches: Counter::default() };
-    Writer::start(env.pool.clone(), WriterSettings { max_batch: 64, in_flight: 1 }, metrics)
+    Writer::start(env.db.clone(), WriterSettings { max_batch: 64, in_flight: 1 }, metrics)
 }
 
 /// (batches, exchanges) the histogram observed.
@@ -51,7 +51,7 @@ async fn exchanges_ready_together_share_one_statement_and_each_gets_its_own_resu
     let earlier = exchange(inbound(&env, "m-earlier", "c-0", "hello again"), "stored reply", 1);
     assert!(matches!(writer.record(earlier.clone()).await, Ok(Recorded::New { .. })));
     let stale = exchange(inbound(&env, "m-stale", "c-1", "am I late?"), "too late", 100);
-    assert!(chat_worker::store::register_fence(&env.pool, &stale.fingerprint, 200).await.expect("fence"));
+    assert!(chat_worker::store::register_fence(&env.db, &stale.fingerprint, 200).await.expect("fence"));
 
     // 20 fresh messages from 10 customers (two each: both need the conversation
     // the first one opens), the stale one, the earlier one again, and the same
@@ -106,7 +106,7 @@ async fn a_row_postgresql_refuses_fails_only_its_own_message() {
         batch_sizes: Histogram::new([1.0, 8.0].into_iter()),
         split_batches: split_batches.clone(),
     };
-    let writer = Writer::start(env.pool.clone(), WriterSettings { max_batch: 64, in_flight: 1 }, metrics);
+    let writer = Writer::start(env.db.clone(), WriterSettings { max_batch: 64, in_flight: 1 }, metrics);
 
     let batch: Vec<Exchange> = ["fine", "poison", "also fine"]
         .iter()

@@ -42,6 +42,31 @@ fn contract_url_variables_override_the_file_and_nested_ones_win_over_them() {
 }
 
 #[test]
+fn database_listen_url_says_that_the_database_url_is_a_transaction_pooler() {
+    Jail::expect_with(|jail| {
+        let none = Overrides::default();
+        let direct = load_in(jail, None, &none).expect("loads");
+        assert!(!direct.database.through_pooler(), "no listen URL: the URL is direct");
+        assert_eq!(direct.database.session_url(), direct.database.url);
+        assert!(direct.database.prepared_statements, "named statements by default");
+
+        jail.set_env("DATABASE_URL", "postgres://pgbouncer:6432/worker");
+        jail.set_env("DATABASE_LISTEN_URL", "postgres://db:5432/worker");
+        jail.set_env("WORKER__DATABASE__PREPARED_STATEMENTS", "false");
+        let pooled = load_in(jail, None, &none).expect("loads");
+        assert!(pooled.database.through_pooler());
+        assert_eq!(pooled.database.session_url(), "postgres://db:5432/worker");
+        assert_eq!(pooled.database.url, "postgres://pgbouncer:6432/worker");
+        assert!(!pooled.database.prepared_statements);
+
+        jail.set_env("WORKER__DATABASE__LISTEN_URL", "postgres://other:5432/worker");
+        let nested = load_in(jail, None, &none).expect("loads");
+        assert_eq!(nested.database.listen_url, "postgres://other:5432/worker", "the nested variable wins");
+        Ok(())
+    });
+}
+
+#[test]
 fn worker_admin_addr_sits_between_the_file_and_the_nested_variable() {
     Jail::expect_with(|jail| {
         let none = Overrides::default();

@@ -33,12 +33,22 @@ fn debug_of_a_config_prints_no_secret() {
     config.amqp.url = "amqps://u:secret-1@rabbit:5671/vh".into();
     config.redis.url = "redis://:secret-2@a:1,redis://:secret-3@b:2".into();
     config.database.url = "host=db user=worker password='secret 4' dbname=worker".into();
+    config.database.listen_url = "postgres://worker:secret-7@db-direct:5432/worker".into();
     config.responder.url = "https://bot:secret-5@agent/v1?api_key=secret-6".into();
     let printed = format!("{config:?} {:#?}", config.responder);
-    for n in 1..=6 {
+    for n in 1..=7 {
         assert!(!printed.contains(&format!("secret-{n}")) && !printed.contains("secret 4"), "{printed}");
     }
-    for kept in ["rabbit:5671", "@a:1", "@b:2", "host=db", "@agent/v1", "api_key_env", "OPENAI_API_KEY"] {
+    for kept in [
+        "rabbit:5671",
+        "@a:1",
+        "@b:2",
+        "host=db",
+        "@db-direct:5432",
+        "@agent/v1",
+        "api_key_env",
+        "OPENAI_API_KEY",
+    ] {
         assert!(printed.contains(kept), "{kept} in {printed}");
     }
     assert!(printed.contains("AmqpConfig { ") && printed.contains("prefetch: 1024"), "{printed}");

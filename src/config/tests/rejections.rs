@@ -117,6 +117,14 @@ fn flags_and_variables_are_named_when_their_value_is_rejected() {
         jail.set_env("DATABASE_URL", "mysql://db/worker");
         let err = load_in(jail, None, &Overrides::default()).expect_err("rejected").to_string();
         assert!(err.starts_with("config key `database.url` (from DATABASE_URL): scheme `mysql`"), "{err}");
+        jail.set_env("DATABASE_URL", "postgres://pgbouncer:6432/worker");
+        jail.set_env("DATABASE_LISTEN_URL", "http://u:hidden@db/worker");
+        let err = load_in(jail, None, &Overrides::default()).expect_err("rejected").to_string();
+        assert!(
+            err.starts_with("config key `database.listen_url` (from DATABASE_LISTEN_URL): scheme `http`"),
+            "{err}"
+        );
+        assert!(!err.contains("hidden"), "{err}");
         Ok(())
     });
 }

@@ -4,7 +4,11 @@
 //!
 //! Base URLs come from AMQP_URL / REDIS_URL / DATABASE_URL when set, else the
 //! local defaults of CONTRACT §1; WORKER__REDIS__MODE=cluster makes REDIS_URL
-//! a Redis Cluster's seed nodes.
+//! a Redis Cluster's seed nodes. With DATABASE_LISTEN_URL set too (and
+//! WORKER__DATABASE__PREPARED_STATEMENTS=false for PgBouncer < 1.21), the whole
+//! suite runs through a transaction pooler: the worker's statements take
+//! DATABASE_URL, the test's own (and the database's making and removal) the
+//! direct DATABASE_LISTEN_URL.
 //!
 //! Here: the world's making and removal, and helpers on deliveries. What a test
 //! does in it: `gateway` (publishing, replies, queues), `workers` (in process
@@ -23,7 +27,7 @@ use chat_worker::config::{Config, RedisMode};
 use chat_worker::keys::Shard;
 use chat_worker::model::Fingerprint;
 use chat_worker::redis_conn::RedisConn;
-use chat_worker::store;
+use chat_worker::store::{self, Db, DbSettings};
 use lapin::options::QueueDeleteOptions;
 use lapin::types::AMQPValue;
 use lapin::{Channel, Connection, ConnectionProperties};
@@ -39,7 +43,10 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 
 pub struct TestEnv {
     pub config: Config,
+    /// Direct connections to the test's database, for the test's own statements.
     pub pool: PgPool,
+    /// The database as the worker reaches it (through the pooler, when there is one).
+    pub db: Db,
     pub channel: Channel,
     _connection: Connection,
     pub redis: RedisConn,
@@ -54,14 +61,40 @@ fn base(var: &str, default: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| default.to_owned())
 }
 
+/// `base` (a server's URL with any database) naming the test's own database.
+pub fn test_database_url(base: &str, id: &str) -> String {
+    let (server, _) = base.rsplit_once('/').expect("a database URL has a database part");
+    // No TLS on loopback, as the default URL says.
+    format!("{server}/cw_test_{id}?sslmode=disable")
+}
+
+/// A handle on the database configured in `config`, as the worker makes it
+/// (no statement timeout: the tests' own calls).
+pub fn worker_db(config: &Config, max_connections: u32) -> Db {
+    let c = &config.database;
+    let settings = DbSettings {
+        max_connections,
+        statement_timeout: None,
+        session_url: c.through_pooler().then_some(c.listen_url.as_str()),
+        prepared_statements: c.prepared_statements,
+    };
+    Db::connect_lazy(&c.url, settings).expect("database url")
+}
+
 impl TestEnv {
     pub async fn new() -> Self {
         let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
         let mut config = Config::default();
         let db_base = base("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/worker");
-        let (server, _) = db_base.rsplit_once('/').expect("DATABASE_URL has a database part");
-        // No TLS on loopback, as the default URL says.
-        config.database.url = format!("{server}/cw_test_{id}?sslmode=disable");
+        config.database.url = test_database_url(&db_base, &id);
+        let listen_base = std::env::var("DATABASE_LISTEN_URL").unwrap_or_default();
+        if !listen_base.is_empty() {
+            config.database.listen_url = test_database_url(&listen_base, &id);
+        }
+        if let Ok(prepared) = std::env::var("WORKER__DATABASE__PREPARED_STATEMENTS") {
+            config.database.prepared_statements =
+                prepared.parse().expect("WORKER__DATABASE__PREPARED_STATEMENTS is true or false");
+        }
         config.database.max_connections = 8;
         config.database.commits_in_flight = 3;
         config.database.reads_in_flight = 3;
@@ -83,9 +116,11 @@ impl TestEnv {
         config.worker.shutdown_timeout_secs = 20;
         config.admin.addr = "127.0.0.1:0".into();
 
-        store::create_database_if_missing(&config.database.url).await.expect("create test database");
-        let pool = store::pool(&config.database.url, 4).expect("pool");
+        let direct = config.database.session_url();
+        store::create_database_if_missing(direct).await.expect("create test database");
+        let pool = store::pool(direct, 4).expect("pool");
         store::migrate(&pool).await.expect("migrate");
+        let db = worker_db(&config, 4);
 
         let broker = Broker::connect(&config.amqp).await.expect("rabbitmq");
         broker.declare(config.worker.max_attempts).await.expect("declare topology");
@@ -107,6 +142,7 @@ impl TestEnv {
         Self {
             config,
             pool,
+            db,
             channel,
             _connection: connection,
             redis,
@@ -174,7 +210,10 @@ impl TestEnv {
         }
         self.flush_redis().await;
         self.pool.close().await;
-        let admin = self.config.database.url.replace(&format!("cw_test_{}", self.id), "postgres");
+        // Not closed: `close` would wait for the connections that the test's grouped
+        // readers and writers still hold; the DROP below ends them.
+        drop(self.db);
+        let admin = self.config.database.session_url().replace(&format!("cw_test_{}", self.id), "postgres");
         if let Ok(pool) = store::pool(&admin, 1) {
             let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS cw_test_{} WITH (FORCE)", self.id))
                 .execute(&pool)

@@ -19,6 +19,7 @@ use chat_worker::outcome::Outcome;
 use chat_worker::pipeline::{Parts, Pipeline};
 use chat_worker::redis_conn::RedisConn;
 use chat_worker::respond::{Context, RespondError, Responder};
+use chat_worker::store::Db;
 use chat_worker::telemetry::metrics::Metrics;
 use futures_util::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -114,7 +115,8 @@ impl World {
             .acquire_timeout(Duration::from_secs(86_400))
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect(&config.database.url)
+            // Direct, whatever the suite runs through: a test of the pipeline's clocks.
+            .connect(config.database.session_url())
             .await
             .expect("pool");
         let redis = match config.redis.mode {
@@ -129,9 +131,14 @@ impl World {
         };
         let broker = Broker::connect(&config.amqp).await.expect("rabbitmq");
         let parts = Parts {
-            pool: pool.clone(),
+            db: Db::direct(pool.clone()),
             dedup: Dedup::new(redis.clone(), &config.redis, "w-pipeline"),
-            cache: CatalogCache::new(pool, redis.clone(), &config.redis.key_prefix, &config.cache),
+            cache: CatalogCache::new(
+                Db::direct(pool),
+                redis.clone(),
+                &config.redis.key_prefix,
+                &config.cache,
+            ),
             responder: Arc::new(Scripted {
                 acts,
                 redis: redis.clone(),

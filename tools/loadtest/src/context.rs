@@ -35,8 +35,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let redis = chat_worker::services::redis(&config, deadline).await?;
     let tenants = seed(&pool).await.context("seeding")?;
     let messages: Vec<Inbound> = tenants.iter().map(|t| inbound(*t)).collect::<anyhow::Result<_>>()?;
-    let new_cache =
-        || CatalogCache::new(pool.clone(), redis.clone(), &config.redis.key_prefix, &config.cache);
+    let db = store::Db::direct(pool.clone());
+    let new_cache = || CatalogCache::new(db.clone(), redis.clone(), &config.redis.key_prefix, &config.cache);
 
     let mut cold = Vec::new();
     let mut redis_tier = Vec::new();
@@ -47,10 +47,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let msg = &messages[i % messages.len()];
         let tenant = msg.tenant_id;
         new_cache().forget_shared(tenant).await;
-        cold.push(timed(build(&new_cache(), &pool, msg)).await?.0);
-        redis_tier.push(timed(build(&new_cache(), &pool, msg)).await?.0);
-        build(&warm_cache, &pool, msg).await?;
-        let (elapsed, (profile, catalog, knowledge, history)) = timed(build(&warm_cache, &pool, msg)).await?;
+        cold.push(timed(build(&new_cache(), &db, msg)).await?.0);
+        redis_tier.push(timed(build(&new_cache(), &db, msg)).await?.0);
+        build(&warm_cache, &db, msg).await?;
+        let (elapsed, (profile, catalog, knowledge, history)) = timed(build(&warm_cache, &db, msg)).await?;
         warm.push(elapsed);
         let tenant_profile = profile.tenant.clone().context("seeded tenant")?;
         let ctx = Context {
@@ -92,12 +92,12 @@ type Built = (
 );
 
 /// What the pipeline's catalog + history stage does for one message.
-async fn build(cache: &CatalogCache, pool: &PgPool, msg: &Inbound) -> anyhow::Result<Built> {
+async fn build(cache: &CatalogCache, db: &store::Db, msg: &Inbound) -> anyhow::Result<Built> {
     let (profile, catalog, knowledge, context) = tokio::try_join!(
         cache.profile(msg.tenant_id),
         cache.catalog(msg.tenant_id),
         cache.knowledge(msg.tenant_id),
-        store::load_context(pool, msg, 20, true),
+        store::load_context(db, msg, 20, true),
     )?;
     Ok((profile, catalog, knowledge, context.map(|c| c.history).unwrap_or_default()))
 }
