@@ -22,6 +22,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "fencing", include_str!("../../migrations/0003_fencing.sql")),
     (4, "hot conversation updates", include_str!("../../migrations/0004_hot_conversation_updates.sql")),
     (5, "retention", include_str!("../../migrations/0005_retention.sql")),
+    (6, "time-ordered ids", include_str!("../../migrations/0006_time_ordered_ids.sql")),
 ];
 
 #[derive(Debug)]

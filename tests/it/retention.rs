@@ -272,3 +272,36 @@ async fn the_prune_command_refuses_a_short_retention_and_reports_what_it_removed
     assert_eq!(count(&env, "messages").await, 0);
     env.finish().await;
 }
+
+/// Rows written once per message get time-ordered ids (UUIDv7), so a big table's
+/// primary key grows at its right edge (migration 0006): the ids of messages
+/// recorded one after another sort as they were written.
+#[tokio::test]
+async fn message_and_interaction_ids_grow_with_time() {
+    let env = TestEnv::new().await;
+    let ids: Vec<(String, &str)> = (0..5).map(|i| (format!("m-ordered-{i}"), "c-ordered")).collect();
+    for one in ids.chunks(1) {
+        record(&env, one).await;
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    for table in ["messages", "agent_interactions"] {
+        let versions: Vec<String> =
+            sqlx::query_scalar(&format!("SELECT substr(id::text, 15, 1) FROM {table}"))
+                .fetch_all(&env.pool)
+                .await
+                .expect("ids");
+        assert!(!versions.is_empty() && versions.iter().all(|v| v == "7"), "{table}: versions {versions:?}");
+        // Per message (written 3 ms apart): every id of a later one is above every
+        // id of an earlier one. (Within one millisecond the order is random.)
+        let (ordered,): (bool,) = sqlx::query_as(&format!(
+            "SELECT coalesce(bool_and(prev_max IS NULL OR prev_max < low), false) FROM (
+                SELECT min(id::text) AS low, lag(max(id::text)) OVER (ORDER BY min(created_at)) AS prev_max
+                  FROM {table} GROUP BY fingerprint) t"
+        ))
+        .fetch_one(&env.pool)
+        .await
+        .expect("order");
+        assert!(ordered, "{table}: ids sort as the rows were written");
+    }
+    env.finish().await;
+}
