@@ -201,10 +201,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let problems = fleet.stop(Duration::from_secs(config.worker.shutdown_timeout_secs + 15)).await;
     ledger.flush(&channel, &replies_queue).await?;
     let stored = seed::stored_rows(&pool).await?;
-    let handoff_replies: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM messages WHERE direction = 'out' AND handoff")
-            .fetch_one(&pool)
-            .await?;
+    let handoff_replies = seed::handoff_replies(&pool).await?;
 
     let baseline = if args.skip_baseline {
         None
