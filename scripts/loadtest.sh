@@ -29,6 +29,12 @@
 #                         for this long (0 skips it)
 #   PACED_RATE=           messages/s of the latency phase instead of half the drain rate
 #   SKIP_BASELINE=        1 skips the broker-only baseline
+#   GROWN=                N: run on a database already holding N `messages` rows of
+#                         other conversations (years of many tenants' traffic), copied
+#                         from a template that scripts/grow.sh grows once per N and
+#                         schema (10 million: ~15 min and ~8 GB the first time, then
+#                         ~1 min to copy per run); the bench's own seeding and
+#                         workload are the same as on an empty database
 # It prints one table, then a `RESULT key=value ...` line (scripts/scaling.sh reads
 # it); the workers' logs go to $CARGO_TARGET_DIR/bench/ (default target/bench/).
 #
@@ -56,6 +62,16 @@ cp "$target/release/worker" "$target/release/loadtest" "$bin/"
 # The run's name: the isolated names start with it (bench and context share one).
 case "$command" in context) name=bench ;; *) name="$command" ;; esac
 source scripts/isolated.sh "$name"
+if [ "$command" = bench ] && [ -n "${GROWN:-}" ]; then
+  template=$(scripts/grow.sh "$GROWN" "$bin/worker")
+  # FILE_COPY copies the template's files after a checkpoint; the default
+  # (WAL_LOG) would write all of its gigabytes through the WAL and the buffer
+  # cache first. The run's database is dropped at exit like any other.
+  copying=$SECONDS
+  psql "${base_db%/*}/postgres" -XAtq -v ON_ERROR_STOP=1 \
+    -c "CREATE DATABASE chat_worker_$run TEMPLATE $template STRATEGY FILE_COPY"
+  echo "database: a copy of $template ($GROWN messages rows; copied in $(( SECONDS - copying )) s)"
+fi
 case "$command" in
   bench)
     if [ -n "${CONCURRENCY:-}" ]; then

@@ -180,7 +180,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         complete,
     };
     println!("drained in {:.1}s", drain.elapsed.as_secs_f64());
-    let at_drain_end = (fleet.usage(ticks), window.close(&mut redis, ticks).await?);
+    let at_drain_end = (fleet.usage(ticks), window.close(&pool, &mut redis, ticks).await?);
 
     let paced = if drain.complete && args.paced_seconds > 0.0 {
         let half_the_drain = args.n as f64 / drain.elapsed.as_secs_f64().max(1e-3) / 2.0;
@@ -196,15 +196,12 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     tokio::time::sleep(METRICS_REFRESH).await;
     let metrics = fleet.metrics().await?;
     let workers_usage = fleet.usage(ticks);
-    let services = window.close(&mut redis, ticks).await?;
+    let services = window.close(&pool, &mut redis, ticks).await?;
     let window_length = started.elapsed();
     let problems = fleet.stop(Duration::from_secs(config.worker.shutdown_timeout_secs + 15)).await;
     ledger.flush(&channel, &replies_queue).await?;
     let stored = seed::stored_rows(&pool).await?;
-    let handoff_replies: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM messages WHERE direction = 'out' AND handoff")
-            .fetch_one(&pool)
-            .await?;
+    let handoff_replies = seed::handoff_replies(&pool).await?;
 
     let baseline = if args.skip_baseline {
         None

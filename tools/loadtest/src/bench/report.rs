@@ -118,6 +118,30 @@ impl Figures {
                 self.pg_connections
             ),
         );
+        match &self.services.pg_io {
+            Some(io) => {
+                let hit_ratio = 100.0 * io.blocks_hit as f64 / (io.blocks_hit + io.blocks_read).max(1) as f64;
+                row(
+                    "PostgreSQL pages read from outside shared_buffers / message (this run's database)",
+                    format!(
+                        "{:.2} ({hit_ratio:.2}% of {} page accesses hit)",
+                        per_message(io.blocks_read as f64),
+                        io.blocks_hit + io.blocks_read
+                    ),
+                );
+                row(
+                    "PostgreSQL WAL / message (machine-wide): bytes, full-page images",
+                    format!(
+                        "{:.0} B, {:.2} FPI",
+                        per_message(io.wal_bytes as f64),
+                        per_message(io.wal_fpi as f64)
+                    ),
+                );
+            }
+            None => {
+                row("PostgreSQL pages read, WAL", "not available (pg_stat_wal needs PostgreSQL 14)".into())
+            }
+        }
         row(
             "Redis round trips / message (worker metric)",
             format!("{:.2}", per_message(self.redis_round_trips)),
@@ -256,6 +280,13 @@ impl Figures {
         let pg = (self.pg_queries + self.pg_syncs) as f64;
         kv("pg_rt_per_msg", format!("{:.2}", per_message(pg)));
         kv("pg_rt_per_processed", format!("{:.2}", pg / self.processed().max(1.0)));
+        let io = self.services.pg_io;
+        let io_kv = |f: fn(&super::window::PgIo) -> i64, digits: usize| {
+            io.as_ref().map(|io| format!("{:.digits$}", per_message(f(io) as f64))).unwrap_or("-".into())
+        };
+        kv("pg_blks_read_per_msg", io_kv(|io| io.blocks_read, 2));
+        kv("pg_wal_bytes_per_msg", io_kv(|io| io.wal_bytes, 0));
+        kv("pg_wal_fpi_per_msg", io_kv(|io| io.wal_fpi, 2));
         kv("redis_rt_per_msg", format!("{:.2}", per_message(self.redis_round_trips)));
         kv("redis_cmds_per_msg", format!("{:.2}", per_message(self.services.redis_commands as f64)));
         let lookups: f64 = self.cache.iter().sum::<f64>().max(1.0);
