@@ -88,7 +88,11 @@ pub async fn postgres(
         waited: Duration::ZERO,
         last_error: e.to_string(),
     })?;
-    wait_for("postgresql", &c.url, deadline, || store::ping(&db)).await?;
+    wait_for("postgresql", &c.url, deadline, || async {
+        store::ping(&db).await?;
+        db.check_timeouts().await
+    })
+    .await?;
     Ok(db)
 }
 

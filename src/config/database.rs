@@ -38,7 +38,7 @@ impl Default for DatabaseConfig {
             url: "postgres://postgres@127.0.0.1:5432/worker?sslmode=disable".into(),
             listen_url: String::new(),
             prepared_statements: true,
-            max_connections: 16,
+            max_connections: 8,
             commit_batch_max: 256,
             commits_in_flight: 1,
             reads_in_flight: 1,

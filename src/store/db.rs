@@ -2,8 +2,9 @@
 //!
 //! **Direct** (`database.listen_url` empty): `database.url` is PostgreSQL itself
 //! (or a pooler in session mode). The statement and lock timeouts are startup
-//! options of every connection, checked once when it opens; statements are named
-//! and cached; one statement outside a transaction is one round trip or two.
+//! options of every connection, checked at start ([`Db::check_timeouts`]);
+//! statements are named and cached; one statement outside a transaction is one
+//! round trip or two.
 //!
 //! **Through a transaction pooler** (`listen_url` set: PgBouncer with
 //! `pool_mode = transaction`, RDS Proxy). The pooler lends a server connection
@@ -73,6 +74,8 @@ struct Mode {
     prepared: bool,
     /// What opens a transaction: `BEGIN`, with the timeouts through a pooler.
     begin: String,
+    /// The statement timeout (ms) sent as a startup option, on a direct connection.
+    startup_timeout_ms: Option<u128>,
 }
 
 impl Mode {
@@ -91,13 +94,14 @@ impl Db {
         let timeouts = settings.statement_timeout.map(|timeout| (timeout, LOCK_TIMEOUT.min(timeout)));
         let Some(session_url) = settings.session_url else {
             let pool = direct_pool(options, settings.max_connections, timeouts);
-            return Ok(Self::with_mode(
-                pool.clone(),
-                pool,
-                false,
-                settings.prepared_statements,
-                "BEGIN".into(),
-            ));
+            let startup_timeout_ms = timeouts.map(|(statement, _)| statement.as_millis());
+            let mode = Mode {
+                pooler: false,
+                prepared: settings.prepared_statements,
+                begin: "BEGIN".into(),
+                startup_timeout_ms,
+            };
+            return Ok(Self { pool: pool.clone(), session: pool, mode: Arc::new(mode) });
         };
         // PgBouncer refuses a startup packet carrying `extra_float_digits`
         // (unless told to ignore it); floats are read in binary anyway.
@@ -112,16 +116,35 @@ impl Db {
             ),
             None => "BEGIN".into(),
         };
-        Ok(Self::with_mode(pool, session, true, settings.prepared_statements, begin))
+        let mode =
+            Mode { pooler: true, prepared: settings.prepared_statements, begin, startup_timeout_ms: None };
+        Ok(Self { pool, session, mode: Arc::new(mode) })
     }
 
     /// A direct pool as it is: named statements, its own session (tests, tools).
     pub fn direct(pool: PgPool) -> Self {
-        Self::with_mode(pool.clone(), pool, false, true, "BEGIN".into())
+        let mode = Mode { pooler: false, prepared: true, begin: "BEGIN".into(), startup_timeout_ms: None };
+        Self { pool: pool.clone(), session: pool, mode: Arc::new(mode) }
     }
 
-    fn with_mode(pool: PgPool, session: PgPool, pooler: bool, prepared: bool, begin: String) -> Self {
-        Self { pool, session, mode: Arc::new(Mode { pooler, prepared, begin }) }
+    /// On a direct connection with timeouts, whether the server applied the
+    /// startup option: a pooler told to ignore startup parameters drops it
+    /// silently, and with it the promise that a write past the deadline is
+    /// cancelled. (Through a pooler the timeouts are in every transaction.)
+    pub async fn check_timeouts(&self) -> Result<(), StoreError> {
+        let Some(wanted) = self.mode.startup_timeout_ms else { return Ok(()) };
+        // A plain &str runs as a simple query: no statement is prepared.
+        let row =
+            self.pool.fetch_one("SELECT setting FROM pg_settings WHERE name = 'statement_timeout'").await?;
+        let applied: String = row.try_get(0)?;
+        if applied == wanted.to_string() {
+            return Ok(());
+        }
+        Err(StoreError::Config(format!(
+            "the server runs statements with statement_timeout {applied} ms, not the {wanted} ms the worker \
+             sent at connection: database.url drops startup options (a transaction pooler?); set \
+             DATABASE_LISTEN_URL to a direct connection so that the timeouts are set in every transaction"
+        )))
     }
 
     /// The pool itself, for its figures (size, idle connections).
@@ -189,39 +212,14 @@ impl std::fmt::Debug for Tx {
     }
 }
 
-/// The timeouts as startup options, and a check, once per connection, that the
-/// server applied them: a pooler told to ignore startup parameters would drop
-/// them silently, and with them the promise that a late write is cancelled.
+/// The timeouts as startup options (see [`Db::check_timeouts`]).
 fn direct_pool(options: PgConnectOptions, max: u32, timeouts: Option<(Duration, Duration)>) -> PgPool {
     let Some((statement, lock)) = timeouts else { return pool_with(options, max) };
-    let (statement_ms, lock_ms) = (statement.as_millis().to_string(), lock.as_millis().to_string());
     let options = options.options([
-        ("statement_timeout", format!("{statement_ms}ms")),
-        ("lock_timeout", format!("{lock_ms}ms")),
+        ("statement_timeout", format!("{}ms", statement.as_millis())),
+        ("lock_timeout", format!("{}ms", lock.as_millis())),
     ]);
-    pool_options(max)
-        .after_connect(move |conn, _| {
-            let wanted = statement_ms.clone();
-            Box::pin(async move {
-                // A plain &str runs as a simple query: no statement is prepared.
-                let sql = "SELECT setting FROM pg_settings WHERE name = 'statement_timeout'";
-                let row = conn.fetch_one(sql).await?;
-                let applied: String = row.try_get(0)?;
-                if applied == wanted {
-                    return Ok(());
-                }
-                Err(sqlx::Error::Configuration(
-                    format!(
-                        "the server runs statements with statement_timeout {applied} ms, not the {wanted} ms \
-                         the worker asked for at connection: database.url drops startup options (a \
-                         transaction pooler?); set DATABASE_LISTEN_URL to a direct connection so that the \
-                         timeouts are set in every transaction instead"
-                    )
-                    .into(),
-                ))
-            })
-        })
-        .connect_lazy_with(options)
+    pool_with(options, max)
 }
 
 fn pool_with(options: PgConnectOptions, max: u32) -> PgPool {

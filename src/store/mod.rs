@@ -58,6 +58,9 @@ pub enum StoreError {
     /// A statement returned less than it must: the rows are not what the worker wrote.
     #[error("database: {0}")]
     Inconsistent(String),
+    /// The database runs the worker's statements otherwise than configured.
+    #[error("database: {0}")]
+    Config(String),
 }
 
 impl StoreError {

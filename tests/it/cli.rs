@@ -155,11 +155,17 @@ async fn migrate_creates_the_database_and_is_safe_from_two_hosts_at_once_and_aga
     let base =
         std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/worker".into());
     let name = format!("cw_migrate_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let url = format!("{}/{name}", base.rsplit_once('/').map(|(s, _)| s).unwrap_or(&base));
+    let named = |base: &str| format!("{}/{name}", base.rsplit_once('/').map(|(s, _)| s).unwrap_or(base));
+    let url = named(&base);
+    // Run through a pooler (DATABASE_LISTEN_URL set), migrate goes direct, and so
+    // does this test's look at what it did.
+    let listen = std::env::var("DATABASE_LISTEN_URL").ok().filter(|u| !u.is_empty()).map(|u| named(&u));
+    let direct = listen.clone().unwrap_or_else(|| url.clone());
     let run = || {
         worker()
             .arg("migrate")
             .env("DATABASE_URL", &url)
+            .env("DATABASE_LISTEN_URL", listen.as_deref().unwrap_or(""))
             .env("WORKER__WORKER__STARTUP_TIMEOUT_SECS", "10")
             .output()
     };
@@ -171,7 +177,7 @@ async fn migrate_creates_the_database_and_is_safe_from_two_hosts_at_once_and_aga
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     assert!(String::from_utf8_lossy(&again.stdout).contains("up to date"));
 
-    let pool = chat_worker::store::pool(&url, 1).expect("pool");
+    let pool = chat_worker::store::pool(&direct, 1).expect("pool");
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' AND tablename NOT LIKE '\\_sqlx%' ORDER BY 1",
     )
@@ -198,6 +204,6 @@ async fn migrate_creates_the_database_and_is_safe_from_two_hosts_at_once_and_aga
         .expect("migrations");
     assert_eq!(applied, 5, "each migration applied once");
     pool.close().await;
-    let admin = chat_worker::store::pool(&url.replace(&name, "postgres"), 1).expect("pool");
+    let admin = chat_worker::store::pool(&direct.replace(&name, "postgres"), 1).expect("pool");
     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await;
 }

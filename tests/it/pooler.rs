@@ -17,7 +17,7 @@ use chat_worker::store::{
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
-use crate::harness::{TestEnv, test_database_url, worker_db};
+use crate::harness::{TestEnv, eventually, test_database_url, worker_db};
 
 const TIMEOUT: Duration = Duration::from_millis(300);
 
@@ -257,5 +257,56 @@ async fn a_worker_through_pgbouncer_answers_and_hears_catalog_changes() {
         );
     }
     worker.stop().await.expect("clean stop");
+    env.finish().await;
+}
+
+/// What pooled mode costs on the warm path, counted on the wire (direct mode's
+/// budget is tests/it/budget.rs): the grouped read and the group commit each in a
+/// transaction of its own, opened with the timeouts — BEGIN, the statement, COMMIT
+/// — and with unnamed statements, a Parse/Describe round trip more each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_message_through_a_pooler_costs_two_transactions_of_one_statement_each() {
+    use std::sync::atomic::Ordering;
+    let mut env = TestEnv::new().await;
+    env.seed_catalog(env.tenant_id).await;
+    // Pooled mode on the direct server, behind a counting proxy.
+    env.config.database.listen_url = env.config.database.session_url().to_owned();
+    env.config.database.prepared_statements = false;
+    let pg = testkit::proxy::postgres(&env.upstreams().0).await.expect("proxy");
+    env.route_through(Some(&pg), None);
+    let worker = env.spawn_worker("pooled-budget");
+    const WARM_UP: usize = 4;
+    for _ in 0..WARM_UP {
+        env.converse("budget-customer", "Do you have running shoes under 5000?").await;
+    }
+    let (before, trips_before) = (pg.log.len(), pg.log.round_trips());
+    const N: usize = 10;
+    for _ in 0..N {
+        env.converse("budget-customer", "What are your opening hours?").await;
+    }
+    eventually("all processed", || async {
+        worker.tally.processed.load(Ordering::Relaxed) == (N + WARM_UP) as u64
+    })
+    .await;
+    let statements: Vec<String> = pg.log.snapshot()[before..].to_vec();
+    let round_trips = pg.log.round_trips() - trips_before;
+    worker.stop().await.expect("clean stop");
+
+    let count = |pred: &dyn Fn(&str) -> bool| statements.iter().filter(|s| pred(s)).count();
+    let begins = count(&|s| {
+        s.starts_with("BEGIN; SET LOCAL statement_timeout = 45000; SET LOCAL lock_timeout = 3000")
+    });
+    let history = count(&|s| s.starts_with("SELECT k.ord"));
+    let writes = count(&|s| s.starts_with("WITH input AS"));
+    let commits = count(&|s| s.trim().eq_ignore_ascii_case("COMMIT"));
+    assert_eq!((begins, history, writes, commits), (2 * N, N, N, 2 * N), "{statements:#?}");
+    assert_eq!(statements.len(), 6 * N, "nothing else reaches PostgreSQL: {statements:#?}");
+    // BEGIN, Parse/Describe, Bind/Execute, COMMIT: 4 round trips per transaction.
+    assert!(round_trips <= 8 * N + 2, "{round_trips} PostgreSQL round trips for {N} messages");
+    println!(
+        "per message through a pooler: {} statements in {} round trips",
+        statements.len() / N,
+        round_trips / N
+    );
     env.finish().await;
 }
