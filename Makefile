@@ -14,14 +14,17 @@ FLEET_ENV := WORKER__REDIS__MODE=cluster \
   REDIS_URL=redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003 \
   DATABASE_URL=postgres://postgres@127.0.0.1:6432/worker \
   DATABASE_LISTEN_URL=postgres://postgres@127.0.0.1:5432/worker \
-  WORKER__DATABASE__PREPARED_STATEMENTS=false
+  WORKER__DATABASE__PREPARED_STATEMENTS=false \
+  PGBOUNCER_URL=postgres://postgres@127.0.0.1:6432/worker
 # The integration tests (tests/it/<module>.rs) that matter through it: the happy
 # path, the duplicate race, group commit, fencing and takeover after a crash, a copy
 # while another worker holds the lock, Redis losing its data, the operator commands
-# (locks list/release, state: every shard of the cluster), and
+# (locks list/release, state: every shard of the cluster), the pooled store and
+# CLI (pooler.rs, which also checks that named statements really break there),
+# retention beside running workers, and
 # the cache invalidation by SQL within 2 s (not the other catalog_cache tests: they
 # put proxies in front of one Redis or the database URL, which a fleet has not).
-FLEET_MODULES := happy_path race group_commit fencing crash in_progress redis_loss operator
+FLEET_MODULES := happy_path race group_commit fencing crash in_progress redis_loss operator pooler retention
 FLEET_TESTS := catalog_cache::direct_sql_changes_reach_two_running_workers_within_two_seconds
 fleet_space := $(subst ,, )
 FLEET_FILTER := test(/^($(subst $(fleet_space),|,$(FLEET_MODULES)))::/)$(foreach t,$(FLEET_TESTS), | test(=$(t)))

@@ -18,7 +18,6 @@ const CONTRACT_VARIABLES: &[&str] = &[
     "AMQP_URL",
     "REDIS_URL",
     "DATABASE_URL",
-    // CONTRACT §1; not read by this build yet (docs/interface.md, "Not implemented yet").
     "DATABASE_LISTEN_URL",
     "WORKER_ADMIN_ADDR",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -36,6 +35,7 @@ fn secret_value(key: &str) -> &'static str {
         "DATABASE_LISTEN_URL" => "postgres://worker:hunter2@postgres-direct.k8s.test:5432/worker",
         // Without a password: it is compared with `worker config`'s (redacted) value.
         "WORKER__REDIS__CACHE_URL" => "redis://redis-cache.k8s.test:6379/0",
+        "WORKER__DATABASE__PREPARED_STATEMENTS" => "false",
         other => panic!("the Secret key {other} has no stand-in here: add one"),
     }
 }
