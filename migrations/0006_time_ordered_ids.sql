@@ -7,8 +7,15 @@
 -- measured ~3.8 such images per message, most of them primary-key leaves.
 --
 -- Only the default changes: ids already stored stay valid, other writers that
--- set their own ids are unaffected, and an id still says nothing about its row.
+-- set their own ids are unaffected (an id now tells when its row was written, as
+-- created_at does).
 -- PostgreSQL 18 has uuidv7(); this is the same layout for the versions before.
+-- ALTER TABLE takes an ACCESS EXCLUSIVE lock, for an instant once it has it; queued
+-- behind a long reader (a dump, a prune batch) it would hold up every worker's
+-- statement on the table meanwhile. Give up instead: `worker migrate` fails with
+-- a lock timeout, nothing is changed, and running it again later finishes it.
+SET LOCAL lock_timeout = '5s';
+
 CREATE OR REPLACE FUNCTION chat_worker_uuid_v7() RETURNS uuid LANGUAGE sql VOLATILE PARALLEL SAFE AS $$
     SELECT encode(
         set_bit(set_bit(

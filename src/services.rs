@@ -80,7 +80,7 @@ pub async fn postgres(
         max_connections: c.max_connections,
         statement_timeout,
         session_url: c.through_pooler().then_some(c.listen_url.as_str()),
-        prepared_statements: c.prepared_statements,
+        prepared_statements: c.named_statements(),
     };
     let db = Db::connect_lazy(&c.url, settings).map_err(|e| Unreachable {
         service: "postgresql",

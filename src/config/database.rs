@@ -19,8 +19,13 @@ pub struct DatabaseConfig {
     /// Empty: `url` is direct and serves both.
     pub listen_url: String,
     /// Named, cached prepared statements; `false` sends every statement unnamed
-    /// (PgBouncer before 1.21, RDS Proxy).
-    pub prepared_statements: bool,
+    /// (PgBouncer before 1.21, RDS Proxy). Unset: named on a direct connection,
+    /// unnamed behind a pooler (`listen_url` set) — named statements through
+    /// PgBouncer 1.18 can run another client's statement without an error, so
+    /// they are an explicit choice there (PgBouncer >= 1.21 with
+    /// `max_prepared_statements` > 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prepared_statements: Option<bool>,
     pub max_connections: u32,
     /// Most messages one commit records (group commit).
     pub commit_batch_max: usize,
@@ -37,7 +42,7 @@ impl Default for DatabaseConfig {
         Self {
             url: "postgres://postgres@127.0.0.1:5432/worker?sslmode=disable".into(),
             listen_url: String::new(),
-            prepared_statements: true,
+            prepared_statements: None,
             max_connections: 8,
             commit_batch_max: 256,
             commits_in_flight: 1,
@@ -85,6 +90,11 @@ impl DatabaseConfig {
     /// Whether `url` goes through a transaction pooler: `listen_url` is set.
     pub fn through_pooler(&self) -> bool {
         !self.listen_url.is_empty()
+    }
+
+    /// Whether statements are named and cached: as set, else only when direct.
+    pub fn named_statements(&self) -> bool {
+        self.prepared_statements.unwrap_or(!self.through_pooler())
     }
 
     /// The direct (session) connection: `listen_url`, or `url` when that is direct.

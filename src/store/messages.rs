@@ -178,7 +178,8 @@ pub(super) async fn existing(db: &Db, fp: &Fingerprint) -> Result<Recorded, Stor
 pub async fn register_fence(db: &Db, fp: &Fingerprint, token: i64) -> Result<bool, StoreError> {
     let registered: Option<i64> = sqlx::query_scalar(
         "INSERT INTO fences AS f (fingerprint, token) VALUES ($1, $2)
-         ON CONFLICT (fingerprint) DO UPDATE SET token = EXCLUDED.token WHERE f.token < EXCLUDED.token
+         ON CONFLICT (fingerprint) DO UPDATE SET token = EXCLUDED.token, created_at = now()
+                                              WHERE f.token < EXCLUDED.token
          RETURNING token",
     )
     .bind(fp.as_str())

@@ -23,6 +23,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "hot conversation updates", include_str!("../../migrations/0004_hot_conversation_updates.sql")),
     (5, "retention", include_str!("../../migrations/0005_retention.sql")),
     (6, "time-ordered ids", include_str!("../../migrations/0006_time_ordered_ids.sql")),
+    (
+        7,
+        "interactions by conversation",
+        include_str!("../../migrations/0007_interactions_by_conversation.sql"),
+    ),
 ];
 
 #[derive(Debug)]

@@ -8,7 +8,9 @@
 //! one reply per fingerprint", could no longer be enforced across partitions.
 //!
 //! Safe beside the workers: a batch locks only the rows it deletes, which no
-//! worker writes again (messages, interactions and fences are never updated), and
+//! worker writes again (messages and interactions are never updated; a fence a
+//! takeover raises again gets a fresh `created_at`, so it is never old while in
+//! use), and
 //! a conversation only when nobody holds it (`SKIP LOCKED`: a worker committing
 //! to it holds it, and the prune moves on). Each batch finds its rows through an
 //! index on `created_at` (`messages`, `agent_interactions`, `fences`), resuming

@@ -113,7 +113,7 @@ async fn through_pgbouncer() -> Option<TestEnv> {
     };
     env.config.database.listen_url = env.config.database.session_url().to_owned();
     env.config.database.url = url;
-    env.config.database.prepared_statements = false;
+    env.config.database.prepared_statements = Some(false);
     env.db.close().await;
     env.db = worker_db(&env.config, 8);
     Some(env)
@@ -271,7 +271,7 @@ async fn a_warm_message_through_a_pooler_costs_two_transactions_of_one_statement
     env.seed_catalog(env.tenant_id).await;
     // Pooled mode on the direct server, behind a counting proxy.
     env.config.database.listen_url = env.config.database.session_url().to_owned();
-    env.config.database.prepared_statements = false;
+    env.config.database.prepared_statements = Some(false);
     let pg = testkit::proxy::postgres(&env.upstreams().0).await.expect("proxy");
     env.route_through(Some(&pg), None);
     let worker = env.spawn_worker("pooled-budget");

@@ -48,16 +48,21 @@ fn database_listen_url_says_that_the_database_url_is_a_transaction_pooler() {
         let direct = load_in(jail, None, &none).expect("loads");
         assert!(!direct.database.through_pooler(), "no listen URL: the URL is direct");
         assert_eq!(direct.database.session_url(), direct.database.url);
-        assert!(direct.database.prepared_statements, "named statements by default");
+        assert!(direct.database.named_statements(), "named statements by default, when direct");
 
         jail.set_env("DATABASE_URL", "postgres://pgbouncer:6432/worker");
         jail.set_env("DATABASE_LISTEN_URL", "postgres://db:5432/worker");
+        let pooled = load_in(jail, None, &none).expect("loads");
+        assert!(!pooled.database.named_statements(), "behind a pooler, unnamed unless asked for");
+        jail.set_env("WORKER__DATABASE__PREPARED_STATEMENTS", "true");
+        let asked = load_in(jail, None, &none).expect("loads");
+        assert!(asked.database.named_statements(), "PgBouncer >= 1.21: named, as asked");
         jail.set_env("WORKER__DATABASE__PREPARED_STATEMENTS", "false");
         let pooled = load_in(jail, None, &none).expect("loads");
         assert!(pooled.database.through_pooler());
         assert_eq!(pooled.database.session_url(), "postgres://db:5432/worker");
         assert_eq!(pooled.database.url, "postgres://pgbouncer:6432/worker");
-        assert!(!pooled.database.prepared_statements);
+        assert!(!pooled.database.named_statements());
 
         jail.set_env("WORKER__DATABASE__LISTEN_URL", "postgres://other:5432/worker");
         let nested = load_in(jail, None, &none).expect("loads");

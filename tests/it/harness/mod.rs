@@ -76,7 +76,7 @@ pub fn worker_db(config: &Config, max_connections: u32) -> Db {
         max_connections,
         statement_timeout: None,
         session_url: c.through_pooler().then_some(c.listen_url.as_str()),
-        prepared_statements: c.prepared_statements,
+        prepared_statements: c.named_statements(),
     };
     Db::connect_lazy(&c.url, settings).expect("database url")
 }
@@ -93,7 +93,7 @@ impl TestEnv {
         }
         if let Ok(prepared) = std::env::var("WORKER__DATABASE__PREPARED_STATEMENTS") {
             config.database.prepared_statements =
-                prepared.parse().expect("WORKER__DATABASE__PREPARED_STATEMENTS is true or false");
+                Some(prepared.parse().expect("WORKER__DATABASE__PREPARED_STATEMENTS is true or false"));
         }
         config.database.max_connections = 8;
         config.database.commits_in_flight = 3;

@@ -85,7 +85,7 @@ impl TestEnv {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"));
         cmd.env("WORKER__DATABASE__URL", &c.database.url)
             .env("WORKER__DATABASE__LISTEN_URL", &c.database.listen_url)
-            .env("WORKER__DATABASE__PREPARED_STATEMENTS", c.database.prepared_statements.to_string())
+            .env("WORKER__DATABASE__PREPARED_STATEMENTS", c.database.named_statements().to_string())
             .env("WORKER__AMQP__URL", &c.amqp.url)
             .env("WORKER__REDIS__URL", &c.redis.url)
             .env("WORKER__AMQP__INBOUND_EXCHANGE", &c.amqp.inbound_exchange)
