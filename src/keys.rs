@@ -23,7 +23,10 @@
 //! | `<p>{xx}:lock:<fp>` | string | its lock: `<token>\|<instance>\|<worker id>` |
 //! | `<p>{xx}:inflight` | sorted set | fingerprints in processing, by start time |
 //! | `<p>{xx}:refs:<tenant>:<channel>:<customer>` | string | the conversation's latest list |
+//! | `<p>{xx}:line:<tenant>:<channel>:<customer>` | sorted set | the conversation's messages waiting for or holding its turn, by intake time |
+//! | `<p>{xx}:turns:<tenant>:<channel>:<customer>` | hash | each of those entries' status (`<status>\|<instance>\|<worker id>\|<since ms>`), and `.current`, the one being answered |
 //! | `<p>alive:<instance>` | string | a running process (worker id) |
+//! | `<p>wake:<instance>` | pub/sub channel | "your turn": a fingerprint whose message that process holds, waiting |
 //! | `<p>sweeper` | string | whose turn the fleet-wide sweep is |
 //! | `<p>cache:<kind>:<tenant>` | string | shared catalog cache entry |
 //! | `<p>stats:<tenant or all>:<minute>` | string | cached `worker stats` figures |
@@ -73,6 +76,16 @@ impl fmt::Display for Shard {
     }
 }
 
+/// A conversation's turn keys, all in its shard's slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationKeys {
+    pub shard: Shard,
+    /// Sorted set: fingerprints in line for the conversation's turn, by intake time.
+    pub line: String,
+    /// Hash: each entry's status, and `.current`.
+    pub turns: String,
+}
+
 /// The key names under one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
@@ -109,6 +122,19 @@ impl Keys {
             inbound.channel,
             inbound.customer_external_id
         )
+    }
+
+    /// The keys of one conversation: its latest list, its line and its turns.
+    pub fn conversation(&self, inbound: &Inbound) -> ConversationKeys {
+        let (shard, tenant, channel, customer) =
+            (Shard::of(inbound), inbound.tenant_id, &inbound.channel, &inbound.customer_external_id);
+        let named = |what: &str| format!("{}{shard}:{what}:{tenant}:{channel}:{customer}", self.prefix);
+        ConversationKeys { shard, line: named("line"), turns: named("turns") }
+    }
+
+    /// The channel a process listens on for "your turn" (no tag: a channel, not a key).
+    pub fn wake_channel(&self, instance: &str) -> String {
+        format!("{}wake:{instance}", self.prefix)
     }
 
     pub fn alive(&self, instance: &str) -> String {
@@ -159,11 +185,17 @@ mod tests {
             metadata: serde_json::Value::Null,
         };
         let shard = Shard::of(&inbound);
-        let tags: std::collections::BTreeSet<String> =
-            [keys.state(shard, &fp), keys.lock(shard, &fp), keys.inflight(shard), keys.refs(&inbound)]
-                .iter()
-                .map(|k| hash_tag(k).to_owned())
-                .collect();
+        let tags: std::collections::BTreeSet<String> = [
+            keys.state(shard, &fp),
+            keys.lock(shard, &fp),
+            keys.inflight(shard),
+            keys.refs(&inbound),
+            keys.conversation(&inbound).line,
+            keys.conversation(&inbound).turns,
+        ]
+        .iter()
+        .map(|k| hash_tag(k).to_owned())
+        .collect();
         assert_eq!(tags.len(), 1, "{tags:?}");
         assert_eq!(keys.state(shard, &fp), format!("cw:{shard}:state:{fp}"));
         // Customer ids spread over the shards (not all in a few slots).

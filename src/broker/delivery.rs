@@ -27,6 +27,8 @@ pub struct Incoming {
     /// Whether it came from `chat.inbound`, i.e. from a gateway: then our own
     /// headers (`x-attempts`, `x-worker-seen`) on it are the gateway's, and ignored.
     from_gateway: bool,
+    /// When it was read off the broker (see [`crate::model::envelope::intake_now`]).
+    intake_us: i64,
 }
 
 impl Incoming {
@@ -38,7 +40,7 @@ impl Incoming {
         } else {
             headers::routing_key(delivery.properties.headers().as_ref()).map(str::to_owned)
         };
-        Self { delivery, published_with, from_gateway }
+        Self { delivery, published_with, from_gateway, intake_us: crate::model::envelope::intake_now() }
     }
 
     pub fn body(&self) -> &[u8] {
@@ -58,6 +60,7 @@ impl Incoming {
                 traceparent: headers::traceparent(headers),
                 tracestate: headers::tracestate(headers),
             },
+            intake_us: self.intake_us,
         }
     }
 

@@ -88,8 +88,12 @@ fn describe(s: &ProcessingState) -> String {
         (true, false) => "locked by a worker that is gone",
         (false, _) => "not locked",
     };
+    let waiting = match &s.waiting_behind {
+        Some(ahead) => format!("; waiting for its conversation's turn, behind {ahead}"),
+        None => String::new(),
+    };
     format!(
-        "status={} worker={} started={} finished={} attempts={} ({lock})",
+        "status={} worker={} started={} finished={} attempts={} ({lock}{waiting})",
         s.status,
         s.worker_id,
         time(s.started_at_ms),

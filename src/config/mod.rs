@@ -27,6 +27,7 @@ mod layers;
 mod redis;
 mod responder;
 mod telemetry;
+mod turns;
 mod validate;
 mod worker;
 
@@ -39,6 +40,7 @@ pub use self::database::DatabaseConfig;
 pub use self::redis::{RedisConfig, RedisMode, seeds};
 pub use self::responder::{ResponderConfig, ResponderKind};
 pub use self::telemetry::{ProducerContext, TracingConfig};
+pub use self::turns::TurnsConfig;
 pub use self::worker::{MAX_CONCURRENCY, WorkerConfig, check_worker_id};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -50,6 +52,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub cache: CacheConfig,
     pub context: ContextConfig,
+    pub turns: TurnsConfig,
     pub responder: ResponderConfig,
     pub admin: AdminConfig,
     pub tracing: TracingConfig,

@@ -20,6 +20,7 @@ impl Config {
         self.database.check()?;
         self.cache.check()?;
         self.context.check()?;
+        self.turns.check()?;
         self.responder.check()?;
         self.admin.check()?;
         // Last: it does arithmetic on keys of several sections, safe only once

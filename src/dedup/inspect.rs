@@ -19,6 +19,10 @@ pub struct ProcessingState {
     /// Whether a lock is held now, and whether its holder's process is alive.
     pub locked: bool,
     pub holder_alive: bool,
+    /// Waiting for its conversation's turn: the message it waits behind (the
+    /// one being answered, or the first in line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_behind: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +97,7 @@ impl Dedup {
             attempts: num("attempts").unwrap_or(0).try_into().unwrap_or(0),
             locked: holder.is_some(),
             holder_alive,
+            waiting_behind: fields.get("behind").filter(|b| !b.is_empty()).cloned(),
         }))
     }
 

@@ -8,6 +8,9 @@
 //!   worker_id, instance, started_at, completed_at, attempts, fence}, kept
 //!   `state_ttl` after the last change;
 //! - `inflight` — per shard, fingerprints being processed, by start time;
+//! - `line:<conversation>`, `turns:<conversation>` — the conversation's
+//!   messages in the order they were taken, and which is being answered
+//!   ([`line`]): a claim takes the lock only on the conversation's turn;
 //! - `alive:<instance>` — refreshed by every running process ([`Dedup::heartbeat`]);
 //!   a lock whose holder's key is gone belongs to a dead process and is taken over
 //!   at once, and the [`sweeper`] releases such locks fleet-wide.
@@ -19,17 +22,21 @@
 
 mod guard;
 mod inspect;
+pub mod line;
 mod scripts;
 pub mod sweeper;
+pub mod wakes;
 
 pub use guard::Cut;
 pub use inspect::{ProcessingState, Released};
+pub use line::{InLine, TurnEntry};
+pub use wakes::Wakes;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::keys::{Keys, Shard};
+use crate::keys::{ConversationKeys, Keys, Shard};
 use crate::model::Fingerprint;
 use crate::redis_conn::RedisConn;
 
@@ -49,12 +56,27 @@ pub enum Claim {
     Held {
         worker_id: String,
     },
+    /// Another message of the conversation is being answered, or is ahead in
+    /// line: this one waits for it.
+    Wait {
+        ahead: Fingerprint,
+        /// The entry of the one ahead, as the line holds it.
+        entry: Option<TurnEntry>,
+    },
+    /// This delivery's place in line was gone (Redis lost its data) and was
+    /// taken again; the others of the conversation are given time to do the
+    /// same before anyone claims.
+    Lost,
 }
 
 /// Proof of holding a message's lock; give it back with `complete` or `abandon`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     pub shard: Shard,
+    /// The conversation's line, which the lease holds the turn of.
+    pub line: ConversationKeys,
+    /// The message's place in line (its intake time, µs).
+    pub intake_us: i64,
     pub fingerprint: Fingerprint,
     value: String,
     /// This acquisition's fencing token; it grows with every acquisition.
@@ -75,6 +97,8 @@ pub struct Dedup {
     lock_ttl: Duration,
     state_ttl: Duration,
     liveness_ttl: Duration,
+    /// How long a conversation's line is kept after its last change.
+    line_ttl: Duration,
     round_trips: Arc<AtomicU64>,
 }
 
@@ -88,6 +112,9 @@ impl Dedup {
             lock_ttl: Duration::from_secs(cfg.lock_ttl_secs),
             state_ttl: Duration::from_secs(cfg.state_ttl_secs),
             liveness_ttl: Duration::from_secs(cfg.liveness_ttl_secs),
+            // A message waits in line at most the life of its attempts; an hour
+            // covers the default `max_message_age_secs` and is cheap to keep.
+            line_ttl: Duration::from_secs(cfg.state_ttl_secs.max(3_600)),
             round_trips: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -96,21 +123,28 @@ impl Dedup {
         &self.keys
     }
 
-    /// Checks the state and takes the lock of message `fp` of a conversation in
-    /// `shard`; when the lock is taken, the value at `also_get` (a key of the
+    /// Checks the state of message `fp` of the conversation `line`, takes its
+    /// place in the conversation's line, and, on the conversation's turn, its
+    /// lock; when the lock is taken, the value at `also_get` (a key of the
     /// same conversation) rides along in the same trip.
     pub async fn claim(
         &self,
-        shard: Shard,
+        line: &ConversationKeys,
         fp: &Fingerprint,
+        place: &InLine,
         also_get: Option<&str>,
     ) -> Result<Claim, DedupError> {
+        let shard = line.shard;
         let value = format!("{}|{}|{}", uuid::Uuid::new_v4().simple(), self.instance, self.worker_id);
         let mut dead_holder = String::new();
         loop {
             self.round_trips.fetch_add(1, Ordering::Relaxed);
             let mut invocation = scripts::CLAIM.key(self.keys.state(shard, fp));
-            invocation.key(self.keys.lock(shard, fp)).key(self.keys.inflight(shard));
+            invocation
+                .key(self.keys.lock(shard, fp))
+                .key(self.keys.inflight(shard))
+                .key(&line.line)
+                .key(&line.turns);
             if let Some(key) = also_get {
                 invocation.key(key);
             }
@@ -130,10 +164,19 @@ impl Dedup {
                 .arg(fp.as_str())
                 .arg(&self.instance)
                 .arg(&dead_holder)
+                .arg(place.intake_us)
+                .arg(millis(self.line_ttl))
+                .arg(if place.stood_before { "1" } else { "0" })
+                .arg(place.skip.as_deref().unwrap_or(""))
                 .invoke_async(&mut self.redis.clone())
                 .await?;
             return Ok(match verdict.as_str() {
                 "completed" => Claim::Completed { worker_id: who },
+                "wait" => match Fingerprint::parse(&who) {
+                    Some(ahead) => Claim::Wait { ahead, entry: TurnEntry::parse(&holder) },
+                    None => Claim::Lost,
+                },
+                "lost" => Claim::Lost,
                 // Held by another: by a live process, or by a dead one, whose lock
                 // the next round takes over (once: a holder that changed meanwhile
                 // is someone new, to be asked about in turn by the next delivery).
@@ -144,6 +187,8 @@ impl Dedup {
                 "held" => Claim::Held { worker_id: who },
                 taken => Claim::Acquired(Lease {
                     shard,
+                    line: line.clone(),
+                    intake_us: place.intake_us,
                     fingerprint: fp.clone(),
                     value,
                     fence,
@@ -154,24 +199,46 @@ impl Dedup {
         }
     }
 
-    /// Whether the process that wrote lock value `holder` is alive.
-    pub(super) async fn holder_alive(&self, holder: &str) -> Result<bool, DedupError> {
-        let Some(instance) = holder.split('|').nth(1) else { return Ok(false) };
+    /// Whether process `instance` is alive.
+    pub async fn instance_alive(&self, instance: &str) -> Result<bool, DedupError> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let alive: bool =
             redis::cmd("EXISTS").arg(self.keys.alive(instance)).query_async(&mut self.redis.clone()).await?;
         Ok(alive)
     }
 
+    /// Whether the process that wrote lock value `holder` is alive.
+    pub(super) async fn holder_alive(&self, holder: &str) -> Result<bool, DedupError> {
+        let Some(instance) = holder.split('|').nth(1) else { return Ok(false) };
+        self.instance_alive(instance).await
+    }
+
     /// Extends the lease by `lock_ttl`; `false` when it is no longer ours.
+    /// When Redis lost the lock and the message's state both (no one can have
+    /// claimed it since), the lease and its place in line are taken back.
     pub async fn renew(&self, lease: &Lease) -> Result<bool, DedupError> {
+        let (shard, fp) = (lease.shard, &lease.fingerprint);
         let renewed: i32 = scripts::RENEW
-            .key(self.keys.lock(lease.shard, &lease.fingerprint))
+            .key(self.keys.state(shard, fp))
+            .key(self.keys.lock(shard, fp))
+            .key(self.keys.inflight(shard))
+            .key(&lease.line.line)
+            .key(&lease.line.turns)
             .arg(&lease.value)
             .arg(millis(self.lock_ttl))
+            .arg(fp.as_str())
+            .arg(lease.intake_us)
+            .arg(now_ms())
+            .arg(&self.worker_id)
+            .arg(&self.instance)
+            .arg(millis(self.state_ttl))
+            .arg(millis(self.line_ttl))
             .invoke_async(&mut self.redis.clone())
             .await?;
-        Ok(renewed == 1)
+        if renewed == 2 {
+            tracing::warn!(fingerprint = %fp, "redis had lost this message's lock and state; took them back");
+        }
+        Ok(renewed > 0)
     }
 
     /// How often a lease is renewed while its work runs.
@@ -183,25 +250,29 @@ impl Dedup {
         self.lock_ttl
     }
 
-    /// Records the message as completed and releases the lock; `also_set`
-    /// (a key of the same conversation, value, TTL) is written in the same round trip.
+    /// Records the message as completed, releases the lock and passes the
+    /// conversation's turn on; `also_set` (a key of the same conversation,
+    /// value, TTL) is written in the same round trip.
     pub async fn complete(
         &self,
         lease: &Lease,
         also_set: Option<(&str, &[u8], Duration)>,
     ) -> Result<(), DedupError> {
-        self.finish(lease, "completed", also_set).await
+        self.finish(lease, "completed", true, also_set).await
     }
 
-    /// Records the attempt as failed and releases the lock, if it is still ours.
-    pub async fn abandon(&self, lease: &Lease) -> Result<(), DedupError> {
-        self.finish(lease, "failed", None).await
+    /// Records the attempt as failed and releases the lock, if it is still
+    /// ours. The message keeps its place in line, since its retry comes back
+    /// to it, unless it will not come back (`last`: it is dead-lettered).
+    pub async fn abandon(&self, lease: &Lease, last: bool) -> Result<(), DedupError> {
+        self.finish(lease, "failed", last, None).await
     }
 
     async fn finish(
         &self,
         lease: &Lease,
         status: &str,
+        leave_line: bool,
         also_set: Option<(&str, &[u8], Duration)>,
     ) -> Result<(), DedupError> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
@@ -209,16 +280,28 @@ impl Dedup {
         invocation
             .key(self.keys.lock(lease.shard, &lease.fingerprint))
             .key(self.keys.inflight(lease.shard))
+            .key(&lease.line.line)
+            .key(&lease.line.turns)
             .arg(&lease.value)
             .arg(status)
             .arg(now_ms())
             .arg(millis(self.state_ttl))
-            .arg(lease.fingerprint.as_str());
+            .arg(lease.fingerprint.as_str())
+            .arg(if leave_line { "leave" } else { "park" })
+            .arg(millis(self.line_ttl))
+            .arg(self.keys.wake_channel(""))
+            .arg(&self.instance)
+            .arg(&self.worker_id);
         if let Some((key, value, ttl)) = also_set {
             invocation.key(key).arg(value).arg(millis(ttl));
         }
         let _mine: i32 = invocation.invoke_async(&mut self.redis.clone()).await?;
         Ok(())
+    }
+
+    /// This process's instance id (its wake channel's name).
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     /// Redis round trips made for messages (claims with their liveness asks, and

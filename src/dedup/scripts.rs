@@ -2,8 +2,9 @@
 //! atomic. Keys (all in the conversation's shard, so one cluster slot; see
 //! [`crate::keys`]): KEYS[1] = `state:<fp>` hash, KEYS[2] = `lock:<fp>`,
 //! KEYS[3] = the shard's `inflight` sorted set (fingerprint by start time, for
-//! the sweeper and `worker locks list`), and optionally KEYS[4], a key of the
-//! conversation read or written along. A lock value is
+//! the sweeper and `worker locks list`), KEYS[4] and KEYS[5] = the
+//! conversation's line and turns (see [`crate::turns`]), and optionally
+//! KEYS[6], a key of the conversation read or written along. A lock value is
 //! `<token>|<instance>|<worker id>`. No script reads a key it was not given:
 //! whether a holder's process lives (`alive:<instance>`, in another slot) is
 //! asked by the caller, between two calls.
@@ -12,32 +13,93 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// ARGV: lock value, worker id, lock TTL ms, state TTL ms, now ms, fingerprint,
-/// instance, and the lock value of a holder the caller found dead ('' for none).
-/// KEYS[4], if given, is fetched along.
+/// The conversation's line, shared by the scripts that touch it (KEYS[4] the
+/// line, KEYS[5] the turns hash). An entry reads
+/// `<status>|<instance>|<worker id>|<since ms>`, status `waiting`, `taken` or
+/// `parked`. `wake_next` tells the process holding the first entry in line, if
+/// it waits and nothing is being answered, that its turn has come.
+const LINE: &str = r#"
+local function keep_line(ttl)
+  redis.call('PEXPIRE', KEYS[4], ttl)
+  redis.call('PEXPIRE', KEYS[5], ttl)
+end
+local function wake_next(channel_prefix, except)
+  if redis.call('HEXISTS', KEYS[5], '.current') == 1 then return end
+  local first = redis.call('ZRANGE', KEYS[4], 0, 0)[1]
+  if not first or first == except then return end
+  local e = redis.call('HGET', KEYS[5], first)
+  if not e then return end
+  local st, inst = string.match(e, '^([^|]*)|([^|]*)|')
+  if st == 'waiting' and inst then redis.call('PUBLISH', channel_prefix .. inst, first) end
+end
+local function leave_line(fp)
+  redis.call('ZREM', KEYS[4], fp)
+  redis.call('HDEL', KEYS[5], fp)
+  if redis.call('HGET', KEYS[5], '.current') == fp then redis.call('HDEL', KEYS[5], '.current') end
+end
+"#;
+
+/// Dedup, the conversation's turn and the message's lock, in one round trip.
+/// KEYS[4], KEYS[5]: the conversation's line and turns; KEYS[6], if given, is
+/// fetched along when the lock is taken.
+/// ARGV: 1 lock value, 2 worker id, 3 lock TTL ms, 4 state TTL ms, 5 now ms,
+/// 6 fingerprint, 7 instance, 8 the lock value of a holder the caller found
+/// dead ('' for none), 9 intake time µs (the message's place in line), 10 line
+/// TTL ms, 11 '1' if this delivery stood in line before, 12 an entry the caller
+/// found abandoned, `<fp>|<since>`, to remove if unchanged ('' for none).
 /// Safe to run twice with the same ARGV (a cluster client re-sends a request
 /// whose connection dropped before the answer came): a lock already holding
 /// ARGV[1] is this very claim's, and its acquisition is answered again.
-/// Returns {verdict, worker, attempts, fetched, fence, holder}: verdict
-/// `completed`; `held` (by `holder`, whose liveness the caller checks; unless it
-/// is the holder ARGV[8] names); `acquired`; or `taken_over` (from a process that
-/// is gone, whose lock lapsed mid-processing, or whose lock was released by the
+/// Returns {verdict, who, attempts, fetched, fence, holder}: verdict
+/// `completed`; `wait` (behind fingerprint `who`, whose entry is `holder`);
+/// `lost` (this delivery's place in line was gone: Redis lost its data; it is
+/// back, and the caller lets the others find theirs before it claims);
+/// `held` (by `holder`, whose liveness the caller checks; unless it is the
+/// holder ARGV[8] names); `acquired`; or `taken_over` (from a process that is
+/// gone, whose lock lapsed mid-processing, or whose lock was released by the
 /// sweeper or an operator: it may still wake up). `fence` is the acquisition's
-/// fencing token: the clock of the Redis node serving the slot, in microseconds,
-/// so it only grows, even across a Redis that lost its data, as long as the
-/// clocks of the nodes a slot moves between (failover, resharding) agree.
+/// fencing token: the clock of the Redis node serving the slot, in
+/// microseconds, so it only grows, even across a Redis that lost its data, as
+/// long as the clocks of the nodes a slot moves between (failover,
+/// resharding) agree.
 pub(super) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{LINE}{}",
         r#"
+local fp = ARGV[6]
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'completed' then
   return {'completed', redis.call('HGET', KEYS[1], 'worker_id') or '', 0, false, 0, ''}
+end
+local function entry(st) return st .. '|' .. ARGV[7] .. '|' .. ARGV[2] .. '|' .. ARGV[5] end
+if ARGV[12] ~= '' then
+  local sfp, since = string.match(ARGV[12], '^([^|]*)|(.*)$')
+  local e = sfp and redis.call('HGET', KEYS[5], sfp)
+  if sfp and ((e and string.match(e, '|([^|]*)$') == since) or (not e and since == '')) then leave_line(sfp) end
+end
+local lost = false
+if not redis.call('ZSCORE', KEYS[4], fp) then
+  redis.call('ZADD', KEYS[4], ARGV[9], fp)
+  lost = ARGV[11] == '1'
+end
+local current = redis.call('HGET', KEYS[5], '.current')
+local first = redis.call('ZRANGE', KEYS[4], 0, 0)[1]
+local ahead = false
+if current and current ~= fp then ahead = current elseif first ~= fp then ahead = first end
+if ahead or lost then
+  redis.call('HSET', KEYS[5], fp, entry('waiting'))
+  keep_line(ARGV[10])
+  if not status then redis.call('HSET', KEYS[1], 'status', 'waiting', 'worker_id', ARGV[2]) end
+  redis.call('HSET', KEYS[1], 'behind', ahead or '')
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  if not ahead then return {'lost', '', 0, false, 0, ''} end
+  return {'wait', ahead, 0, false, 0, redis.call('HGET', KEYS[5], ahead) or ''}
 end
 local holder = redis.call('GET', KEYS[2])
 if holder == ARGV[1] then
   local again = redis.call('HMGET', KEYS[1], 'attempts', 'fence', 'taken_from')
   local fetched = false
-  if KEYS[4] then fetched = redis.call('GET', KEYS[4]) end
+  if KEYS[6] then fetched = redis.call('GET', KEYS[6]) end
   local verdict = 'acquired'
   if again[3] and again[3] ~= '' then verdict = 'taken_over' end
   return {verdict, again[3] or '', tonumber(again[1]) or 0, fetched, tonumber(again[2]) or 0, ''}
@@ -58,48 +120,84 @@ redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
 local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', 'processing', 'worker_id', ARGV[2], 'instance', ARGV[7],
            'started_at', ARGV[5], 'fence', fence, 'taken_from', previous)
-redis.call('HDEL', KEYS[1], 'completed_at')
+redis.call('HDEL', KEYS[1], 'completed_at', 'behind')
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6])
+redis.call('ZADD', KEYS[3], ARGV[5], fp)
+redis.call('HSET', KEYS[5], '.current', fp, fp, entry('taken'))
+keep_line(ARGV[10])
 local fetched = false
-if KEYS[4] then fetched = redis.call('GET', KEYS[4]) end
+if KEYS[6] then fetched = redis.call('GET', KEYS[6]) end
 if previous ~= '' then return {'taken_over', previous, attempts, fetched, fence, ''} end
 return {'acquired', '', attempts, fetched, fence, ''}
-"#,
-    )
+"#
+    ))
 });
 
-/// ARGV: lock value, final status, now ms, state TTL ms, fingerprint, then,
-/// with KEYS[4], the value and TTL ms to set it to in the same round trip.
+/// KEYS as CLAIM's first five, and KEYS[6], if given, set along.
+/// ARGV: 1 lock value, 2 final status, 3 now ms, 4 state TTL ms, 5 fingerprint,
+/// 6 what becomes of its place in line (`leave`: answered, or dead-lettered;
+/// `park`: it comes back, and keeps its place), 7 line TTL ms, 8 the wake channels' prefix,
+/// 9 instance, 10 worker id, then, with KEYS[6], 11 the value and 12 the TTL ms
+/// to set it to.
 /// `completed` is recorded whoever holds the lock (the reply is out); `failed`
-/// only by the holder, so a late worker never overwrites its successor's state.
+/// only by the holder, so a late worker never overwrites its successor's state
+/// nor moves the line.
 pub(super) static FINISH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{LINE}{}",
         r#"
+local fp = ARGV[5]
 local mine = redis.call('GET', KEYS[2]) == ARGV[1]
 if mine then redis.call('DEL', KEYS[2]) end
 if ARGV[2] == 'completed' or mine then
   redis.call('HSET', KEYS[1], 'status', ARGV[2], 'completed_at', ARGV[3])
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
-  redis.call('ZREM', KEYS[3], ARGV[5])
+  redis.call('ZREM', KEYS[3], fp)
+  if ARGV[6] == 'leave' then
+    leave_line(fp)
+  else
+    redis.call('HSET', KEYS[5], fp, 'parked|' .. ARGV[9] .. '|' .. ARGV[10] .. '|' .. ARGV[3])
+    if redis.call('HGET', KEYS[5], '.current') == fp then redis.call('HDEL', KEYS[5], '.current') end
+  end
+  keep_line(ARGV[7])
+  wake_next(ARGV[8], fp)
 end
-if KEYS[4] then redis.call('SET', KEYS[4], ARGV[6], 'PX', ARGV[7]) end
+if KEYS[6] then redis.call('SET', KEYS[6], ARGV[11], 'PX', ARGV[12]) end
 return mine and 1 or 0
-"#,
-    )
+"#
+    ))
 });
 
-/// KEYS[1] = lock. ARGV: lock value, TTL ms. 1 if the lease is still ours and was extended.
+/// KEYS as CLAIM's first five. ARGV: 1 lock value, 2 TTL ms, 3 fingerprint,
+/// 4 intake time µs, 5 now ms, 6 worker id, 7 instance, 8 state TTL ms, 9 line
+/// TTL ms. 1 if the lease is still ours and was extended; 0 if it is not.
+/// 2 if Redis had lost both the lock and the state (a flush, a restart
+/// without persistence), so no one else can have claimed the message since,
+/// and the lease and the message's place in line were taken back (unless
+/// another message of the conversation is being answered meanwhile: then 0).
 pub(super) static RENEW: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{LINE}{}",
         r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local holder = redis.call('GET', KEYS[2])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
   return 1
 end
-return 0
-"#,
-    )
+if holder or redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local current = redis.call('HGET', KEYS[5], '.current')
+if current and current ~= ARGV[3] then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+redis.call('HSET', KEYS[1], 'status', 'processing', 'worker_id', ARGV[6], 'instance', ARGV[7],
+           'started_at', ARGV[5], 'attempts', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[8])
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3])
+redis.call('ZADD', KEYS[4], 'NX', ARGV[4], ARGV[3])
+redis.call('HSET', KEYS[5], '.current', ARGV[3], ARGV[3], 'taken|' .. ARGV[7] .. '|' .. ARGV[6] .. '|' .. ARGV[5])
+keep_line(ARGV[9])
+return 2
+"#
+    ))
 });
 
 /// Releases a message's lock if its holder is still the one the caller saw

@@ -3,6 +3,8 @@
 //! same request finds. A cluster client sends a request again when its
 //! connection dropped before the answer; the first run may have happened.
 
+use futures_util::StreamExt;
+
 use super::*;
 use crate::config::{RedisConfig, RedisMode};
 use crate::keys::{Keys, Shard};
@@ -22,23 +24,155 @@ async fn redis() -> RedisConn {
 
 type Claimed = (String, String, u32, Option<Vec<u8>>, i64, String);
 
-async fn claim(redis: &mut RedisConn, keys: &Keys, fp: &Fingerprint, value: &str, dead: &str) -> Claimed {
-    let shard = Shard::of_conversation(&uuid::Uuid::nil(), "sms", "+1");
+fn shard() -> Shard {
+    Shard::of_conversation(&uuid::Uuid::nil(), "sms", "+1")
+}
+
+/// The line keys of the one conversation these tests use.
+fn line(keys: &Keys) -> (String, String) {
+    let tag = shard();
+    (format!("{}{tag}:line:c", keys.prefix()), format!("{}{tag}:turns:c", keys.prefix()))
+}
+
+async fn claim_at(
+    redis: &mut RedisConn,
+    keys: &Keys,
+    fp: &Fingerprint,
+    value: &str,
+    dead: &str,
+    intake_us: i64,
+) -> Claimed {
+    let (line, turns) = line(keys);
     CLAIM
-        .key(keys.state(shard, fp))
-        .key(keys.lock(shard, fp))
-        .key(keys.inflight(shard))
+        .key(keys.state(shard(), fp))
+        .key(keys.lock(shard(), fp))
+        .key(keys.inflight(shard()))
+        .key(line)
+        .key(turns)
         .arg(value)
         .arg("w-test")
         .arg(60_000)
         .arg(600_000)
         .arg(1)
         .arg(fp.as_str())
-        .arg("inst")
+        .arg(value.split('|').nth(1).unwrap_or("inst"))
         .arg(dead)
+        .arg(intake_us)
+        .arg(3_600_000)
+        .arg("0")
+        .arg("")
         .invoke_async(redis)
         .await
         .expect("claim")
+}
+
+async fn claim(redis: &mut RedisConn, keys: &Keys, fp: &Fingerprint, value: &str, dead: &str) -> Claimed {
+    claim_at(redis, keys, fp, value, dead, 1).await
+}
+
+async fn finish(
+    redis: &mut RedisConn,
+    keys: &Keys,
+    fp: &Fingerprint,
+    value: &str,
+    status: &str,
+    line_end: &str,
+) {
+    let (line, turns) = line(keys);
+    let _: i32 = FINISH
+        .key(keys.state(shard(), fp))
+        .key(keys.lock(shard(), fp))
+        .key(keys.inflight(shard()))
+        .key(line)
+        .key(turns)
+        .arg(value)
+        .arg(status)
+        .arg(2)
+        .arg(600_000)
+        .arg(fp.as_str())
+        .arg(line_end)
+        .arg(3_600_000)
+        .arg(keys.wake_channel(""))
+        .arg("inst")
+        .arg("w-test")
+        .invoke_async(redis)
+        .await
+        .expect("finish");
+}
+
+async fn clean_up(redis: &mut RedisConn, keys: &Keys, fps: &[&Fingerprint]) {
+    let (line, turns) = line(keys);
+    let mut del = redis::cmd("DEL");
+    del.arg(keys.inflight(shard())).arg(line).arg(turns);
+    for fp in fps {
+        del.arg(keys.state(shard(), fp)).arg(keys.lock(shard(), fp));
+    }
+    let _: () = del.query_async(redis).await.expect("clean up");
+}
+
+/// A conversation's messages are claimed one at a time, in intake order,
+/// whichever asks first; a failed one keeps its place; the end of a turn
+/// wakes the next one's process on its channel.
+#[tokio::test]
+async fn a_conversation_is_answered_one_message_at_a_time_in_intake_order() {
+    let mut redis = redis().await;
+    let keys = Keys::new(&format!("t:scripts:{}:", uuid::Uuid::new_v4().simple()));
+    let m1 = Fingerprint::of("t", "sms", "+1", "m1", "hello");
+    let m2 = Fingerprint::of("t", "sms", "+1", "m2", "shoes?");
+    let m3 = Fingerprint::of("t", "sms", "+1", "m3", "under 5000");
+
+    // m2 asks first but was taken later than m1: it is first in line only until m1 shows up.
+    let first = claim_at(&mut redis, &keys, &m2, "a|inst-b|w-b", "", 200).await;
+    assert_eq!(first.0, "acquired", "alone in line, m2 takes the turn");
+    let m1_asks = claim_at(&mut redis, &keys, &m1, "b|inst-a|w-a", "", 100).await;
+    assert_eq!(
+        (m1_asks.0.as_str(), m1_asks.1.as_str()),
+        ("wait", m2.as_str()),
+        "nothing overtakes a turn in flight"
+    );
+    let m3_asks = claim_at(&mut redis, &keys, &m3, "c|inst-c|w-c", "", 300).await;
+    assert_eq!((m3_asks.0.as_str(), m3_asks.1.as_str()), ("wait", m2.as_str()));
+    assert!(m3_asks.5.starts_with("taken|inst-b|w-test|"), "the entry ahead: {}", m3_asks.5);
+
+    // m2 completes: m1 (earliest intake) is next, and its process is told.
+    let mut pubsub = redis::Client::open(
+        std::env::var("REDIS_URL")
+            .unwrap_or("redis://127.0.0.1:6379/0".into())
+            .split(',')
+            .next()
+            .unwrap_or_default(),
+    )
+    .expect("client")
+    .get_async_pubsub()
+    .await
+    .expect("pubsub");
+    pubsub.subscribe(keys.wake_channel("inst-a")).await.expect("subscribe");
+    finish(&mut redis, &keys, &m2, "a|inst-b|w-b", "completed", "leave").await;
+    let woken: String = tokio::time::timeout(std::time::Duration::from_secs(5), pubsub.on_message().next())
+        .await
+        .expect("woken in time")
+        .expect("a message")
+        .get_payload()
+        .expect("payload");
+    assert_eq!(woken, m1.as_str());
+    let m3_again = claim_at(&mut redis, &keys, &m3, "c|inst-c|w-c", "", 300).await;
+    assert_eq!((m3_again.0.as_str(), m3_again.1.as_str()), ("wait", m1.as_str()));
+
+    // m1 fails: it keeps its place; m3 still waits; m1's retry takes the turn again.
+    assert_eq!(claim_at(&mut redis, &keys, &m1, "b|inst-a|w-a", "", 100).await.0, "acquired");
+    finish(&mut redis, &keys, &m1, "b|inst-a|w-a", "failed", "park").await;
+    assert_eq!(claim_at(&mut redis, &keys, &m3, "c|inst-c|w-c", "", 300).await.0, "wait");
+    assert_eq!(claim_at(&mut redis, &keys, &m1, "d|inst-a|w-a", "", 100).await.0, "acquired");
+    // Dead-lettered at last: it leaves the line, and m3's turn comes.
+    finish(&mut redis, &keys, &m1, "d|inst-a|w-a", "failed", "leave").await;
+    assert_eq!(claim_at(&mut redis, &keys, &m3, "c|inst-c|w-c", "", 300).await.0, "acquired");
+    // A copy of m2, answered, is a duplicate and takes no place in line.
+    assert_eq!(claim_at(&mut redis, &keys, &m2, "e|inst-e|w-e", "", 400).await.0, "completed");
+    let (line, _) = line(&keys);
+    let in_line: Vec<String> =
+        redis::cmd("ZRANGE").arg(&line).arg(0).arg(-1).query_async(&mut redis).await.expect("line");
+    assert_eq!(in_line, vec![m3.to_string()]);
+    clean_up(&mut redis, &keys, &[&m1, &m2, &m3]).await;
 }
 
 #[tokio::test]
@@ -65,12 +199,5 @@ async fn a_claim_sent_twice_is_answered_its_own_acquisition_again() {
     );
     assert!(taken.4 > first.4, "a takeover's fence is higher");
 
-    let shard = Shard::of_conversation(&uuid::Uuid::nil(), "sms", "+1");
-    let _: () = redis::cmd("DEL")
-        .arg(keys.state(shard, &fp))
-        .arg(keys.lock(shard, &fp))
-        .arg(keys.inflight(shard))
-        .query_async(&mut redis)
-        .await
-        .expect("clean up");
+    clean_up(&mut redis, &keys, &[&fp]).await;
 }

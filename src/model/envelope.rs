@@ -19,6 +19,30 @@ pub struct Envelope<'a> {
     pub seen_before: bool,
     /// The producer's W3C trace context, when it carried a well-formed one.
     pub trace: TraceContext<'a>,
+    /// When this process took the delivery off the broker, µs since the epoch,
+    /// strictly growing within the process ([`intake_now`]): the message's
+    /// place in its conversation's line, if it has none yet.
+    pub intake_us: i64,
+}
+
+/// The current time in µs since the epoch, strictly greater than any earlier
+/// answer in this process: two deliveries read one after the other keep their
+/// order even within one microsecond or across a clock step back.
+pub fn intake_now() -> i64 {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last.saturating_add(1));
+        match LAST.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
 }
 
 /// W3C trace context (`traceparent`, `tracestate`), already checked for shape
@@ -39,6 +63,7 @@ impl<'a> Envelope<'a> {
             attempt: 1,
             seen_before: false,
             trace: TraceContext::default(),
+            intake_us: intake_now(),
         }
     }
 }

@@ -29,7 +29,9 @@ impl Outcome {
             Outcome::Rejected(r) => {
                 Disposition::DeadLetter { kind: r.kind.as_str(), error: r.error.clone(), attempts: None }
             }
-            Outcome::Deferred { .. } => Disposition::Defer { delay: policy.delay_after(1, jitter_unit) },
+            Outcome::Deferred { .. } | Outcome::Waiting { .. } => {
+                Disposition::Defer { delay: policy.delay_after(1, jitter_unit) }
+            }
             Outcome::Failed { error, .. } if attempt >= policy.max_attempts => {
                 Disposition::DeadLetter { kind: "failed", error: error.render(), attempts: Some(attempt) }
             }

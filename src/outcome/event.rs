@@ -41,6 +41,9 @@ impl Settled<'_> {
             Outcome::Deferred { fingerprint, worker_id } => {
                 tracing::info!(%fingerprint, holder = %worker_id, "redelivered while another worker holds it; looking again later");
             }
+            Outcome::Waiting { fingerprint, behind } => {
+                tracing::debug!(%fingerprint, %behind, "waiting for its conversation's turn; parked, keeping its place");
+            }
             Outcome::Rejected(r) => {
                 tracing::warn!(message_id, kind = r.kind.as_str(), error = %r.error, "rejected");
             }

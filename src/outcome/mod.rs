@@ -71,6 +71,14 @@ pub enum Outcome {
         fingerprint: Fingerprint,
         worker_id: String,
     },
+    /// An earlier message of its conversation is still being answered (or is
+    /// parked, or ahead in line) and this delivery could wait no longer in the
+    /// process: it is parked without spending an attempt, and keeps its place
+    /// in line.
+    Waiting {
+        fingerprint: Fingerprint,
+        behind: Fingerprint,
+    },
     /// A transient fault: the message is retried later.
     Failed {
         fingerprint: Option<Fingerprint>,
@@ -85,7 +93,7 @@ impl Outcome {
             Outcome::Processed { .. } => "processed",
             Outcome::Duplicate { .. } => "duplicate",
             Outcome::Rejected(_) => "rejected",
-            Outcome::Deferred { .. } => "deferred",
+            Outcome::Deferred { .. } | Outcome::Waiting { .. } => "deferred",
             Outcome::Failed { .. } => "failed",
         }
     }

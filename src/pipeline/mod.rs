@@ -4,6 +4,7 @@
 //! never acks and never panics on input: the caller settles the delivery from
 //! the outcome. Tests drive it one envelope at a time (`tests/it/pipeline/`).
 //!
+//! - `turn` — the conversation's turn: wait for the earlier messages;
 //! - `answer` — catalog, history and the responder, under the lock;
 //! - `deliver` — persist (group commit) and publish;
 //! - `stop` — why work under the lock stopped, and what that makes the outcome.
@@ -11,22 +12,27 @@
 mod answer;
 mod deliver;
 mod stop;
+mod turn;
+
+pub use turn::{Slot, TurnSettings};
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::broker::Publisher;
 use crate::catalog::CatalogCache;
 use crate::config::Config;
 use crate::decode::{check_route, decode};
-use crate::dedup::{Claim, Dedup, DedupError, Lease};
-use crate::keys::Shard;
+use crate::dedup::{Claim, Dedup, Lease, Wakes};
+use crate::keys::ConversationKeys;
 use crate::model::catalog::TenantProfile;
 use crate::model::{Envelope, Fingerprint, Inbound, NumberedList, TraceContext};
-use crate::outcome::{DuplicateOf, Failure, Outcome, Rejection};
+use crate::outcome::{Disposition, DuplicateOf, Failure, Outcome, Rejection, RetryPolicy};
 use crate::references::{ListKey, ListMemory};
 use crate::respond::Responder;
 use crate::store;
@@ -49,6 +55,13 @@ pub struct Pipeline {
     pub publisher: Publisher,
     pub settings: PipelineSettings,
     pub metrics: Arc<Metrics>,
+    /// This process's deliveries waiting for their conversation's turn, by
+    /// fingerprint; `dedup::wakes::listen` feeds it.
+    pub wakes: Wakes,
+    /// The waiting room: how many deliveries may wait at once.
+    pub waiting: Arc<Semaphore>,
+    /// Cancelled when the process stops: waiting deliveries are parked at once.
+    pub stopping: CancellationToken,
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +72,10 @@ pub struct PipelineSettings {
     pub deadline: Duration,
     /// Test aid: `WORKER_TEST_CRASH_AT=after_lock|after_commit` kills the process there.
     pub crash_at: Option<String>,
+    pub turns: TurnSettings,
+    /// Which failures are the last (dead-lettered): such a message leaves its
+    /// conversation's line; any other keeps its place for its retry.
+    pub retry: RetryPolicy,
 }
 
 /// What a pipeline is built from besides its configuration.
@@ -99,12 +116,39 @@ impl Pipeline {
             ),
             deadline: Duration::from_secs(config.worker.message_deadline_secs),
             crash_at: std::env::var("WORKER_TEST_CRASH_AT").ok(),
+            turns: TurnSettings {
+                max_wait: Duration::from_secs(config.turns.max_wait_secs),
+                stale: Duration::from_secs(config.turns.stale_secs),
+                settle: Duration::from_secs(config.redis.lock_ttl_secs) / 3 + Duration::from_secs(1),
+            },
+            retry: config.retry_policy(),
         };
+        let waiting = Arc::new(Semaphore::new(config.turns.waiting_limit(config.amqp.prefetch)));
         let Parts { db, dedup, cache, responder, publisher, metrics } = parts;
-        Self { db, reader, writer, dedup, cache, responder, publisher, settings, metrics }
+        Self {
+            db,
+            reader,
+            writer,
+            dedup,
+            cache,
+            responder,
+            publisher,
+            settings,
+            metrics,
+            wakes: Wakes::default(),
+            waiting,
+            stopping: CancellationToken::new(),
+        }
     }
 
+    /// One envelope to its outcome, holding no concurrency slot (tests).
     pub async fn process(&self, envelope: &Envelope<'_>) -> Outcome {
+        self.process_in(envelope, &mut Slot::unbounded()).await
+    }
+
+    /// One envelope to its outcome; `slot` is handed back while the message
+    /// waits for its conversation's turn.
+    pub async fn process_in(&self, envelope: &Envelope<'_>, slot: &mut Slot) -> Outcome {
         // decode: malformed or invalid messages are rejected.
         let inbound = match self.decode(envelope) {
             Ok(inbound) => inbound,
@@ -122,11 +166,13 @@ impl Pipeline {
             return Outcome::Rejected(stop::unknown_tenant(&inbound, profile.tenant.is_some()));
         };
 
-        // dedup + lock: completed, or in progress on a live worker, is a duplicate;
-        // held while this copy may be the one its holder lost, deferred.
+        // dedup + turn + lock: completed, or in progress on a live worker, is a
+        // duplicate; held while this copy may be the one its holder lost,
+        // deferred; an earlier message of the conversation not yet answered,
+        // waited for.
         let list_key = self.settings.references.key(&inbound);
-        let shard = Shard::of(&inbound);
-        let lease = match self.claim(shard, &fingerprint, &list_key, envelope.seen_before).await {
+        let line = self.dedup.keys().conversation(&inbound);
+        let lease = match self.claim(envelope, &line, &fingerprint, &list_key, slot).await {
             Ok(lease) => lease,
             Err(not_ours) => return not_ours,
         };
@@ -139,8 +185,9 @@ impl Pipeline {
                 Outcome::Processed { fingerprint, replayed: replied.replayed }
             }
             Err(stop) => {
-                self.abandon(&lease).await;
-                stop.into_outcome(fingerprint)
+                let outcome = stop.into_outcome(fingerprint);
+                self.abandon(&lease, self.is_last(&outcome, envelope.attempt)).await;
+                outcome
             }
         }
     }
@@ -156,35 +203,44 @@ impl Pipeline {
         decoded
     }
 
-    /// Takes the message's lock, or says why it is not this delivery's to process.
-    /// The customer's remembered list rides along in the same round trip.
+    /// Takes the message's lock on its conversation's turn, or says why it is
+    /// not this delivery's to process. The customer's remembered list rides
+    /// along in the same round trip.
     async fn claim(
         &self,
-        shard: Shard,
+        envelope: &Envelope<'_>,
+        line: &ConversationKeys,
         fp: &Fingerprint,
         list_key: &ListKey,
-        seen_before: bool,
+        slot: &mut Slot,
     ) -> Result<Lease, Outcome> {
-        let claim = self.timed("lock", self.dedup.claim(shard, fp, Some(list_key.as_str()))).await;
-        spans::record_lock(lock_label(&claim));
+        let claim = self.take_turn(envelope, line, fp, list_key, slot).await;
+        spans::record_lock(claim.as_ref().map_or("not_claimed", lock_label));
+        let claim = claim?;
         let fingerprint = fp.clone();
         match claim {
-            Ok(Claim::Acquired(lease)) => Ok(lease),
-            Ok(Claim::Completed { .. }) => {
-                Err(Outcome::Duplicate { fingerprint, of: DuplicateOf::Completed })
-            }
-            Ok(Claim::Held { worker_id }) => {
+            Claim::Acquired(lease) => Ok(lease),
+            Claim::Completed { .. } => Err(Outcome::Duplicate { fingerprint, of: DuplicateOf::Completed }),
+            Claim::Held { worker_id } => {
                 self.metrics.lock_contention.inc();
                 // A copy seen before may be the very one the holder lost with its
                 // channel: acking it could leave no one to publish. Look again later.
-                Err(if seen_before {
+                Err(if envelope.seen_before {
                     Outcome::Deferred { fingerprint, worker_id }
                 } else {
                     Outcome::Duplicate { fingerprint, of: DuplicateOf::InProgress { worker_id } }
                 })
             }
-            Err(e) => Err(failed(fp, e)),
+            // `take_turn` waits until neither is the answer.
+            Claim::Wait { ahead, .. } => Err(Outcome::Waiting { fingerprint, behind: ahead }),
+            Claim::Lost => Err(Outcome::Waiting { fingerprint: fp.clone(), behind: fp.clone() }),
         }
+    }
+
+    /// Whether `outcome` is the message's last: it is dead-lettered, and so
+    /// will not come back to its place in line.
+    fn is_last(&self, outcome: &Outcome, attempt: u32) -> bool {
+        matches!(outcome.disposition(attempt, &self.settings.retry, 0.0), Disposition::DeadLetter { .. })
     }
 
     /// Catalog, history and respond within the deadline; then persist and
@@ -231,8 +287,8 @@ impl Pipeline {
         }
     }
 
-    async fn abandon(&self, lease: &Lease) {
-        if let Err(e) = self.dedup.abandon(lease).await {
+    async fn abandon(&self, lease: &Lease, last: bool) {
+        if let Err(e) = self.dedup.abandon(lease, last).await {
             tracing::warn!(fingerprint = %lease.fingerprint, error = %e, "could not release lock; it expires by itself");
         }
     }
@@ -254,13 +310,13 @@ impl Pipeline {
 }
 
 /// The `chat.lock` attribute: what the claim found.
-fn lock_label(claim: &Result<Claim, DedupError>) -> &'static str {
+fn lock_label(claim: &Claim) -> &'static str {
     match claim {
-        Ok(Claim::Acquired(lease)) if lease.took_over_from.is_some() => "taken_over",
-        Ok(Claim::Acquired(_)) => "acquired",
-        Ok(Claim::Completed { .. }) => "completed",
-        Ok(Claim::Held { .. }) => "held",
-        Err(_) => "error",
+        Claim::Acquired(lease) if lease.took_over_from.is_some() => "taken_over",
+        Claim::Acquired(_) => "acquired",
+        Claim::Completed { .. } => "completed",
+        Claim::Held { .. } => "held",
+        Claim::Wait { .. } | Claim::Lost => "waiting",
     }
 }
 

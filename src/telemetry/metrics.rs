@@ -62,6 +62,11 @@ pub struct Metrics {
     pub redis_round_trips: Counter<u64, AtomicU64>,
     pub commit_batch_size: Histogram,
     pub commit_batches_split: Counter,
+    /// Deliveries held in process now, waiting for their conversation's turn.
+    pub turns_waiting: Gauge,
+    pub turn_wait_seconds: Histogram,
+    pub turns_parked: Counter,
+    pub turns_skipped: Counter,
 }
 
 fn stage_histogram() -> Histogram {
@@ -99,6 +104,10 @@ impl Metrics {
                 1.0, 2.0, 10,
             )),
             commit_batches_split: Counter::default(),
+            turns_waiting: Gauge::default(),
+            turn_wait_seconds: stage_histogram(),
+            turns_parked: Counter::default(),
+            turns_skipped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -155,6 +164,26 @@ impl Metrics {
             m.commit_batches_split.clone(),
         );
         registry.register("db_pool_idle", "PostgreSQL connections idle in the pool", m.db_pool_idle.clone());
+        registry.register(
+            "turns_waiting",
+            "Deliveries held now, waiting for an earlier message of their conversation to be answered",
+            m.turns_waiting.clone(),
+        );
+        registry.register(
+            "turn_wait_seconds",
+            "How long a delivery waited in the process for its conversation's turn",
+            m.turn_wait_seconds.clone(),
+        );
+        registry.register(
+            "turns_parked",
+            "Deliveries parked (no attempt spent, place in line kept) after waiting turns.max_wait_secs, or with the waiting room full",
+            m.turns_parked.clone(),
+        );
+        registry.register(
+            "turns_skipped",
+            "Messages ahead in a conversation's line skipped after turns.stale_secs, nowhere to be found",
+            m.turns_skipped.clone(),
+        );
         registry.register(
             "inbound_queue_depth",
             "Messages ready in the inbound queue (polled from the broker)",

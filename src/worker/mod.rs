@@ -91,7 +91,7 @@ impl Tally {
             Outcome::Duplicate { .. } => &self.duplicate,
             Outcome::Rejected(_) => &self.rejected,
             Outcome::Failed { .. } => &self.failed,
-            Outcome::Deferred { .. } => &self.deferred,
+            Outcome::Deferred { .. } | Outcome::Waiting { .. } => &self.deferred,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -187,12 +187,25 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
             metrics: metrics.clone(),
         },
     );
+    background.spawn(
+        "turn wakes",
+        crate::dedup::wakes::listen(
+            config.redis.url.clone(),
+            dedup.keys().wake_channel(dedup.instance()),
+            pipeline.wakes.clone(),
+            background.stop_token(),
+        ),
+    );
     tracing::info!(%worker_id, concurrency = config.worker.concurrency, prefetch = config.amqp.prefetch, "worker started");
     loop {
         // Each session publishes on its own connection's channel.
         pipeline.publisher = broker.publisher();
+        // Deliveries waiting for their turn stop waiting when the session ends.
+        let session_over = shutdown.child_token();
+        pipeline.stopping = session_over.clone();
         let pipeline = Arc::new(pipeline.clone());
-        let session = Session { config: &config, worker_id: &worker_id, pipeline, tally: tally.clone() };
+        let session =
+            Session { config: &config, worker_id: &worker_id, pipeline, tally: tally.clone(), session_over };
         session.consume(&broker, &shutdown).await;
         if tokio::time::timeout(CLOSING_STEP_TIMEOUT, broker.close()).await.is_err() {
             tracing::warn!("rabbitmq did not confirm closing the connection; dropping it");

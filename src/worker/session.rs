@@ -18,7 +18,7 @@ use crate::broker::{Broker, Incoming};
 use crate::config::{Config, ProducerContext};
 use crate::outcome::event::Settled;
 use crate::outcome::{Failure, Outcome, RetryPolicy};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, Slot};
 use crate::telemetry::spans;
 
 pub(super) struct Session<'a> {
@@ -28,6 +28,10 @@ pub(super) struct Session<'a> {
     /// settings' strings for each message).
     pub(super) pipeline: Arc<Pipeline>,
     pub(super) tally: Arc<Tally>,
+    /// The pipeline's `stopping`: cancelled once this session takes no more
+    /// deliveries, so that the ones waiting for their turn are parked at once
+    /// (or, with the connection gone, given up: the broker has them back).
+    pub(super) session_over: CancellationToken,
 }
 
 impl Session<'_> {
@@ -83,12 +87,12 @@ impl Session<'_> {
                 incoming.delivery_tag(),
                 self.config.tracing.producer_context == ProducerContext::Link,
             );
+            let slot = Slot::held(permits.clone(), permit);
             tasks.spawn(
                 async move {
-                    let _permit = permit;
                     tokio::select! {
                         _ = hard_stop.cancelled() => {}
-                        _ = handle(&pipeline, incoming, &policy, &tally) => {}
+                        _ = handle(&pipeline, incoming, slot, &policy, &tally) => {}
                     }
                 }
                 .instrument(span),
@@ -104,6 +108,7 @@ impl Session<'_> {
         }
         self.tally.consuming.store(false, Ordering::Relaxed);
         session_over.cancel();
+        self.session_over.cancel();
         // The poller's channel must be closed before the connection is: lapin
         // closes a dropped channel in the background, and when that close runs
         // while the connection is closing it fails, marks the connection broken
@@ -127,12 +132,19 @@ impl Session<'_> {
 }
 
 /// One delivery, start to settle. A panic while processing fails that message
-/// (retry, then dead letter), never the process.
-async fn handle(pipeline: &Pipeline, incoming: Incoming, policy: &RetryPolicy, tally: &Tally) {
+/// (retry, then dead letter), never the process. `slot` is held until the
+/// delivery is settled, except while it waits for its conversation's turn.
+async fn handle(
+    pipeline: &Pipeline,
+    incoming: Incoming,
+    mut slot: Slot,
+    policy: &RetryPolicy,
+    tally: &Tally,
+) {
     let metrics = &pipeline.metrics;
     metrics.in_flight.inc();
     let envelope = incoming.envelope();
-    let outcome = AssertUnwindSafe(pipeline.process(&envelope))
+    let outcome = AssertUnwindSafe(pipeline.process_in(&envelope, &mut slot))
         .catch_unwind()
         .await
         .unwrap_or(Outcome::Failed { fingerprint: None, error: Failure::Panicked });

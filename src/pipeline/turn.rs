@@ -1,0 +1,176 @@
+//! Stage "turn": a message is answered on its conversation's turn, after every
+//! earlier one (CONTRACT §3, Conversations). The claim ([`crate::dedup`]) says
+//! whether it is this message's turn; if not, the delivery waits here, holding
+//! no concurrency slot, until the process is told the turn has come
+//! ([`crate::dedup::wakes`]), looking again now and then in case the word was
+//! lost. A delivery that has waited `turns.max_wait_secs`, that finds the
+//! waiting room full, or whose process is stopping, is parked (deferred,
+//! no attempt spent) and keeps its place in line.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::Pipeline;
+use crate::dedup::line::EntryStatus;
+use crate::dedup::{Claim, DedupError, InLine, TurnEntry};
+use crate::keys::ConversationKeys;
+use crate::model::{Envelope, Fingerprint};
+use crate::outcome::Outcome;
+use crate::references::ListKey;
+
+/// The first and the longest pause before a waiting delivery looks again by
+/// itself (its wake is what normally ends the wait).
+const LOOK_AGAIN_FIRST: Duration = Duration::from_millis(500);
+const LOOK_AGAIN_MAX: Duration = Duration::from_secs(5);
+
+/// How a process holds the deliveries that wait for their turn.
+#[derive(Debug, Clone)]
+pub struct TurnSettings {
+    pub max_wait: Duration,
+    /// An entry ahead unseen this long, and nowhere to be found, is skipped.
+    pub stale: Duration,
+    /// After Redis lost a conversation's line: how long a delivery lets the
+    /// others in flight find their places again (one lease renewal and a margin).
+    pub settle: Duration,
+}
+
+/// The concurrency slot a delivery holds while it is worked on; handed back
+/// while it waits for its turn, so that waiting never starves the messages
+/// whose turn it is.
+pub struct Slot {
+    semaphore: Option<Arc<Semaphore>>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Slot {
+    pub fn held(semaphore: Arc<Semaphore>, permit: OwnedSemaphorePermit) -> Self {
+        Self { semaphore: Some(semaphore), permit: Some(permit) }
+    }
+
+    /// No slot to hand back (a test driving one envelope at a time).
+    pub fn unbounded() -> Self {
+        Self { semaphore: None, permit: None }
+    }
+
+    fn hand_back(&mut self) {
+        self.permit = None;
+    }
+
+    async fn take_again(&mut self) {
+        if let (None, Some(semaphore)) = (&self.permit, &self.semaphore) {
+            self.permit = semaphore.clone().acquire_owned().await.ok();
+        }
+    }
+}
+
+/// Why a delivery's wait ended without its turn.
+enum Parked {
+    /// Waited `max_wait`, or the waiting room was full, or the process stops.
+    Behind(Fingerprint),
+    /// Redis failed meanwhile.
+    Redis(DedupError),
+}
+
+impl Pipeline {
+    /// Claims message `fp` on its conversation's turn, waiting for it if
+    /// need be: the lease, or the claim's answer when it is not this
+    /// delivery's to process (completed, held elsewhere, parked to wait).
+    pub(super) async fn take_turn(
+        &self,
+        envelope: &Envelope<'_>,
+        line: &ConversationKeys,
+        fp: &Fingerprint,
+        list_key: &ListKey,
+        slot: &mut Slot,
+    ) -> Result<Claim, Outcome> {
+        let mut place = InLine { intake_us: envelope.intake_us, stood_before: false, skip: None };
+        let mut room: Option<OwnedSemaphorePermit> = None;
+        let mut waiting_since: Option<Instant> = None;
+        let mut pause = LOOK_AGAIN_FIRST;
+        let ended = loop {
+            // Listen before asking: a wake sent in between is not missed.
+            let mut wake = self.wakes.listen(fp.as_str());
+            let claim = self.timed("lock", self.dedup.claim(line, fp, &place, Some(list_key.as_str()))).await;
+            let (ahead, pause_for) = match claim {
+                Ok(Claim::Wait { ahead, entry }) => {
+                    place.stood_before = true;
+                    place.skip = self.abandoned(&ahead, entry.as_ref()).await;
+                    if place.skip.is_some() {
+                        continue;
+                    }
+                    (ahead, pause)
+                }
+                Ok(Claim::Lost) => {
+                    place.stood_before = true;
+                    tracing::warn!(fingerprint = %fp, "redis lost this conversation's line; letting the others find their places");
+                    (fp.clone(), self.settings.turns.settle)
+                }
+                Ok(claim) => break Ok(claim),
+                Err(e) => break Err(Parked::Redis(e)),
+            };
+            if room.is_none() {
+                match self.waiting.clone().try_acquire_owned() {
+                    Ok(permit) => room = Some(permit),
+                    Err(_) => break Err(Parked::Behind(ahead)),
+                }
+                self.metrics.turns_waiting.inc();
+            }
+            let since = *waiting_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= self.settings.turns.max_wait || self.stopping.is_cancelled() {
+                break Err(Parked::Behind(ahead));
+            }
+            slot.hand_back();
+            tokio::select! {
+                _ = wake.woken() => {}
+                _ = tokio::time::sleep(pause_for) => pause = (pause * 2).min(LOOK_AGAIN_MAX),
+                _ = self.stopping.cancelled() => {}
+            }
+            slot.take_again().await;
+        };
+        if let Some(since) = waiting_since {
+            self.metrics.turns_waiting.dec();
+            self.metrics.turn_wait_seconds.observe(since.elapsed().as_secs_f64());
+        }
+        drop(room);
+        match ended {
+            Ok(claim) => Ok(claim),
+            Err(Parked::Behind(behind)) => {
+                self.metrics.turns_parked.inc();
+                Err(Outcome::Waiting { fingerprint: fp.clone(), behind })
+            }
+            Err(Parked::Redis(e)) => Err(Outcome::Failed { fingerprint: Some(fp.clone()), error: e.into() }),
+        }
+    }
+
+    /// When the entry ahead belongs to a message that is nowhere to be found
+    /// (parked and never back, or held by a process that is gone, for
+    /// `turns.stale`), what the claim removes so the line moves on.
+    async fn abandoned(&self, ahead: &Fingerprint, entry: Option<&TurnEntry>) -> Option<String> {
+        let Some(entry) = entry else {
+            // In line without an entry: something else wrote the line.
+            self.skipped(ahead, "no entry");
+            return Some(format!("{ahead}|"));
+        };
+        let age_ms = crate::dedup::now_ms().saturating_sub(entry.since_ms);
+        if age_ms < i64::try_from(self.settings.turns.stale.as_millis()).unwrap_or(i64::MAX) {
+            return None;
+        }
+        let gone = match entry.status {
+            EntryStatus::Parked => true,
+            EntryStatus::Waiting | EntryStatus::Taken => {
+                matches!(self.dedup.instance_alive(&entry.instance).await, Ok(false))
+            }
+        };
+        gone.then(|| {
+            self.skipped(ahead, entry.status.as_str());
+            entry.skip_token(ahead.as_str())
+        })
+    }
+
+    fn skipped(&self, ahead: &Fingerprint, status: &str) {
+        self.metrics.turns_skipped.inc();
+        tracing::warn!(ahead = %ahead, status, "skipping a message ahead in line that is nowhere to be found");
+    }
+}
