@@ -24,7 +24,7 @@ FLEET_ENV := WORKER__REDIS__MODE=cluster \
 # retention beside running workers, and
 # the cache invalidation by SQL within 2 s (not the other catalog_cache tests: they
 # put proxies in front of one Redis or the database URL, which a fleet has not).
-FLEET_MODULES := happy_path race group_commit fencing crash in_progress redis_loss operator pooler retention
+FLEET_MODULES := happy_path race group_commit fencing crash in_progress redis_loss operator pooler retention turns
 FLEET_TESTS := catalog_cache::direct_sql_changes_reach_two_running_workers_within_two_seconds
 fleet_space := $(subst ,, )
 FLEET_FILTER := test(/^($(subst $(fleet_space),|,$(FLEET_MODULES)))::/)$(foreach t,$(FLEET_TESTS), | test(=$(t)))

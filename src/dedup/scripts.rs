@@ -85,7 +85,13 @@ end
 local current = redis.call('HGET', KEYS[5], '.current')
 local first = redis.call('ZRANGE', KEYS[4], 0, 0)[1]
 local ahead = false
-if current and current ~= fp then ahead = current elseif first ~= fp then ahead = first end
+-- The one being answered keeps the turn (its redelivery, its takeover)
+-- even if an earlier message joined the line behind it meanwhile.
+if current then
+  if current ~= fp then ahead = current end
+elseif first ~= fp then
+  ahead = first
+end
 if ahead or lost then
   redis.call('HSET', KEYS[5], fp, entry('waiting'))
   keep_line(ARGV[10])

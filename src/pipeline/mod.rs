@@ -157,19 +157,11 @@ impl Pipeline {
         let fingerprint = inbound.fingerprint();
         spans::record_message(&inbound.tenant_id, &fingerprint);
 
-        // tenant: unknown or inactive tenants are rejected (from the cached profile).
-        let profile = match self.timed("tenant", self.cache.profile(inbound.tenant_id)).await {
-            Ok(profile) => profile,
-            Err(e) => return failed(&fingerprint, e),
-        };
-        let Some(tenant) = profile.tenant.as_ref().filter(|t| t.is_active) else {
-            return Outcome::Rejected(stop::unknown_tenant(&inbound, profile.tenant.is_some()));
-        };
-
-        // dedup + turn + lock: completed, or in progress on a live worker, is a
-        // duplicate; held while this copy may be the one its holder lost,
-        // deferred; an earlier message of the conversation not yet answered,
-        // waited for.
+        // dedup + turn + lock, before anything slower, so that the message takes
+        // its place in its conversation's line as soon as it is read: completed,
+        // or in progress on a live worker, is a duplicate; held while this copy
+        // may be the one its holder lost, deferred; an earlier message of the
+        // conversation not yet answered, waited for.
         let list_key = self.settings.references.key(&inbound);
         let line = self.dedup.keys().conversation(&inbound);
         let lease = match self.claim(envelope, &line, &fingerprint, &list_key, slot).await {
@@ -178,17 +170,23 @@ impl Pipeline {
         };
         self.crash_point("after_lock");
 
+        // tenant: unknown or inactive tenants are rejected (from the cached profile).
+        let profile = match self.timed("tenant", self.cache.profile(inbound.tenant_id)).await {
+            Ok(profile) => profile,
+            Err(e) => return self.give_up(&lease, failed(&fingerprint, e), envelope.attempt).await,
+        };
+        let Some(tenant) = profile.tenant.as_ref().filter(|t| t.is_active) else {
+            let rejected = Outcome::Rejected(stop::unknown_tenant(&inbound, profile.tenant.is_some()));
+            return self.give_up(&lease, rejected, envelope.attempt).await;
+        };
+
         // catalog, history, respond, persist, publish: under the renewed lease.
         match self.under_lease(&inbound, &fingerprint, tenant, &lease, envelope.trace).await {
             Ok(replied) => {
                 self.complete(&lease, &list_key, replied.list.as_ref()).await;
                 Outcome::Processed { fingerprint, replayed: replied.replayed }
             }
-            Err(stop) => {
-                let outcome = stop.into_outcome(fingerprint);
-                self.abandon(&lease, self.is_last(&outcome, envelope.attempt)).await;
-                outcome
-            }
+            Err(stop) => self.give_up(&lease, stop.into_outcome(fingerprint), envelope.attempt).await,
         }
     }
 
@@ -287,10 +285,15 @@ impl Pipeline {
         }
     }
 
-    async fn abandon(&self, lease: &Lease, last: bool) {
+    /// Releases the lock of a message whose attempt ends in `outcome`: it
+    /// keeps its place in line for its retry, or leaves the line if this is
+    /// its last.
+    async fn give_up(&self, lease: &Lease, outcome: Outcome, attempt: u32) -> Outcome {
+        let last = self.is_last(&outcome, attempt);
         if let Err(e) = self.dedup.abandon(lease, last).await {
             tracing::warn!(fingerprint = %lease.fingerprint, error = %e, "could not release lock; it expires by itself");
         }
+        outcome
     }
 
     /// Awaits `f` in a span of its own, recording its duration as `stage`.

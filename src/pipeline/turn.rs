@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::Pipeline;
 use crate::dedup::line::EntryStatus;
@@ -39,19 +39,49 @@ pub struct TurnSettings {
 /// The concurrency slot a delivery holds while it is worked on; handed back
 /// while it waits for its turn, so that waiting never starves the messages
 /// whose turn it is.
+///
+/// It also keeps one process's deliveries of a conversation in the order they
+/// were read: a delivery takes its place in line only once the one read before
+/// it (of the same conversation, in this process) has taken its own, since
+/// tasks running side by side could otherwise reach Redis in either order.
 pub struct Slot {
     semaphore: Option<Arc<Semaphore>>,
     permit: Option<OwnedSemaphorePermit>,
+    /// Fires (or is dropped) once the previous delivery of the conversation is in line.
+    after: Option<oneshot::Receiver<()>>,
+    /// Fired (or dropped) once this one is.
+    in_line: Option<oneshot::Sender<()>>,
 }
 
 impl Slot {
     pub fn held(semaphore: Arc<Semaphore>, permit: OwnedSemaphorePermit) -> Self {
-        Self { semaphore: Some(semaphore), permit: Some(permit) }
+        Self { semaphore: Some(semaphore), permit: Some(permit), after: None, in_line: None }
     }
 
     /// No slot to hand back (a test driving one envelope at a time).
     pub fn unbounded() -> Self {
-        Self { semaphore: None, permit: None }
+        Self { semaphore: None, permit: None, after: None, in_line: None }
+    }
+
+    /// Orders this delivery after `after` (the previous one of its
+    /// conversation read by this process); `in_line` tells the next one.
+    pub fn ordered(mut self, after: Option<oneshot::Receiver<()>>, in_line: oneshot::Sender<()>) -> Self {
+        self.after = after;
+        self.in_line = Some(in_line);
+        self
+    }
+
+    async fn wait_for_predecessor(&mut self) {
+        if let Some(after) = self.after.take() {
+            // Ok or a dropped sender: either way the one before is in line, or gone.
+            let _ = after.await;
+        }
+    }
+
+    fn now_in_line(&mut self) {
+        if let Some(tx) = self.in_line.take() {
+            let _ = tx.send(());
+        }
     }
 
     fn hand_back(&mut self) {
@@ -89,10 +119,12 @@ impl Pipeline {
         let mut room: Option<OwnedSemaphorePermit> = None;
         let mut waiting_since: Option<Instant> = None;
         let mut pause = LOOK_AGAIN_FIRST;
+        slot.wait_for_predecessor().await;
         let ended = loop {
             // Listen before asking: a wake sent in between is not missed.
             let mut wake = self.wakes.listen(fp.as_str());
             let claim = self.timed("lock", self.dedup.claim(line, fp, &place, Some(list_key.as_str()))).await;
+            slot.now_in_line();
             let (ahead, pause_for) = match claim {
                 Ok(Claim::Wait { ahead, entry }) => {
                     place.stood_before = true;

@@ -8,7 +8,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use tokio::sync::Semaphore;
+use std::collections::HashMap;
+
+use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -58,6 +60,7 @@ impl Session<'_> {
         let tasks = TaskTracker::new();
         let hard_stop = CancellationToken::new();
         let policy = self.config.retry_policy();
+        let mut order = LocalOrder::default();
         loop {
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -87,7 +90,7 @@ impl Session<'_> {
                 incoming.delivery_tag(),
                 self.config.tracing.producer_context == ProducerContext::Link,
             );
-            let slot = Slot::held(permits.clone(), permit);
+            let slot = order.place(Slot::held(permits.clone(), permit), incoming.body());
             tasks.spawn(
                 async move {
                     tokio::select! {
@@ -128,6 +131,29 @@ impl Session<'_> {
             hard_stop.cancel();
             tasks.wait().await;
         }
+    }
+}
+
+/// The last delivery read of each conversation, so that the next one of it
+/// takes its place in line after it (see [`Slot::ordered`]).
+#[derive(Default)]
+struct LocalOrder {
+    last: HashMap<u64, oneshot::Receiver<()>>,
+}
+
+impl LocalOrder {
+    /// Past this many conversations, the ones whose last delivery is in line
+    /// already are forgotten.
+    const PRUNE_AT: usize = 4096;
+
+    fn place(&mut self, slot: Slot, body: &[u8]) -> Slot {
+        let Some(conversation) = crate::decode::conversation_key(body) else { return slot };
+        if self.last.len() >= Self::PRUNE_AT {
+            self.last.retain(|_, rx| matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
+        }
+        let (tx, rx) = oneshot::channel();
+        let after = self.last.insert(conversation, rx);
+        slot.ordered(after, tx)
     }
 }
 

@@ -35,4 +35,5 @@ mod retention;
 mod retries;
 mod shutdown;
 mod traces;
+mod turns;
 mod upgrade;
