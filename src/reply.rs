@@ -23,9 +23,9 @@ struct Body<'a> {
     handoff: bool,
     confidence: f32,
     references: &'a Value,
-    /// The fingerprints this reply answers, oldest first: its own alone until
-    /// bursts are coalesced (CONTRACT §4).
-    answers: [&'a str; 1],
+    /// The fingerprints this reply answers, oldest first: its own alone, or
+    /// a coalesced burst's, its own last (CONTRACT §4).
+    answers: &'a [String],
     created_at: String,
 }
 
@@ -47,7 +47,7 @@ pub fn reply_body(inbound: &Inbound, fp: &Fingerprint, reply: &StoredReply) -> V
         handoff: reply.handoff,
         confidence: reply.confidence,
         references: &reply.references,
-        answers: [fp.as_str()],
+        answers: &reply.answers,
         created_at: reply.created_at.to_rfc3339_opts(SecondsFormat::Millis, true),
     };
     // Serializing plain strings, numbers and an already-valid JSON value cannot fail.

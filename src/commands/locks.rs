@@ -55,11 +55,19 @@ pub async fn state(config: &Config, fp: &Fingerprint, as_json: bool) -> anyhow::
     let deadline = std::time::Instant::now() + config.startup_timeout();
     let db = chat_worker::services::postgres(config, deadline, None).await?;
     let reply = store::stored_reply(&db, fp).await.context("reading the stored reply")?;
+    // A coalesced message has no reply of its own: the reply of its burst answers it.
+    let burst = store::bursts::answered_by(&db, fp).await.context("reading the burst's reply")?;
     if as_json {
         let committed = reply
             .as_ref()
             .map(|r| json!({ "conversation_id": r.conversation_id, "replied_at": r.created_at }));
-        println!("{}", json!({ "fingerprint": fp.as_str(), "state": state, "reply": committed }));
+        let coalesced = burst
+            .as_ref()
+            .map(|answered| json!({ "answered_by": answered.as_ref().map(|f| format!("reply:{f}")) }));
+        println!(
+            "{}",
+            json!({ "fingerprint": fp.as_str(), "state": state, "reply": committed, "coalesced": coalesced })
+        );
         return Ok(());
     }
     match &state {
@@ -68,11 +76,15 @@ pub async fn state(config: &Config, fp: &Fingerprint, as_json: bool) -> anyhow::
             println!("{fp}  no processing state in Redis (never seen, or older than redis.state_ttl_secs)")
         }
     }
-    match reply {
-        Some(r) => {
+    match (reply, burst) {
+        (Some(r), _) => {
             println!("reply committed at {} in conversation {}", r.created_at.to_rfc3339(), r.conversation_id)
         }
-        None => println!("no reply committed"),
+        (None, Some(Some(answered_by))) => {
+            println!("coalesced: answered by reply:{answered_by}, the reply to the last message of its burst")
+        }
+        (None, Some(None)) => println!("coalesced: its burst's reply is not committed yet"),
+        (None, None) => println!("no reply committed"),
     }
     Ok(())
 }

@@ -23,6 +23,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         rejected = tally.rejected.load(Ordering::Relaxed),
         failed = tally.failed.load(Ordering::Relaxed),
         deferred = tally.deferred.load(Ordering::Relaxed),
+        coalesced = tally.coalesced.load(Ordering::Relaxed),
         "worker stopped"
     );
     Ok(())

@@ -40,7 +40,7 @@ pub use self::database::DatabaseConfig;
 pub use self::redis::{RedisConfig, RedisMode, seeds};
 pub use self::responder::{ResponderConfig, ResponderKind};
 pub use self::telemetry::{ProducerContext, TracingConfig};
-pub use self::turns::TurnsConfig;
+pub use self::turns::{MAX_COALESCE_MS, MidGeneration, TurnsConfig};
 pub use self::worker::{MAX_CONCURRENCY, WorkerConfig, check_worker_id};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

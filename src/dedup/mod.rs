@@ -86,6 +86,23 @@ pub struct Lease {
     pub took_over_from: Option<String>,
     /// What the claim's `also_get` found.
     pub fetched: Option<Vec<u8>>,
+    /// The burst this turn continues began then (ms since the epoch): earlier
+    /// messages of it were coalesced, waiting for this turn's reply.
+    pub burst_since_ms: Option<i64>,
+    /// How many messages of the conversation waited in line behind this one
+    /// when it took the turn.
+    pub behind: u32,
+}
+
+/// What becomes of a message's place in its conversation's line when its attempt ends.
+#[derive(Debug, Clone, Copy)]
+enum LineEnd {
+    /// Answered or dead-lettered: it leaves, and the next is told.
+    Leave,
+    /// It comes back (a retry): it keeps its place.
+    Park,
+    /// Coalesced into a burst that began then (ms): it leaves, the burst goes on.
+    Coalesce(i64),
 }
 
 #[derive(Clone)]
@@ -148,13 +165,15 @@ impl Dedup {
             if let Some(key) = also_get {
                 invocation.key(key);
             }
-            let (verdict, who, _attempts, fetched, fence, holder): (
+            let (verdict, who, _attempts, fetched, fence, holder, burst, behind): (
                 String,
                 String,
                 u32,
                 Option<Vec<u8>>,
                 i64,
                 String,
+                i64,
+                u32,
             ) = invocation
                 .arg(&value)
                 .arg(&self.worker_id)
@@ -168,6 +187,7 @@ impl Dedup {
                 .arg(millis(self.line_ttl))
                 .arg(if place.stood_before { "1" } else { "0" })
                 .arg(place.skip.as_deref().unwrap_or(""))
+                .arg(self.keys.wake_channel(""))
                 .invoke_async(&mut self.redis.clone())
                 .await?;
             return Ok(match verdict.as_str() {
@@ -194,6 +214,8 @@ impl Dedup {
                     fence,
                     took_over_from: (taken == "taken_over").then_some(who),
                     fetched,
+                    burst_since_ms: (burst > 0).then_some(burst),
+                    behind,
                 }),
             });
         }
@@ -258,23 +280,35 @@ impl Dedup {
         lease: &Lease,
         also_set: Option<(&str, &[u8], Duration)>,
     ) -> Result<(), DedupError> {
-        self.finish(lease, "completed", true, also_set).await
+        self.finish(lease, "completed", LineEnd::Leave, also_set).await
+    }
+
+    /// Records the message as coalesced (answered by the reply of its burst,
+    /// which began at `burst_since_ms`), releases the lock and passes the turn
+    /// to the next message, which continues the burst.
+    pub async fn coalesce(&self, lease: &Lease, burst_since_ms: i64) -> Result<(), DedupError> {
+        self.finish(lease, "coalesced", LineEnd::Coalesce(burst_since_ms), None).await
     }
 
     /// Records the attempt as failed and releases the lock, if it is still
     /// ours. The message keeps its place in line, since its retry comes back
     /// to it, unless it will not come back (`last`: it is dead-lettered).
     pub async fn abandon(&self, lease: &Lease, last: bool) -> Result<(), DedupError> {
-        self.finish(lease, "failed", last, None).await
+        self.finish(lease, "failed", if last { LineEnd::Leave } else { LineEnd::Park }, None).await
     }
 
     async fn finish(
         &self,
         lease: &Lease,
         status: &str,
-        leave_line: bool,
+        line_end: LineEnd,
         also_set: Option<(&str, &[u8], Duration)>,
     ) -> Result<(), DedupError> {
+        let (end, burst_since) = match line_end {
+            LineEnd::Leave => ("leave", 0),
+            LineEnd::Park => ("park", 0),
+            LineEnd::Coalesce(since) => ("coalesce", since),
+        };
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let mut invocation = scripts::FINISH.key(self.keys.state(lease.shard, &lease.fingerprint));
         invocation
@@ -287,11 +321,12 @@ impl Dedup {
             .arg(now_ms())
             .arg(millis(self.state_ttl))
             .arg(lease.fingerprint.as_str())
-            .arg(if leave_line { "leave" } else { "park" })
+            .arg(end)
             .arg(millis(self.line_ttl))
             .arg(self.keys.wake_channel(""))
             .arg(&self.instance)
-            .arg(&self.worker_id);
+            .arg(&self.worker_id)
+            .arg(burst_since);
         if let Some((key, value, ttl)) = also_set {
             invocation.key(key).arg(value).arg(millis(ttl));
         }

@@ -46,11 +46,16 @@ end
 /// 6 fingerprint, 7 instance, 8 the lock value of a holder the caller found
 /// dead ('' for none), 9 intake time µs (the message's place in line), 10 line
 /// TTL ms, 11 '1' if this delivery stood in line before, 12 an entry the caller
-/// found abandoned, `<fp>|<since>`, to remove if unchanged ('' for none).
+/// found abandoned, `<fp>|<since>`, to remove if unchanged ('' for none), 13
+/// the wake channels' prefix.
 /// Safe to run twice with the same ARGV (a cluster client re-sends a request
 /// whose connection dropped before the answer came): a lock already holding
 /// ARGV[1] is this very claim's, and its acquisition is answered again.
-/// Returns {verdict, who, attempts, fetched, fence, holder}: verdict
+/// Returns {verdict, who, attempts, fetched, fence, holder, burst, behind}
+/// (`burst`: when the burst the turn continues began, ms, 0 for none;
+/// `behind`: how many wait in line behind it; both only with the turn).
+/// A message joining the line behind one being answered tells the holder's
+/// process (`+<fp>` on its wake channel), which may coalesce it. Verdict
 /// `completed`; `wait` (behind fingerprint `who`, whose entry is `holder`);
 /// `lost` (this delivery's place in line was gone: Redis lost its data; it is
 /// back, and the caller lets the others find theirs before it claims);
@@ -68,8 +73,8 @@ pub(super) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
         r#"
 local fp = ARGV[6]
 local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'completed' then
-  return {'completed', redis.call('HGET', KEYS[1], 'worker_id') or '', 0, false, 0, ''}
+if status == 'completed' or status == 'coalesced' then
+  return {'completed', redis.call('HGET', KEYS[1], 'worker_id') or '', 0, false, 0, '', 0, 0}
 end
 local function entry(st) return st .. '|' .. ARGV[7] .. '|' .. ARGV[2] .. '|' .. ARGV[5] end
 if ARGV[12] ~= '' then
@@ -78,9 +83,11 @@ if ARGV[12] ~= '' then
   if sfp and ((e and string.match(e, '|([^|]*)$') == since) or (not e and since == '')) then leave_line(sfp) end
 end
 local lost = false
+local joined = false
 if not redis.call('ZSCORE', KEYS[4], fp) then
   redis.call('ZADD', KEYS[4], ARGV[9], fp)
   lost = ARGV[11] == '1'
+  joined = not lost
 end
 local current = redis.call('HGET', KEYS[5], '.current')
 local first = redis.call('ZRANGE', KEYS[4], 0, 0)[1]
@@ -98,9 +105,18 @@ if ahead or lost then
   if not status then redis.call('HSET', KEYS[1], 'status', 'waiting', 'worker_id', ARGV[2]) end
   redis.call('HSET', KEYS[1], 'behind', ahead or '')
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
-  if not ahead then return {'lost', '', 0, false, 0, ''} end
-  return {'wait', ahead, 0, false, 0, redis.call('HGET', KEYS[5], ahead) or ''}
+  if not ahead then return {'lost', '', 0, false, 0, '', 0, 0} end
+  local ahead_entry = redis.call('HGET', KEYS[5], ahead) or ''
+  -- A new message behind the one being answered: its process may coalesce it.
+  if joined and current then
+    local st, inst = string.match(ahead_entry, '^([^|]*)|([^|]*)|')
+    if st == 'taken' and inst then redis.call('PUBLISH', ARGV[13] .. inst, '+' .. current) end
+  end
+  return {'wait', ahead, 0, false, 0, ahead_entry, 0, 0}
 end
+-- What a turn holder that coalesces needs: when its burst began, and how many wait behind it.
+local burst = tonumber(redis.call('HGET', KEYS[5], '.burst')) or 0
+local behind = redis.call('ZCARD', KEYS[4]) - 1
 local holder = redis.call('GET', KEYS[2])
 if holder == ARGV[1] then
   local again = redis.call('HMGET', KEYS[1], 'attempts', 'fence', 'taken_from')
@@ -108,13 +124,13 @@ if holder == ARGV[1] then
   if KEYS[6] then fetched = redis.call('GET', KEYS[6]) end
   local verdict = 'acquired'
   if again[3] and again[3] ~= '' then verdict = 'taken_over' end
-  return {verdict, again[3] or '', tonumber(again[1]) or 0, fetched, tonumber(again[2]) or 0, ''}
+  return {verdict, again[3] or '', tonumber(again[1]) or 0, fetched, tonumber(again[2]) or 0, '', burst, behind}
 end
 local previous = ''
 if holder then
   local _, inst, wid = string.match(holder, '^([^|]*)|([^|]*)|(.*)$')
   if inst and holder ~= ARGV[8] then
-    return {'held', wid, 0, false, 0, holder}
+    return {'held', wid, 0, false, 0, holder, 0, 0}
   end
   previous = wid or holder
 elseif status == 'processing' or status == 'released' then
@@ -133,8 +149,8 @@ redis.call('HSET', KEYS[5], '.current', fp, fp, entry('taken'))
 keep_line(ARGV[10])
 local fetched = false
 if KEYS[6] then fetched = redis.call('GET', KEYS[6]) end
-if previous ~= '' then return {'taken_over', previous, attempts, fetched, fence, ''} end
-return {'acquired', '', attempts, fetched, fence, ''}
+if previous ~= '' then return {'taken_over', previous, attempts, fetched, fence, '', burst, behind} end
+return {'acquired', '', attempts, fetched, fence, '', burst, behind}
 "#
     ))
 });
@@ -142,9 +158,11 @@ return {'acquired', '', attempts, fetched, fence, ''}
 /// KEYS as CLAIM's first five, and KEYS[6], if given, set along.
 /// ARGV: 1 lock value, 2 final status, 3 now ms, 4 state TTL ms, 5 fingerprint,
 /// 6 what becomes of its place in line (`leave`: answered, or dead-lettered;
-/// `park`: it comes back, and keeps its place), 7 line TTL ms, 8 the wake channels' prefix,
-/// 9 instance, 10 worker id, then, with KEYS[6], 11 the value and 12 the TTL ms
-/// to set it to.
+/// `park`: it comes back, and keeps its place; `coalesce`: answered by the
+/// next one's reply, whose burst began at 11), 7 line TTL ms, 8 the wake
+/// channels' prefix, 9 instance, 10 worker id, 11 the burst's beginning (ms,
+/// for `coalesce`), then, with KEYS[6], 12 the value and 13 the TTL ms to set
+/// it to. Final status `completed` or `coalesced` (a copy then is a duplicate).
 /// `completed` is recorded whoever holds the lock (the reply is out); `failed`
 /// only by the holder, so a late worker never overwrites its successor's state
 /// nor moves the line.
@@ -161,6 +179,10 @@ if ARGV[2] == 'completed' or mine then
   redis.call('ZREM', KEYS[3], fp)
   if ARGV[6] == 'leave' then
     leave_line(fp)
+    redis.call('HDEL', KEYS[5], '.burst')
+  elseif ARGV[6] == 'coalesce' then
+    leave_line(fp)
+    redis.call('HSET', KEYS[5], '.burst', ARGV[11])
   else
     redis.call('HSET', KEYS[5], fp, 'parked|' .. ARGV[9] .. '|' .. ARGV[10] .. '|' .. ARGV[3])
     if redis.call('HGET', KEYS[5], '.current') == fp then redis.call('HDEL', KEYS[5], '.current') end
@@ -168,7 +190,7 @@ if ARGV[2] == 'completed' or mine then
   keep_line(ARGV[7])
   wake_next(ARGV[8], fp)
 end
-if KEYS[6] then redis.call('SET', KEYS[6], ARGV[11], 'PX', ARGV[12]) end
+if KEYS[6] then redis.call('SET', KEYS[6], ARGV[12], 'PX', ARGV[13]) end
 return mine and 1 or 0
 "#
     ))

@@ -22,7 +22,7 @@ async fn redis() -> RedisConn {
     RedisConn::connect(&config).await.expect("redis")
 }
 
-type Claimed = (String, String, u32, Option<Vec<u8>>, i64, String);
+type Claimed = (String, String, u32, Option<Vec<u8>>, i64, String, i64, u32);
 
 fn shard() -> Shard {
     Shard::of_conversation(&uuid::Uuid::nil(), "sms", "+1")
@@ -61,6 +61,7 @@ async fn claim_at(
         .arg(3_600_000)
         .arg("0")
         .arg("")
+        .arg(keys.wake_channel(""))
         .invoke_async(redis)
         .await
         .expect("claim")
@@ -95,6 +96,7 @@ async fn finish(
         .arg(keys.wake_channel(""))
         .arg("inst")
         .arg("w-test")
+        .arg(0)
         .invoke_async(redis)
         .await
         .expect("finish");

@@ -49,6 +49,13 @@ impl Listener {
     }
 }
 
+impl Listener {
+    /// Whether the wake has come already, without waiting.
+    pub fn fired(&mut self) -> bool {
+        self.woken.try_recv().is_ok()
+    }
+}
+
 impl Drop for Listener {
     fn drop(&mut self) {
         let mut waiting = self.wakes.lock();

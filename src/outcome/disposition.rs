@@ -25,7 +25,9 @@ impl Outcome {
     /// `attempt` is this delivery's attempt number, counted from 1.
     pub fn disposition(&self, attempt: u32, policy: &RetryPolicy, jitter_unit: f64) -> Disposition {
         match self {
-            Outcome::Processed { .. } | Outcome::Duplicate { .. } => Disposition::Ack,
+            Outcome::Processed { .. } | Outcome::Duplicate { .. } | Outcome::Coalesced { .. } => {
+                Disposition::Ack
+            }
             Outcome::Rejected(r) => {
                 Disposition::DeadLetter { kind: r.kind.as_str(), error: r.error.clone(), attempts: None }
             }

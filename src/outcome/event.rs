@@ -41,6 +41,7 @@ impl Settled<'_> {
             Outcome::Deferred { fingerprint, worker_id } => {
                 tracing::info!(%fingerprint, holder = %worker_id, "redelivered while another worker holds it; looking again later");
             }
+            Outcome::Coalesced { fingerprint } => tracing::debug!(%fingerprint, "coalesced into its burst"),
             Outcome::Waiting { fingerprint, behind } => {
                 tracing::debug!(%fingerprint, %behind, "waiting for its conversation's turn; parked, keeping its place");
             }

@@ -64,6 +64,11 @@ pub enum Outcome {
         of: DuplicateOf,
     },
     Rejected(Rejection),
+    /// Burst coalescing: its inbound row is stored, and the reply to a later
+    /// message of its burst answers it (its `answers` list it).
+    Coalesced {
+        fingerprint: Fingerprint,
+    },
     /// A live worker holds the lock, but this delivery may be the copy that worker
     /// lost (a redelivery or one of our retries): look again later, without
     /// spending an attempt, rather than ack a copy no one may finish.
@@ -93,6 +98,7 @@ impl Outcome {
             Outcome::Processed { .. } => "processed",
             Outcome::Duplicate { .. } => "duplicate",
             Outcome::Rejected(_) => "rejected",
+            Outcome::Coalesced { .. } => "coalesced",
             Outcome::Deferred { .. } | Outcome::Waiting { .. } => "deferred",
             Outcome::Failed { .. } => "failed",
         }

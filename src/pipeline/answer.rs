@@ -14,6 +14,7 @@ use crate::model::{Fingerprint, Inbound};
 use crate::references::{self, ListMemory};
 use crate::respond::Context;
 use crate::store::Exchange;
+use crate::store::bursts::{self, BurstMessage};
 
 impl Pipeline {
     pub(super) async fn answer(
@@ -22,6 +23,7 @@ impl Pipeline {
         fingerprint: &Fingerprint,
         tenant: &TenantProfile,
         lease: &Lease,
+        coalescing: bool,
     ) -> Result<Exchange, Stop> {
         let started = Instant::now();
         let stored_at = Utc::now();
@@ -37,6 +39,14 @@ impl Pipeline {
         let conversation_id = context.conversation.as_ref().map(|c| c.id);
         let latest_list = conversation_id
             .and_then(|id| references::latest(id, recalled, context.stored_list.clone(), &context.history));
+        // The burst's earlier messages, stored as coalesced, and this one last.
+        let mut burst = match conversation_id {
+            Some(id) if coalescing => self.timed("history", bursts::pending(&self.db, id)).await?,
+            _ => Vec::new(),
+        };
+        if !burst.is_empty() {
+            burst.push(BurstMessage::of(inbound));
+        }
 
         // respond
         let ctx = Context {
@@ -47,6 +57,7 @@ impl Pipeline {
             knowledge: &knowledge,
             history: &context.history,
             latest_list: latest_list.as_ref(),
+            burst: &burst,
         };
         let answer = self.timed("respond", self.responder.respond(&ctx)).await?;
 

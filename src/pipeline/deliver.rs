@@ -9,7 +9,7 @@ use crate::broker::publish::OutboundReply;
 use crate::model::{Fingerprint, Inbound, NumberedList, TraceContext};
 use crate::outcome::Failure;
 use crate::reply::reply_body;
-use crate::store::Exchange;
+use crate::store::{self, Exchange};
 
 /// What a successful attempt leaves behind.
 pub(super) struct Replied {
@@ -26,12 +26,18 @@ impl Pipeline {
         fingerprint: &Fingerprint,
         exchange: Exchange,
         gateway_trace: TraceContext<'_>,
+        burst: bool,
     ) -> Result<Replied, Stop> {
         let shown = (exchange.answer.references.len() >= 2)
             .then(|| (exchange.answer.references.clone(), exchange.replied_at));
 
-        // persist
-        let recorded = self.timed("persist", self.writer.record(exchange)).await?;
+        // persist: with coalescing, on its own, marking the burst's earlier
+        // messages answered in the same transaction
+        let recorded = if burst {
+            self.timed("persist", store::record_burst_reply(&self.db, &exchange)).await?
+        } else {
+            self.timed("persist", self.writer.record(exchange)).await?
+        };
         let (reply, replayed) = (recorded.reply(), recorded.replayed());
         if replayed {
             tracing::info!(%fingerprint, "already committed; publishing the stored reply again");

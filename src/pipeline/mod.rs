@@ -10,10 +10,12 @@
 //! - `stop` — why work under the lock stopped, and what that makes the outcome.
 
 mod answer;
+mod burst;
 mod deliver;
 mod stop;
 mod turn;
 
+pub use burst::{CoalesceDefaults, Coalescing};
 pub use turn::{Slot, TurnSettings};
 
 use std::future::Future;
@@ -39,8 +41,25 @@ use crate::store;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::spans;
 
+use self::burst::Debounced;
 use self::deliver::Replied;
 use self::stop::Stop;
+
+/// What a message holding its conversation's turn knows of its burst.
+struct Turn<'a> {
+    coalescing: Option<Coalescing>,
+    intake_ms: i64,
+    /// Woken when a newer message of the conversation joins the line.
+    joined: &'a mut crate::dedup::wakes::Listener,
+}
+
+/// How the work under the lease ended, when it did not fail.
+enum Answered {
+    Replied(Replied),
+    /// A newer message joined the burst: this one is coalesced into it (with
+    /// the finished generation it discarded, and how long that took).
+    Joined(Option<(crate::model::Answer, i32)>),
+}
 
 #[derive(Clone)]
 pub struct Pipeline {
@@ -73,6 +92,8 @@ pub struct PipelineSettings {
     /// Test aid: `WORKER_TEST_CRASH_AT=after_lock|after_commit` kills the process there.
     pub crash_at: Option<String>,
     pub turns: TurnSettings,
+    /// Burst coalescing where a tenant's settings do not say.
+    pub coalesce: CoalesceDefaults,
     /// Which failures are the last (dead-lettered): such a message leaves its
     /// conversation's line; any other keeps its place for its retry.
     pub retry: RetryPolicy,
@@ -121,6 +142,7 @@ impl Pipeline {
                 stale: Duration::from_secs(config.turns.stale_secs),
                 settle: Duration::from_secs(config.redis.lock_ttl_secs) / 3 + Duration::from_secs(1),
             },
+            coalesce: CoalesceDefaults::of(&config.turns),
             retry: config.retry_policy(),
         };
         let waiting = Arc::new(Semaphore::new(config.turns.waiting_limit(config.amqp.prefetch)));
@@ -164,6 +186,8 @@ impl Pipeline {
         // conversation not yet answered, waited for.
         let list_key = self.settings.references.key(&inbound);
         let line = self.dedup.keys().conversation(&inbound);
+        // Listening before the claim: a newer message joining right after it is heard.
+        let mut joined = self.wakes.listen(&format!("+{fingerprint}"));
         let lease = match self.claim(envelope, &line, &fingerprint, &list_key, slot).await {
             Ok(lease) => lease,
             Err(not_ours) => return not_ours,
@@ -180,13 +204,56 @@ impl Pipeline {
             return self.give_up(&lease, rejected, envelope.attempt).await;
         };
 
+        // coalesce, where the tenant turns it on: wait for the burst to grow, or
+        // pass the turn to the newer message that continues it. (A message that
+        // names its conversation is answered on its own: its naming is checked
+        // with the history read.)
+        let coalescing =
+            self.settings.coalesce.for_tenant(&tenant.settings).filter(|_| inbound.conversation_id.is_none());
+        let intake_ms = envelope.intake_us / 1000;
+        if let Some(c) = &coalescing {
+            let waited =
+                async { Ok::<_, Stop>(self.debounce(c, &lease, intake_ms, &mut joined, slot).await) };
+            match self.dedup.guard(&lease, None, waited).await {
+                Ok(Debounced::Answer) => {}
+                Ok(Debounced::Coalesce) => {
+                    return self
+                        .coalesced(&inbound, &fingerprint, &lease, intake_ms, None, envelope.attempt)
+                        .await;
+                }
+                Err(stop) => {
+                    return self.give_up(&lease, stop.into_outcome(fingerprint), envelope.attempt).await;
+                }
+            }
+        }
+
         // catalog, history, respond, persist, publish: under the renewed lease.
-        match self.under_lease(&inbound, &fingerprint, tenant, &lease, envelope.trace).await {
-            Ok(replied) => {
+        let turn = Turn { coalescing, intake_ms, joined: &mut joined };
+        match self.under_lease(&inbound, &fingerprint, tenant, &lease, envelope.trace, turn).await {
+            Ok(Answered::Replied(replied)) => {
                 self.complete(&lease, &list_key, replied.list.as_ref()).await;
                 Outcome::Processed { fingerprint, replayed: replied.replayed }
             }
+            Ok(Answered::Joined(discarded)) => {
+                self.coalesced(&inbound, &fingerprint, &lease, intake_ms, discarded, envelope.attempt).await
+            }
             Err(stop) => self.give_up(&lease, stop.into_outcome(fingerprint), envelope.attempt).await,
+        }
+    }
+
+    /// This message is answered by its burst's reply: stored, and the turn passed on.
+    async fn coalesced(
+        &self,
+        inbound: &Inbound,
+        fingerprint: &Fingerprint,
+        lease: &Lease,
+        intake_ms: i64,
+        discarded: Option<(crate::model::Answer, i32)>,
+        attempt: u32,
+    ) -> Outcome {
+        match self.coalesce_into_burst(inbound, fingerprint, lease, intake_ms, discarded).await {
+            Ok(outcome) => outcome,
+            Err(stop) => self.give_up(lease, stop.into_outcome(fingerprint.clone()), attempt).await,
         }
     }
 
@@ -235,16 +302,21 @@ impl Pipeline {
         }
     }
 
-    /// Whether `outcome` is the message's last: it is dead-lettered, and so
-    /// will not come back to its place in line.
+    /// Whether `outcome` is the message's last: it is dead-lettered (or acked),
+    /// and so will not come back to its place in line.
     fn is_last(&self, outcome: &Outcome, attempt: u32) -> bool {
-        matches!(outcome.disposition(attempt, &self.settings.retry, 0.0), Disposition::DeadLetter { .. })
+        !matches!(
+            outcome.disposition(attempt, &self.settings.retry, 0.0),
+            Disposition::Retry { .. } | Disposition::Defer { .. }
+        )
     }
 
     /// Catalog, history and respond within the deadline; then persist and
     /// publish, not cut by the deadline: once handed to the group commit, the
     /// write may commit with others, so its result is waited for (PostgreSQL's
-    /// statement_timeout, set to the same deadline, bounds it).
+    /// statement_timeout, set to the same deadline, bounds it). With coalescing
+    /// that restarts, a newer message of the burst joining meanwhile ends the
+    /// generation (dropped, or discarded when finished): it answers instead.
     async fn under_lease(
         &self,
         inbound: &Inbound,
@@ -252,13 +324,32 @@ impl Pipeline {
         tenant: &TenantProfile,
         lease: &Lease,
         trace: TraceContext<'_>,
-    ) -> Result<Replied, Stop> {
+        turn: Turn<'_>,
+    ) -> Result<Answered, Stop> {
+        let Turn { coalescing, intake_ms, joined } = turn;
+        let restart = coalescing.is_some_and(|c| c.restart && c.may_grow(lease, intake_ms));
         let answering = async {
             self.fence_takeover(lease).await?;
-            self.answer(inbound, fingerprint, tenant, lease).await
+            let answer = self.answer(inbound, fingerprint, tenant, lease, coalescing.is_some());
+            if restart {
+                tokio::select! {
+                    exchange = answer => exchange.map(Some),
+                    _ = joined.woken() => Ok(None),
+                }
+            } else {
+                answer.await.map(Some)
+            }
         };
-        let exchange = self.dedup.guard(lease, Some(self.settings.deadline), answering).await?;
-        self.dedup.guard(lease, None, self.deliver(inbound, fingerprint, exchange, trace)).await
+        let Some(exchange) = self.dedup.guard(lease, Some(self.settings.deadline), answering).await? else {
+            self.metrics.generations_restarted.inc();
+            return Ok(Answered::Joined(None));
+        };
+        if restart && joined.fired() && coalescing.is_some_and(|c| c.may_grow(lease, intake_ms)) {
+            self.metrics.generations_restarted.inc();
+            return Ok(Answered::Joined(Some((exchange.answer, exchange.latency_ms))));
+        }
+        let delivering = self.deliver(inbound, fingerprint, exchange, trace, coalescing.is_some());
+        Ok(Answered::Replied(self.dedup.guard(lease, None, delivering).await?))
     }
 
     /// After taking a message over from a worker that is gone (or whose lease

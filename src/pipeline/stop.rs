@@ -3,7 +3,7 @@
 use crate::broker::BrokerError;
 use crate::dedup::{Cut, DedupError};
 use crate::model::{Fingerprint, Inbound};
-use crate::outcome::{Failure, Outcome, Rejection, RejectionKind};
+use crate::outcome::{DuplicateOf, Failure, Outcome, Rejection, RejectionKind};
 use crate::respond::RespondError;
 use crate::store::StoreError;
 
@@ -12,6 +12,9 @@ pub(super) enum Stop {
     Reject(Rejection),
     /// A transient fault: the message is retried.
     Fail(Failure),
+    /// It turned out to be handled already (a copy of a message coalesced
+    /// into its burst, found by the database).
+    Duplicate,
 }
 
 impl Stop {
@@ -19,6 +22,7 @@ impl Stop {
         match self {
             Stop::Reject(rejection) => Outcome::Rejected(rejection),
             Stop::Fail(error) => Outcome::Failed { fingerprint: Some(fingerprint), error },
+            Stop::Duplicate => Outcome::Duplicate { fingerprint, of: DuplicateOf::Completed },
         }
     }
 }
@@ -45,6 +49,9 @@ transient!(RespondError, BrokerError, DedupError, Cut);
 /// it is `invalid` at once (CONTRACT §3), never `failed` after retries.
 impl From<StoreError> for Stop {
     fn from(e: StoreError) -> Self {
+        if matches!(e, StoreError::Coalesced(_)) {
+            return Stop::Duplicate;
+        }
         if e.caused_by_input() {
             Stop::Reject(Rejection {
                 kind: RejectionKind::Invalid,

@@ -84,11 +84,11 @@ impl Slot {
         }
     }
 
-    fn hand_back(&mut self) {
+    pub(super) fn hand_back(&mut self) {
         self.permit = None;
     }
 
-    async fn take_again(&mut self) {
+    pub(super) async fn take_again(&mut self) {
         if let (None, Some(semaphore)) = (&self.permit, &self.semaphore) {
             self.permit = semaphore.clone().acquire_owned().await.ok();
         }

@@ -130,6 +130,10 @@ fn context_json(ctx: &Context<'_>) -> Result<JsonChunks, serde_json::Error> {
     serde_json::to_writer(&mut tail, ctx.history)?;
     tail.extend_from_slice(br#","latest_list":"#);
     serde_json::to_writer(&mut tail, &ctx.latest_list)?;
+    if !ctx.burst.is_empty() {
+        tail.extend_from_slice(br#","burst":"#);
+        serde_json::to_writer(&mut tail, ctx.burst)?;
+    }
     tail.push(b'}');
     Ok(JsonChunks(VecDeque::from([
         Bytes::from(head),

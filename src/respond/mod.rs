@@ -33,6 +33,7 @@ use crate::model::HistoryItem;
 use crate::model::Inbound;
 use crate::model::catalog::{Catalog, Knowledge, TenantProfile};
 use crate::model::{ConversationStatus, ItemKind, NumberedList, Reference};
+pub use crate::store::bursts::BurstMessage;
 
 /// What a responder knows when it answers.
 #[derive(Debug, Serialize)]
@@ -47,6 +48,22 @@ pub struct Context<'a> {
     pub history: &'a [HistoryItem],
     /// The latest reply that listed two or more items.
     pub latest_list: Option<&'a NumberedList>,
+    /// When a coalesced burst is answered: every inbound message of it, oldest
+    /// first, `inbound` last (CONTRACT §4a); empty otherwise.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub burst: &'a [BurstMessage],
+}
+
+impl Context<'_> {
+    /// What the customer asked: the message's text, or a burst's texts together.
+    pub fn question(&self) -> std::borrow::Cow<'_, str> {
+        if self.burst.is_empty() {
+            std::borrow::Cow::Borrowed(self.inbound.text.as_str())
+        } else {
+            let texts: Vec<&str> = self.burst.iter().map(|m| m.text.as_str()).collect();
+            std::borrow::Cow::Owned(texts.join("\n"))
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

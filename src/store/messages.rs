@@ -35,11 +35,17 @@ pub struct StoredReply {
     pub confidence: f32,
     pub references: Value,
     pub created_at: DateTime<Utc>,
+    /// The fingerprints this reply answers, oldest first, its own last
+    /// (CONTRACT §4): its own alone, or a coalesced burst's.
+    pub answers: Vec<String>,
 }
 
 impl StoredReply {
-    /// The reply `ex` commits, in `conversation_id`.
-    fn of(ex: &Exchange, conversation_id: Uuid) -> Self {
+    /// The reply `ex` commits, in `conversation_id`, answering `coalesced`
+    /// (oldest first) besides its own message.
+    fn of(ex: &Exchange, conversation_id: Uuid, coalesced: Vec<String>) -> Self {
+        let mut answers = coalesced;
+        answers.push(ex.fingerprint.to_string());
         Self {
             conversation_id,
             text: ex.answer.text.clone(),
@@ -47,6 +53,7 @@ impl StoredReply {
             confidence: ex.answer.confidence,
             references: references_json(&ex.answer),
             created_at: ex.replied_at,
+            answers,
         }
     }
 }
@@ -64,7 +71,7 @@ pub enum Recorded {
 impl Recorded {
     /// `ex`'s rows were committed by this call, in `conversation_id`.
     pub(super) fn new(ex: &Exchange, conversation_id: Uuid) -> Self {
-        Recorded::New(StoredReply::of(ex, conversation_id))
+        Recorded::New(StoredReply::of(ex, conversation_id, Vec::new()))
     }
 
     pub fn reply(&self) -> &StoredReply {
@@ -83,6 +90,17 @@ impl Recorded {
 /// nothing. The unique index on (fingerprint, direction) makes this the point
 /// where at most one reply per fingerprint is decided, whatever Redis believed.
 pub async fn record_exchange(db: &Db, ex: &Exchange) -> Result<Recorded, StoreError> {
+    record(db, ex, false).await
+}
+
+/// [`record_exchange`] of the reply to a burst's last message: in the same
+/// transaction, the conversation's coalesced messages still waiting for their
+/// burst's reply are marked answered by it, and listed in its `answers`.
+pub async fn record_burst_reply(db: &Db, ex: &Exchange) -> Result<Recorded, StoreError> {
+    record(db, ex, true).await
+}
+
+async fn record(db: &Db, ex: &Exchange, burst: bool) -> Result<Recorded, StoreError> {
     let mut tx = db.begin().await?;
     let conversation_id = match ex.conversation_id {
         Some(id) => id,
@@ -148,8 +166,13 @@ pub async fn record_exchange(db: &Db, ex: &Exchange) -> Result<Recorded, StoreEr
         tx.rollback().await?;
         return existing(db, &ex.fingerprint).await;
     }
+    let coalesced = if burst {
+        super::bursts::answer_pending(&mut tx, conversation_id, &ex.fingerprint).await?
+    } else {
+        Vec::new()
+    };
     tx.commit().await?;
-    Ok(Recorded::new(ex, conversation_id))
+    Ok(Recorded::New(StoredReply::of(ex, conversation_id, coalesced)))
 }
 
 /// The reply's references as stored (`reply_references`).
@@ -166,6 +189,9 @@ pub(super) fn list_size(answer: &Answer) -> i16 {
 pub(super) async fn existing(db: &Db, fp: &Fingerprint) -> Result<Recorded, StoreError> {
     match stored_reply(db, fp).await? {
         Some(reply) => Ok(Recorded::Existing(reply)),
+        None if super::bursts::answered_by(db, fp).await?.is_some() => {
+            Err(StoreError::Coalesced(fp.to_string()))
+        }
         None => {
             Err(StoreError::Inconsistent(format!("fingerprint {fp} has an inbound row but no reply row")))
         }
@@ -223,22 +249,31 @@ where
     Ok(existing)
 }
 
-type StoredReplyRow = (Uuid, String, Option<bool>, Option<f32>, Option<Value>, DateTime<Utc>);
+type StoredReplyRow = (Uuid, String, Option<bool>, Option<f32>, Option<Value>, DateTime<Utc>, Vec<String>);
 
+/// The reply committed for `fp`, with the messages it answers (a burst's
+/// coalesced ones, oldest first, then `fp`).
 pub async fn stored_reply(db: &Db, fp: &Fingerprint) -> Result<Option<StoredReply>, StoreError> {
     let row: Option<StoredReplyRow> = sqlx::query_as(
-        "SELECT conversation_id, text, handoff, confidence, reply_references, created_at
+        "SELECT conversation_id, text, handoff, confidence, reply_references, created_at,
+                ARRAY(SELECT b.fingerprint FROM messages b WHERE b.burst_reply = $1 AND b.burst_reply <> ''
+                       ORDER BY b.created_at, b.id)
            FROM messages WHERE fingerprint = $1 AND direction = 'out'",
     )
     .bind(fp.as_str())
     .fetch_optional(db)
     .await?;
-    Ok(row.map(|(conversation_id, text, handoff, confidence, references, created_at)| StoredReply {
-        conversation_id,
-        text,
-        handoff: handoff.unwrap_or(false),
-        confidence: confidence.unwrap_or(0.0),
-        references: references.unwrap_or_else(|| Value::Array(Vec::new())),
-        created_at,
+    Ok(row.map(|(conversation_id, text, handoff, confidence, references, created_at, coalesced)| {
+        let mut answers = coalesced;
+        answers.push(fp.to_string());
+        StoredReply {
+            conversation_id,
+            text,
+            handoff: handoff.unwrap_or(false),
+            confidence: confidence.unwrap_or(0.0),
+            references: references.unwrap_or_else(|| Value::Array(Vec::new())),
+            created_at,
+            answers,
+        }
     }))
 }

@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "interactions by conversation",
         include_str!("../../migrations/0007_interactions_by_conversation.sql"),
     ),
+    (8, "bursts", include_str!("../../migrations/0008_bursts.sql")),
 ];
 
 #[derive(Debug)]

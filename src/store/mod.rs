@@ -6,6 +6,7 @@
 //! `load_context`, `record_exchange`, `history_page`, `prune`), never rows or SQL.
 
 mod batch;
+pub mod bursts;
 pub mod catalog;
 mod context;
 mod conversations;
@@ -27,7 +28,9 @@ pub use context::{ContextReader, ConversationContext, load_context};
 pub use conversations::Conversation;
 pub use db::{Conn, Db, DbSettings, Tx};
 pub use history::{HistoryPage, customer_conversation, history_page};
-pub use messages::{Exchange, Recorded, StoredReply, record_exchange, register_fence, stored_reply};
+pub use messages::{
+    Exchange, Recorded, StoredReply, record_burst_reply, record_exchange, register_fence, stored_reply,
+};
 pub use migrate::{create_database_if_missing, migrate};
 pub use writer::{Writer, WriterMetrics, WriterSettings};
 
@@ -58,6 +61,10 @@ pub enum StoreError {
     /// A statement returned less than it must: the rows are not what the worker wrote.
     #[error("database: {0}")]
     Inconsistent(String),
+    /// The message was coalesced into a burst before (its inbound row says
+    /// so): a copy of it, with no reply of its own to publish.
+    #[error("message {0} was coalesced into its burst before")]
+    Coalesced(String),
     /// The database runs the worker's statements otherwise than configured.
     #[error("database: {0}")]
     Config(String),

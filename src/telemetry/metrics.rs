@@ -67,6 +67,12 @@ pub struct Metrics {
     pub turn_wait_seconds: Histogram,
     pub turns_parked: Counter,
     pub turns_skipped: Counter,
+    /// Messages answered by their burst's reply (CONTRACT §3 `coalesced`).
+    pub messages_coalesced: Counter,
+    /// Generations dropped or discarded because the burst grew.
+    pub generations_restarted: Counter,
+    /// Tokens (prompt + completion) of finished generations discarded so.
+    pub generation_tokens_discarded: Counter<u64, AtomicU64>,
 }
 
 fn stage_histogram() -> Histogram {
@@ -108,6 +114,9 @@ impl Metrics {
             turn_wait_seconds: stage_histogram(),
             turns_parked: Counter::default(),
             turns_skipped: Counter::default(),
+            messages_coalesced: Counter::default(),
+            generations_restarted: Counter::default(),
+            generation_tokens_discarded: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -178,6 +187,21 @@ impl Metrics {
             "turns_parked",
             "Deliveries parked (no attempt spent, place in line kept) after waiting turns.max_wait_secs, or with the waiting room full",
             m.turns_parked.clone(),
+        );
+        registry.register(
+            "messages_coalesced",
+            "Messages answered by the one reply of their burst (burst coalescing)",
+            m.messages_coalesced.clone(),
+        );
+        registry.register(
+            "generations_restarted",
+            "Reply generations dropped or discarded because a newer message joined the burst",
+            m.generations_restarted.clone(),
+        );
+        registry.register(
+            "generation_tokens_discarded",
+            "Tokens (prompt + completion) of finished generations discarded because the burst grew",
+            m.generation_tokens_discarded.clone(),
         );
         registry.register(
             "turns_skipped",

@@ -74,12 +74,13 @@ pub struct Tally {
     pub rejected: AtomicU64,
     pub failed: AtomicU64,
     pub deferred: AtomicU64,
+    pub coalesced: AtomicU64,
 }
 
 impl Tally {
     /// Deliveries settled so far, whatever their outcome.
     pub fn total(&self) -> u64 {
-        [&self.processed, &self.duplicate, &self.rejected, &self.failed, &self.deferred]
+        [&self.processed, &self.duplicate, &self.rejected, &self.failed, &self.deferred, &self.coalesced]
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
             .sum()
@@ -92,6 +93,7 @@ impl Tally {
             Outcome::Rejected(_) => &self.rejected,
             Outcome::Failed { .. } => &self.failed,
             Outcome::Deferred { .. } | Outcome::Waiting { .. } => &self.deferred,
+            Outcome::Coalesced { .. } => &self.coalesced,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }

@@ -7,6 +7,7 @@ mod admin_endpoint;
 mod admin_rows;
 mod batch_isolation;
 mod budget;
+mod bursts;
 mod catalog_cache;
 mod cli;
 mod conversation;

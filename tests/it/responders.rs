@@ -95,6 +95,7 @@ pub(crate) fn context(f: &Fixture) -> Context<'_> {
         knowledge: &f.knowledge,
         history: &f.history,
         latest_list: None,
+        burst: &[],
     }
 }
 

@@ -58,7 +58,8 @@ impl Default for Builtin {
 
 impl Builtin {
     pub fn answer(&self, ctx: &Context<'_>) -> Answer {
-        let words = text::words(&ctx.inbound.text);
+        let question = ctx.question();
+        let words = text::words(&question);
         if ctx.conversation_status == ConversationStatus::Handoff {
             return Answer::plain(
                 "Thanks, a member of our team has your conversation and will reply here shortly.",

@@ -95,6 +95,7 @@ impl Conversation {
             knowledge: &self.shop.knowledge,
             history: &self.history,
             latest_list: self.list.as_ref(),
+            burst: &[],
         });
         let now = Utc::now();
         self.history.push(HistoryItem {

@@ -61,6 +61,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             knowledge: &knowledge,
             history: &history,
             latest_list: None,
+            burst: &[],
         };
         let started = Instant::now();
         let reply = Builtin::default().answer(&ctx);
