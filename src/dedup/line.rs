@@ -20,6 +20,9 @@ pub struct InLine {
     pub stood_before: bool,
     /// An entry ahead found abandoned, `<fp>|<since>`, to remove if unchanged.
     pub skip: Option<String>,
+    /// The message it waited behind last time: if that one's state says it
+    /// ended, the claim takes it out of the line (its end was not recorded there).
+    pub ahead: Option<crate::model::Fingerprint>,
 }
 
 /// One entry of a line, as the hash holds it: `<status>|<instance>|<worker id>|<since ms>`.

@@ -161,7 +161,8 @@ impl Dedup {
                 .key(self.keys.lock(shard, fp))
                 .key(self.keys.inflight(shard))
                 .key(&line.line)
-                .key(&line.turns);
+                .key(&line.turns)
+                .key(self.keys.state(shard, place.ahead.as_ref().unwrap_or(fp)));
             if let Some(key) = also_get {
                 invocation.key(key);
             }
@@ -188,6 +189,7 @@ impl Dedup {
                 .arg(if place.stood_before { "1" } else { "0" })
                 .arg(place.skip.as_deref().unwrap_or(""))
                 .arg(self.keys.wake_channel(""))
+                .arg(place.ahead.as_ref().map_or("", |a| a.as_str()))
                 .invoke_async(&mut self.redis.clone())
                 .await?;
             return Ok(match verdict.as_str() {
@@ -332,6 +334,20 @@ impl Dedup {
         }
         let _mine: i32 = invocation.invoke_async(&mut self.redis.clone()).await?;
         Ok(())
+    }
+
+    /// Whether message `fp` (of a conversation in `shard`) holds no lock and
+    /// its state says it is processing, done, or nothing: its holder's work
+    /// ended, whatever the line says.
+    pub async fn ended_unrecorded(&self, shard: Shard, fp: &Fingerprint) -> Result<bool, DedupError> {
+        let (locked, status): (bool, Option<String>) = redis::pipe()
+            .exists(self.keys.lock(shard, fp))
+            .hget(self.keys.state(shard, fp), "status")
+            .query_async(&mut self.redis.clone())
+            .await?;
+        // `failed`: parked for its retry; `released`: its holder looked gone and
+        // its delivery comes back; `waiting`: it never held the turn.
+        Ok(!locked && !matches!(status.as_deref(), Some("failed" | "released" | "waiting")))
     }
 
     /// This process's instance id (its wake channel's name).

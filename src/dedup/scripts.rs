@@ -40,14 +40,15 @@ end
 "#;
 
 /// Dedup, the conversation's turn and the message's lock, in one round trip.
-/// KEYS[4], KEYS[5]: the conversation's line and turns; KEYS[6], if given, is
-/// fetched along when the lock is taken.
+/// KEYS[4], KEYS[5]: the conversation's line and turns; KEYS[6]: the state of
+/// the message this delivery waited behind last time (its own state when
+/// none); KEYS[7], if given, is fetched along when the lock is taken.
 /// ARGV: 1 lock value, 2 worker id, 3 lock TTL ms, 4 state TTL ms, 5 now ms,
 /// 6 fingerprint, 7 instance, 8 the lock value of a holder the caller found
 /// dead ('' for none), 9 intake time µs (the message's place in line), 10 line
 /// TTL ms, 11 '1' if this delivery stood in line before, 12 an entry the caller
 /// found abandoned, `<fp>|<since>`, to remove if unchanged ('' for none), 13
-/// the wake channels' prefix.
+/// the wake channels' prefix, 14 the fingerprint KEYS[6] is the state of ('' for none).
 /// Safe to run twice with the same ARGV (a cluster client re-sends a request
 /// whose connection dropped before the answer came): a lock already holding
 /// ARGV[1] is this very claim's, and its acquisition is answered again.
@@ -81,6 +82,12 @@ if ARGV[12] ~= '' then
   local sfp, since = string.match(ARGV[12], '^([^|]*)|(.*)$')
   local e = sfp and redis.call('HGET', KEYS[5], sfp)
   if sfp and ((e and string.match(e, '|([^|]*)$') == since) or (not e and since == '')) then leave_line(sfp) end
+end
+-- The one this delivery waited behind may have ended without the line
+-- hearing of it (Redis failed as it finished): its state says so.
+if ARGV[14] ~= '' then
+  local ahead_status = redis.call('HGET', KEYS[6], 'status')
+  if ahead_status == 'completed' or ahead_status == 'coalesced' then leave_line(ARGV[14]) end
 end
 local lost = false
 local joined = false
@@ -121,7 +128,7 @@ local holder = redis.call('GET', KEYS[2])
 if holder == ARGV[1] then
   local again = redis.call('HMGET', KEYS[1], 'attempts', 'fence', 'taken_from')
   local fetched = false
-  if KEYS[6] then fetched = redis.call('GET', KEYS[6]) end
+  if KEYS[7] then fetched = redis.call('GET', KEYS[7]) end
   local verdict = 'acquired'
   if again[3] and again[3] ~= '' then verdict = 'taken_over' end
   return {verdict, again[3] or '', tonumber(again[1]) or 0, fetched, tonumber(again[2]) or 0, '', burst, behind}
@@ -148,7 +155,7 @@ redis.call('ZADD', KEYS[3], ARGV[5], fp)
 redis.call('HSET', KEYS[5], '.current', fp, fp, entry('taken'))
 keep_line(ARGV[10])
 local fetched = false
-if KEYS[6] then fetched = redis.call('GET', KEYS[6]) end
+if KEYS[7] then fetched = redis.call('GET', KEYS[7]) end
 if previous ~= '' then return {'taken_over', previous, attempts, fetched, fence, '', burst, behind} end
 return {'acquired', '', attempts, fetched, fence, '', burst, behind}
 "#

@@ -49,6 +49,7 @@ async fn claim_at(
         .key(keys.inflight(shard()))
         .key(line)
         .key(turns)
+        .key(keys.state(shard(), fp))
         .arg(value)
         .arg("w-test")
         .arg(60_000)
@@ -62,6 +63,7 @@ async fn claim_at(
         .arg("0")
         .arg("")
         .arg(keys.wake_channel(""))
+        .arg("")
         .invoke_async(redis)
         .await
         .expect("claim")

@@ -370,9 +370,19 @@ impl Pipeline {
     async fn complete(&self, lease: &Lease, list_key: &ListKey, shown: Option<&NumberedList>) {
         let remember = shown.and_then(|list| self.settings.references.to_remember(list));
         let also_set = remember.as_ref().map(|(bytes, ttl)| (list_key.as_str(), bytes.as_slice(), *ttl));
-        if let Err(e) = self.dedup.complete(lease, also_set).await {
-            // The reply is committed and published; a stale state only costs a replay.
-            tracing::warn!(fingerprint = %lease.fingerprint, error = %e, "could not record completion");
+        // Tried a few times: it also passes the conversation's turn on (the next
+        // one would otherwise wait until it finds this one's state completed).
+        for pause in
+            [Duration::from_millis(100), Duration::from_millis(500), Duration::from_secs(2), Duration::ZERO]
+        {
+            match self.dedup.complete(lease, also_set).await {
+                Ok(()) => return,
+                Err(e) if pause.is_zero() => {
+                    // The reply is committed and published; a stale state only costs a replay.
+                    tracing::warn!(fingerprint = %lease.fingerprint, error = %e, "could not record completion");
+                }
+                Err(_) => tokio::time::sleep(pause).await,
+            }
         }
     }
 

@@ -115,7 +115,8 @@ impl Pipeline {
         list_key: &ListKey,
         slot: &mut Slot,
     ) -> Result<Claim, Outcome> {
-        let mut place = InLine { intake_us: envelope.intake_us, stood_before: false, skip: None };
+        let mut place =
+            InLine { intake_us: envelope.intake_us, stood_before: false, skip: None, ahead: None };
         let mut room: Option<OwnedSemaphorePermit> = None;
         let mut waiting_since: Option<Instant> = None;
         let mut pause = LOOK_AGAIN_FIRST;
@@ -128,7 +129,8 @@ impl Pipeline {
             let (ahead, pause_for) = match claim {
                 Ok(Claim::Wait { ahead, entry }) => {
                     place.stood_before = true;
-                    place.skip = self.abandoned(&ahead, entry.as_ref()).await;
+                    place.ahead = Some(ahead.clone());
+                    place.skip = self.abandoned(line, &ahead, entry.as_ref()).await;
                     if place.skip.is_some() {
                         continue;
                     }
@@ -178,14 +180,30 @@ impl Pipeline {
 
     /// When the entry ahead belongs to a message that is nowhere to be found
     /// (parked and never back, or held by a process that is gone, for
-    /// `turns.stale`), what the claim removes so the line moves on.
-    async fn abandoned(&self, ahead: &Fingerprint, entry: Option<&TurnEntry>) -> Option<String> {
+    /// `turns.stale`), or whose live holder ended its work without the line
+    /// hearing of it (Redis failed as it finished), what the claim removes so
+    /// the line moves on.
+    async fn abandoned(
+        &self,
+        line: &ConversationKeys,
+        ahead: &Fingerprint,
+        entry: Option<&TurnEntry>,
+    ) -> Option<String> {
         let Some(entry) = entry else {
             // In line without an entry: something else wrote the line.
             self.skipped(ahead, "no entry");
             return Some(format!("{ahead}|"));
         };
         let age_ms = crate::dedup::now_ms().saturating_sub(entry.since_ms);
+        let lock_ttl_ms = i64::try_from(self.dedup.lock_ttl().as_millis()).unwrap_or(i64::MAX);
+        if entry.status == EntryStatus::Taken
+            && age_ms > lock_ttl_ms
+            && matches!(self.dedup.ended_unrecorded(line.shard, ahead).await, Ok(true))
+            && matches!(self.dedup.instance_alive(&entry.instance).await, Ok(true))
+        {
+            self.skipped(ahead, "ended unrecorded");
+            return Some(entry.skip_token(ahead.as_str()));
+        }
         if age_ms < i64::try_from(self.settings.turns.stale.as_millis()).unwrap_or(i64::MAX) {
             return None;
         }
