@@ -48,7 +48,7 @@ pub const MAX_COALESCE_MS: u64 = 60_000;
 impl Default for TurnsConfig {
     fn default() -> Self {
         Self {
-            max_waiting: 256,
+            max_waiting: 512,
             max_wait_secs: 30,
             stale_secs: 300,
             coalesce_ms: 0,

@@ -81,6 +81,18 @@ async fn finish(
     status: &str,
     line_end: &str,
 ) {
+    finish_burst(redis, keys, fp, value, status, line_end, 0).await
+}
+
+async fn finish_burst(
+    redis: &mut RedisConn,
+    keys: &Keys,
+    fp: &Fingerprint,
+    value: &str,
+    status: &str,
+    line_end: &str,
+    burst_since: i64,
+) {
     let (line, turns) = line(keys);
     let _: i32 = FINISH
         .key(keys.state(shard(), fp))
@@ -98,7 +110,7 @@ async fn finish(
         .arg(keys.wake_channel(""))
         .arg("inst")
         .arg("w-test")
-        .arg(0)
+        .arg(burst_since)
         .invoke_async(redis)
         .await
         .expect("finish");
@@ -204,4 +216,43 @@ async fn a_claim_sent_twice_is_answered_its_own_acquisition_again() {
     assert!(taken.4 > first.4, "a takeover's fence is higher");
 
     clean_up(&mut redis, &keys, &[&fp]).await;
+}
+
+/// Coalescing: a newcomer behind the message being answered tells its holder's
+/// process; the holder coalesced passes the turn on with the burst's start; a
+/// copy of a coalesced message is a duplicate.
+#[tokio::test]
+async fn a_coalesced_turn_passes_on_with_its_burst_and_its_copy_is_a_duplicate() {
+    let mut redis = redis().await;
+    let keys = Keys::new(&format!("t:scripts:{}:", uuid::Uuid::new_v4().simple()));
+    let m1 = Fingerprint::of("t", "sms", "+1", "b1", "hi");
+    let m2 = Fingerprint::of("t", "sms", "+1", "b2", "shoes?");
+    let url = std::env::var("REDIS_URL").unwrap_or("redis://127.0.0.1:6379/0".into());
+    let node = url.split(',').next().unwrap_or_default().to_owned();
+    let mut pubsub = redis::Client::open(node).expect("client").get_async_pubsub().await.expect("pubsub");
+    pubsub.subscribe(keys.wake_channel("inst-a")).await.expect("subscribe");
+    pubsub.subscribe(keys.wake_channel("inst-b")).await.expect("subscribe");
+
+    let held = claim_at(&mut redis, &keys, &m1, "a|inst-a|w-a", "", 100).await;
+    assert_eq!((held.0.as_str(), held.6, held.7), ("acquired", 0, 0), "a fresh burst, nobody behind");
+    assert_eq!(claim_at(&mut redis, &keys, &m2, "b|inst-b|w-b", "", 200).await.0, "wait");
+    let mut messages = pubsub.on_message();
+    let next = |m: Option<redis::Msg>| m.and_then(|m| m.get_payload::<String>().ok()).unwrap_or_default();
+    let told = tokio::time::timeout(std::time::Duration::from_secs(5), messages.next()).await.expect("told");
+    assert_eq!(next(told), format!("+{m1}"), "the holder hears of the newcomer");
+
+    finish_burst(&mut redis, &keys, &m1, "a|inst-a|w-a", "coalesced", "coalesce", 12_345).await;
+    let woken =
+        tokio::time::timeout(std::time::Duration::from_secs(5), messages.next()).await.expect("woken");
+    assert_eq!(next(woken), m2.as_str());
+    drop(messages);
+    let taken = claim_at(&mut redis, &keys, &m2, "b|inst-b|w-b", "", 200).await;
+    assert_eq!((taken.0.as_str(), taken.6), ("acquired", 12_345), "the burst goes on from its start");
+    assert_eq!(claim_at(&mut redis, &keys, &m1, "c|inst-c|w-c", "", 300).await.0, "completed");
+    finish(&mut redis, &keys, &m2, "b|inst-b|w-b", "completed", "leave").await;
+    let (_, turns) = line(&keys);
+    let burst: Option<String> =
+        redis::cmd("HGET").arg(&turns).arg(".burst").query_async(&mut redis).await.expect("hget");
+    assert_eq!(burst, None, "the burst ends with its reply");
+    clean_up(&mut redis, &keys, &[&m1, &m2]).await;
 }
