@@ -19,6 +19,7 @@ use std::sync::atomic::AtomicBool;
 
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
+use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties, Consumer};
 
 use publish::PublishChannel;
@@ -36,6 +37,9 @@ pub enum BrokerError {
     /// since the caller's context already names the broker.
     #[error("{source}")]
     Connect { url: String, source: lapin::Error },
+    /// `amqp.url` is not an AMQP URI lapin can connect to (the message never quotes it).
+    #[error("amqp.url is not a usable AMQP URI: {0}")]
+    Uri(String),
     #[error("rabbitmq: {0}")]
     Amqp(#[from] lapin::Error),
     #[error("rabbitmq did not confirm the publish to {0}")]
@@ -48,6 +52,19 @@ pub enum BrokerError {
     Unconfirmed(u64),
     #[error("the delivery's channel closed, so the broker has it back and will deliver it again")]
     Returned,
+}
+
+/// `amqp.url` as lapin connects to it, asking for `amqp.heartbeat_secs` unless
+/// the URL names a `heartbeat` itself. The heartbeat decides how soon the broker
+/// gives the deliveries of a process that stopped answering (hung, paused,
+/// partitioned) to another: lapin otherwise takes the broker's 60 s.
+fn connection_uri(config: &AmqpConfig) -> Result<AMQPUri, BrokerError> {
+    let mut uri: AMQPUri = config.url.parse().map_err(|e: String| {
+        // amq-protocol-uri quotes the whole URL in some of its errors.
+        BrokerError::Uri(crate::redact::redact_in(&e, &config.url))
+    })?;
+    uri.query.heartbeat.get_or_insert(config.heartbeat_secs);
+    Ok(uri)
 }
 
 /// The deliveries of one consumer, each read into an [`Incoming`].
@@ -89,8 +106,8 @@ impl Broker {
         publishing: Arc<AtomicBool>,
     ) -> Result<Self, BrokerError> {
         let connect_error = |source| BrokerError::Connect { url: redact_url(&config.url), source };
-        let connection = Connection::connect(
-            &config.url,
+        let connection = Connection::connect_uri(
+            connection_uri(config)?,
             ConnectionProperties::default().with_connection_name("chat-worker".into()),
         )
         .await
@@ -99,6 +116,12 @@ impl Broker {
         let consume_channel = connection.create_channel().await?;
         let publish_channel = Arc::new(PublishChannel::open(connection.clone(), publishing).await?);
         Ok(Self { connection, consume_channel, publish_channel, config: config.clone() })
+    }
+
+    /// The heartbeat timeout agreed with the broker, in seconds (the lower of
+    /// ours and the broker's).
+    pub fn heartbeat_secs(&self) -> u16 {
+        self.connection.configuration().heartbeat()
     }
 
     /// Declares the topology (idempotent). `retry_attempts` retry queues are declared.
@@ -134,5 +157,41 @@ impl Broker {
     /// Closes the connection; deliveries not acked by now go back to the queue.
     pub async fn close(&self) {
         let _ = self.connection.close(200, "worker stopping".into()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn heartbeat_asked(url: &str, heartbeat_secs: u16) -> Option<u16> {
+        let config = AmqpConfig { url: url.into(), heartbeat_secs, ..AmqpConfig::default() };
+        connection_uri(&config).expect("a valid URI").query.heartbeat
+    }
+
+    #[test]
+    fn the_configured_heartbeat_is_asked_for_unless_the_url_names_one() {
+        assert_eq!(
+            heartbeat_asked(&AmqpConfig::default().url, AmqpConfig::default().heartbeat_secs),
+            Some(10)
+        );
+        assert_eq!(heartbeat_asked("amqp://u:p@rabbit:5672/%2f", 3), Some(3));
+        assert_eq!(heartbeat_asked("amqp://u:p@rabbit:5672/%2f?heartbeat=30", 3), Some(30));
+        let config = AmqpConfig {
+            url: "amqps://u:p@rabbit/vh?frame_max=131072&connection_timeout=5000".into(),
+            heartbeat_secs: 7,
+            ..AmqpConfig::default()
+        };
+        let uri = connection_uri(&config).expect("a valid URI");
+        assert_eq!((uri.query.heartbeat, uri.query.frame_max), (Some(7), Some(131_072)), "the rest is kept");
+        assert_eq!((uri.authority.host.as_str(), uri.vhost.as_str()), ("rabbit", "vh"));
+    }
+
+    #[test]
+    fn a_uri_lapin_refuses_is_reported_without_its_password() {
+        let config = AmqpConfig { url: "amqp:worker:hunter2@rabbit".into(), ..AmqpConfig::default() };
+        let err = connection_uri(&config).expect_err("not a base URL").to_string();
+        assert!(err.starts_with("amqp.url is not a usable AMQP URI"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
     }
 }

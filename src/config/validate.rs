@@ -59,6 +59,21 @@ impl Config {
                 self.amqp.consumer_timeout_secs, self.redis.lock_ttl_secs
             ),
         )?;
+        // A paused or hung turn holder keeps its deliveries until the broker drops
+        // its connection, 2 to 3 heartbeats after its last frame; until another
+        // worker has them, the messages waiting behind it must not skip its turn.
+        if let Some(heartbeat) = self.amqp.requested_heartbeat() {
+            let back_within = 3 * u64::from(heartbeat);
+            require(
+                back_within < self.turns.stale_secs,
+                "turns.stale_secs",
+                format!(
+                    "is {}s; it must exceed 3 heartbeats ({back_within}s at amqp's {heartbeat}s), how long a paused \
+                     worker's deliveries can take to come back, or its turn could be skipped",
+                    self.turns.stale_secs
+                ),
+            )?;
+        }
         let retries = self.retry_schedule_secs();
         require(
             retries <= w.max_message_age_secs as f64,

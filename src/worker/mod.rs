@@ -198,7 +198,13 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
             background.stop_token(),
         ),
     );
-    tracing::info!(%worker_id, concurrency = config.worker.concurrency, prefetch = config.amqp.prefetch, "worker started");
+    tracing::info!(
+        %worker_id,
+        concurrency = config.worker.concurrency,
+        prefetch = config.amqp.prefetch,
+        heartbeat_secs = broker.heartbeat_secs(),
+        "worker started"
+    );
     loop {
         // Each session publishes on its own connection's channel.
         pipeline.publisher = broker.publisher();

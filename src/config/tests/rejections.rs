@@ -190,3 +190,55 @@ fn a_seed_list_needs_cluster_mode_and_a_prefix_may_not_move_the_hash_tag() {
         Ok(())
     });
 }
+
+#[test]
+fn the_heartbeat_is_bounded_and_one_named_in_the_url_must_be_a_number() {
+    Jail::expect_with(|jail| {
+        for bad in ["0", "601"] {
+            jail.set_env("WORKER__AMQP__HEARTBEAT_SECS", bad);
+            let err = load_in(jail, None, &Overrides::default()).expect_err(bad).to_string();
+            assert!(
+                err.starts_with("config key `amqp.heartbeat_secs` (from WORKER__AMQP__HEARTBEAT_SECS)"),
+                "{err}"
+            );
+        }
+        jail.set_env("WORKER__AMQP__HEARTBEAT_SECS", "70000");
+        let err = load_in(jail, None, &Overrides::default()).expect_err("not a u16").to_string();
+        assert!(err.to_lowercase().contains("amqp.heartbeat_secs"), "{err}");
+        jail.set_env("WORKER__AMQP__HEARTBEAT_SECS", "5");
+        jail.set_env("AMQP_URL", "amqp://worker:hunter2@rabbit:5672/%2f?heartbeat=soon");
+        let err = load_in(jail, None, &Overrides::default()).expect_err("not a number").to_string();
+        assert!(
+            err.starts_with("config key `amqp.url` (from AMQP_URL): its heartbeat `soon` is not a number"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+        jail.set_env("AMQP_URL", "amqp://worker:hunter2@rabbit:5672/%2f?heartbeat=30");
+        let config = load_in(jail, None, &Overrides::default()).expect("a URL's heartbeat of 30 s");
+        assert_eq!(config.amqp.heartbeat_secs, 5, "kept; the URL's wins when connecting");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_paused_holders_deliveries_must_come_back_before_its_turn_is_skipped() {
+    Jail::expect_with(|jail| {
+        jail.set_env("WORKER__AMQP__HEARTBEAT_SECS", "100");
+        let err =
+            load_in(jail, None, &Overrides::default()).expect_err("3 x 100 s is not below 300 s").to_string();
+        assert!(
+            err.starts_with("config key `turns.stale_secs`: is 300s; it must exceed 3 heartbeats (300s"),
+            "{err}"
+        );
+        jail.set_env("WORKER__TURNS__STALE_SECS", "301");
+        load_in(jail, None, &Overrides::default()).expect("3 x 100 s is below 301 s");
+        jail.set_env("WORKER__AMQP__HEARTBEAT_SECS", "10");
+        jail.set_env("AMQP_URL", "amqp://guest:guest@rabbit:5672/%2f?heartbeat=120");
+        let err =
+            load_in(jail, None, &Overrides::default()).expect_err("the URL's heartbeat counts").to_string();
+        assert!(err.contains("(360s at amqp's 120s)"), "{err}");
+        jail.set_env("AMQP_URL", "amqp://guest:guest@rabbit:5672/%2f?heartbeat=0");
+        load_in(jail, None, &Overrides::default()).expect("0 leaves it to the broker");
+        Ok(())
+    });
+}

@@ -35,7 +35,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-pub use workers::spawn_worker_with;
+pub use workers::{WorkerProcess, log_message, spawn_worker_with};
 
 /// How long a test waits for something the system does eventually (a reply, a
 /// dead letter). A bound on a hang, not a performance assertion.

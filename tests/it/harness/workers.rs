@@ -104,3 +104,95 @@ impl TestEnv {
         cmd
     }
 }
+
+/// The `worker` binary, started by a test that pauses, wakes and stops it with
+/// signals and reads what it logs (`--log-format json`: one object a line).
+/// Its lines are echoed to the test's stderr, prefixed with its name. Killed if
+/// dropped (a failed assertion), paused or not.
+pub struct WorkerProcess {
+    name: String,
+    pid: String,
+    child: tokio::process::Child,
+    lines: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+    /// Every line read so far.
+    log: Vec<serde_json::Value>,
+}
+
+impl WorkerProcess {
+    /// Starts `command` (a [`TestEnv::worker_command`], with what the test adds)
+    /// logging JSON.
+    pub fn spawn(name: &str, mut command: tokio::process::Command) -> Self {
+        command.args(["--log-format", "json"]).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("spawn the worker binary");
+        let pid = child.id().expect("a running child has a pid").to_string();
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        let prefix = name.to_owned();
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut reader = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                eprintln!("{prefix}: {line}");
+                // A panic's message or a one-line error is not JSON: kept as a string.
+                let value = serde_json::from_str(&line).unwrap_or(serde_json::Value::String(line));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { name: name.to_owned(), pid, child, lines, log: Vec::new() }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, `TERM`, …) to the process.
+    pub fn signal(&self, signal: &str) {
+        let sent = std::process::Command::new("kill")
+            .args([format!("-{signal}"), self.pid.clone()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{signal} {} ({})", self.pid, self.name);
+    }
+
+    /// Waits until the process logs a line for which `matches` holds (a line
+    /// logged before counts too) and returns it; panics after [`PATIENCE`].
+    pub async fn logged(
+        &mut self,
+        what: &str,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        if let Some(line) = self.log.iter().find(|l| matches(l)) {
+            return line.clone();
+        }
+        let found = tokio::time::timeout(PATIENCE, async {
+            while let Some(line) = self.lines.recv().await {
+                self.log.push(line.clone());
+                if matches(&line) {
+                    return Some(line);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(line)) => line,
+            Ok(None) => panic!("{} exited without logging {what}", self.name),
+            Err(_) => panic!("{} did not log {what} within {PATIENCE:?}", self.name),
+        }
+    }
+
+    /// Stops the process as a supervisor would (SIGTERM), waits for it to exit,
+    /// and returns everything it logged.
+    pub async fn stop(mut self) -> Vec<serde_json::Value> {
+        self.signal("TERM");
+        let exited = tokio::time::timeout(PATIENCE, self.child.wait()).await;
+        assert!(matches!(exited, Ok(Ok(_))), "{} did not exit after SIGTERM: {exited:?}", self.name);
+        while let Some(line) = self.lines.recv().await {
+            self.log.push(line);
+        }
+        self.log
+    }
+}
+
+/// A JSON log line's message.
+pub fn log_message(line: &serde_json::Value) -> &str {
+    line["fields"]["message"].as_str().unwrap_or_default()
+}
