@@ -29,15 +29,20 @@ FLEET_TESTS := catalog_cache::direct_sql_changes_reach_two_running_workers_withi
 fleet_space := $(subst ,, )
 FLEET_FILTER := test(/^($(subst $(fleet_space),|,$(FLEET_MODULES)))::/)$(foreach t,$(FLEET_TESTS), | test(=$(t)))
 
+# issue 15's first name for BURST: a run with it would silently be the ordinary one.
+ifneq ($(BURSTS),)
+$(error BURSTS=$(BURSTS): the setting is BURST, messages per burst (make bench BURST=5 BURST_GAP_MS=20))
+endif
+
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 services: ## Start PostgreSQL, Redis and RabbitMQ if they are not answering (installs Debian packages if missing)
 	@scripts/services.sh ensure
 
-test: services ## Run the whole test suite (deploy/k8s offline checks, unit + integration on the real services, and testkit's own)
+test: services ## Run the whole test suite (deploy/k8s offline checks, unit + integration on the real services, testkit's and the load tools' own)
 	@scripts/validate-manifests.sh
-	$(TEST_RUNNER) -p chat-worker -p chat-worker-testkit
+	$(TEST_RUNNER) -p chat-worker -p chat-worker-testkit -p chat-worker-loadtest
 
 test-fleet: ## The end-to-end tests that matter through a Redis Cluster (7001-7003) and PgBouncer (6432), which it starts
 	@scripts/services.sh fleet
@@ -63,10 +68,10 @@ demo: ## Run the worker end to end on local services: a scripted conversation, a
 drain: services ## Measure how fast one `worker run` drains N messages (N=10000)
 	@scripts/loadtest.sh drain $(or $(N),10000)
 
-bench: services ## Throughput, latency, round trips, CPU vs the broker-only baseline; fails only on a broken guarantee (N=20000 WORKERS=1 CONCURRENCY=<worker.toml's concurrency, 1024> RESPONDER_DELAY_MS=0 PACED_SECONDS=10 PACED_RATE=<half the drain's> SKIP_BASELINE=1 to skip; GROWN=10000000 on a database holding that many messages rows, grown once into a template by scripts/grow.sh)
+bench: services ## Throughput, latency, round trips, CPU vs the broker-only baseline; fails only on a broken guarantee (N=20000 WORKERS=1 CONCURRENCY=<worker.toml's concurrency, 1024> RESPONDER_DELAY_MS=0 PACED_SECONDS=10 PACED_RATE=<half the drain's> SKIP_BASELINE=1 to skip; BURST=5 BURST_GAP_MS=20: every customer sends bursts of 5 messages 20 ms apart; GROWN=10000000 on a database holding that many messages rows, grown once into a template by scripts/grow.sh)
 	@N=$(N) WORKERS=$(WORKERS) CONCURRENCY=$(CONCURRENCY) RESPONDER_DELAY_MS=$(RESPONDER_DELAY_MS) \
 	  PACED_SECONDS=$(PACED_SECONDS) PACED_RATE=$(PACED_RATE) SKIP_BASELINE=$(SKIP_BASELINE) GROWN=$(GROWN) \
-	  scripts/loadtest.sh bench
+	  BURST=$(BURST) BURST_GAP_MS=$(BURST_GAP_MS) scripts/loadtest.sh bench
 
 bench-context: services ## Context building cold / Redis / warm (BENCH_ITERATIONS=300)
 	@scripts/loadtest.sh context

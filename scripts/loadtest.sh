@@ -16,8 +16,8 @@
 #                                        cold / Redis / warm
 #
 # Figures, not gates: bench exits non-zero only when a guarantee breaks (a unique
-# message replied to twice or never) or it cannot run; chaos when its accounting
-# does not add up.
+# message replied to twice or never, a conversation's replies out of publish order)
+# or it cannot run; chaos when its accounting does not add up.
 #
 # bench reads its settings from the environment:
 #   N=20000               messages published for the drain (10% exact copies)
@@ -28,6 +28,10 @@
 #   PACED_SECONDS=10      the latency phase: fresh messages at half the drain rate
 #                         for this long (0 skips it)
 #   PACED_RATE=           messages/s of the latency phase instead of half the drain rate
+#   BURST=                K > 1: every customer sends bursts of K messages (distinct
+#                         texts) instead of single questions (issue 15); the table adds
+#                         the burst's last message -> its last reply
+#   BURST_GAP_MS=20       between two messages of a burst
 #   SKIP_BASELINE=        1 skips the broker-only baseline
 #   GROWN=                N: run on a database already holding N `messages` rows of
 #                         other conversations (years of many tenants' traffic), copied
@@ -79,7 +83,7 @@ case "$command" in
     fi
     args=(bench run --worker "$bin/worker" --n "${N:-20000}" --workers "${WORKERS:-1}"
           --responder-delay-ms "${RESPONDER_DELAY_MS:-0}" --paced-seconds "${PACED_SECONDS:-10}"
-          --paced-rate "${PACED_RATE:-0}"
+          --paced-rate "${PACED_RATE:-0}" --burst "${BURST:-0}" --burst-gap-ms "${BURST_GAP_MS:-20}"
           --log-dir "$target/bench")
     case "${SKIP_BASELINE:-}" in ""|0|false|no) ;; *) args+=(--skip-baseline) ;; esac
     ;;

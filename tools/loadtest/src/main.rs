@@ -17,6 +17,7 @@ mod context;
 mod drain;
 mod fleet;
 mod gateway;
+mod order;
 mod procstats;
 
 use clap::{Parser, Subcommand};

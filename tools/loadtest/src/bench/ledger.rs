@@ -1,7 +1,10 @@
-//! Every unique message the bench published (when, in which phase) and every
-//! reply that came back for it, matched by the reply's `correlation_id` (the
-//! inbound `message_id`, CONTRACT §4). From it come the drain time, the
-//! publish -> reply latencies and the exactly-one-reply check.
+//! Every unique message the bench published (when, in which phase, in which
+//! conversation and burst) and every reply that came back for it, matched by the
+//! fingerprints the reply answers (its `answers` and its own `fingerprint`,
+//! CONTRACT §4: one reply per message today, one per burst once bursts are
+//! coalesced). From it come the drain time, the publish -> reply latencies, the
+//! burst latencies, the exactly-one-reply check and, through `crate::order`, the
+//! per-conversation order check.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -12,6 +15,9 @@ use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
 use tokio::sync::Notify;
+
+use super::workload::Planned;
+use crate::order::{self, Answered, Order};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -24,15 +30,19 @@ struct Entry {
     published_at: Instant,
     replied_at: Option<Instant>,
     replies: u32,
+    /// (phase, burst number) when it was sent in a burst.
+    burst: Option<(Phase, u64)>,
 }
 
 #[derive(Default)]
 struct Book {
+    /// By fingerprint.
     entries: HashMap<String, Entry>,
     unique: [usize; 2],
     replied: [usize; 2],
-    /// Replies whose correlation id the bench never published.
+    /// Replies that answer no message the bench published, or are not replies.
     stray: u64,
+    order: Order,
 }
 
 #[derive(Default)]
@@ -52,27 +62,43 @@ impl Ledger {
     }
 
     /// Records a publish; a copy of a message keeps the first publish time.
-    pub fn published(&self, id: &str, phase: Phase, at: Instant) {
+    pub fn published(&self, planned: &Planned, phase: Phase, at: Instant) {
         let mut book = self.book();
-        if !book.entries.contains_key(id) {
-            book.entries
-                .insert(id.to_owned(), Entry { phase, published_at: at, replied_at: None, replies: 0 });
+        if !book.entries.contains_key(&planned.fingerprint) {
+            let entry = Entry {
+                phase,
+                published_at: at,
+                replied_at: None,
+                replies: 0,
+                burst: planned.burst.map(|b| (phase, b)),
+            };
+            book.entries.insert(planned.fingerprint.clone(), entry);
             book.unique[phase as usize] += 1;
+            book.order.published(&planned.fingerprint, &planned.conversation);
         }
     }
 
-    fn replied(&self, id: &str, at: Instant) {
+    fn replied(&self, body: &[u8], at: Instant) {
         let mut book = self.book();
-        let Some(entry) = book.entries.get_mut(id) else {
+        let Some(reply) = Answered::parse(body) else {
             book.stray += 1;
             return;
         };
-        entry.replies += 1;
-        if entry.replied_at.is_none() {
-            entry.replied_at = Some(at);
-            let phase = entry.phase as usize;
-            book.replied[phase] += 1;
+        let mut known = false;
+        for fingerprint in &reply.fingerprints {
+            let Some(entry) = book.entries.get_mut(fingerprint) else { continue };
+            known = true;
+            entry.replies += 1;
+            if entry.replied_at.is_none() {
+                entry.replied_at = Some(at);
+                let phase = entry.phase as usize;
+                book.replied[phase] += 1;
+            }
         }
+        if !known {
+            book.stray += 1;
+        }
+        book.order.replied(&reply);
     }
 
     /// (unique messages replied to, unique messages published) in `phase`.
@@ -99,6 +125,37 @@ impl Ledger {
             .collect();
         all.sort();
         all
+    }
+
+    /// Last message of a burst of `phase` -> the last reply answering one of its
+    /// messages, for every burst all of whose messages have a reply, sorted.
+    pub fn burst_latencies(&self, phase: Phase) -> Vec<Duration> {
+        let book = self.book();
+        // (last publish, last reply, all replied) per burst.
+        let mut bursts: HashMap<u64, (Instant, Instant, bool)> = HashMap::new();
+        for e in book.entries.values() {
+            let Some((p, burst)) = e.burst else { continue };
+            if p != phase {
+                continue;
+            }
+            let replied = e.replied_at.unwrap_or(e.published_at);
+            let b = bursts.entry(burst).or_insert((e.published_at, replied, true));
+            b.0 = b.0.max(e.published_at);
+            b.1 = b.1.max(replied);
+            b.2 &= e.replied_at.is_some();
+        }
+        let mut all: Vec<Duration> = bursts
+            .into_values()
+            .filter(|(_, _, complete)| *complete)
+            .map(|(last_message, last_reply, _)| last_reply.saturating_duration_since(last_message))
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// The per-conversation order check over every reply so far.
+    pub fn order(&self) -> order::Tally {
+        self.book().order.tally()
     }
 
     pub fn tally(&self) -> Tally {
@@ -129,10 +186,8 @@ impl Ledger {
                 let properties = &delivery.properties;
                 if properties.message_id().as_ref().is_some_and(|m| m.as_str() == SENTINEL) {
                     self.sentinel.notify_one();
-                } else if let Some(id) = properties.correlation_id() {
-                    self.replied(id.as_str(), at);
                 } else {
-                    self.book().stray += 1;
+                    self.replied(&delivery.data, at);
                 }
             }
         });

@@ -4,14 +4,17 @@
 //! One run, in order:
 //! 1. seed (`seed`): 10 tenants' catalogs, 2,000 conversations with history;
 //! 2. publish the backlog (`workload`): N messages from those customers, 10% of
-//!    them exact copies of earlier ones, each publish time in the `ledger`;
+//!    them exact copies of earlier ones, each publish time in the `ledger`; single
+//!    questions from customers at random, or (`--burst K`) bursts of K messages
+//!    from every customer in turn;
 //! 3. drain: start the `worker run` processes (`crate::fleet`), their
 //!    PostgreSQL connections through a counting proxy (`testkit::proxy`), until
-//!    every unique message has its reply (matched by correlation id);
+//!    every unique message has its reply (matched by the fingerprints it answers);
 //! 4. paced: publish fresh messages at half the drain rate for a few seconds and
 //!    take the publish -> reply latency from those (the drain's is queueing);
 //! 5. read /metrics, /proc (`crate::procstats`, `window`) and Redis INFO, SIGTERM the
-//!    workers, and check that each unique message got exactly one reply;
+//!    workers, and check that each unique message got exactly one reply and that
+//!    each conversation's replies came in publish order (`crate::order`);
 //! 6. the broker-only `baseline` on the same backlog;
 //! 7. print one table and a `RESULT` line (`report`).
 //!
@@ -20,8 +23,9 @@
 //! answering is to be slow), `phases` waits for replies and paces publishing.
 //!
 //! Exits 0 with figures however slow; 3 when a guarantee broke (a message
-//! replied to twice or never, stored rows that do not match, a worker that did
-//! not stop cleanly); 1 when the bench itself could not run.
+//! replied to twice or never, a conversation's replies out of publish order,
+//! stored rows that do not match, a worker that did not stop cleanly); 1 when the
+//! bench itself could not run.
 //!
 //! Configuration (names, database, Redis prefix, concurrency, prefetch) comes
 //! from the environment, as `scripts/loadtest.sh bench` sets it up;
@@ -48,7 +52,7 @@ use clap::{Args, Subcommand};
 use testkit::gateway::Publisher;
 
 use self::ledger::{Ledger, Phase};
-use self::workload::Workload;
+use self::workload::{Shape, Workload};
 use crate::fleet::{self, Fleet};
 use crate::gateway;
 use crate::procstats;
@@ -81,12 +85,24 @@ pub struct RunArgs {
     /// Messages/s of the paced phase; 0: half the drain's rate.
     #[arg(long, default_value_t = 0.0)]
     paced_rate: f64,
+    /// Above 1: every customer sends bursts of this many messages (distinct
+    /// texts) instead of single questions.
+    #[arg(long, default_value_t = 0)]
+    burst: usize,
+    /// Between two messages of a burst, ms.
+    #[arg(long, default_value_t = 20)]
+    burst_gap_ms: u64,
     #[arg(long)]
     skip_baseline: bool,
     /// Where the workers' logs go.
     #[arg(long, default_value = "target/bench")]
     log_dir: PathBuf,
 }
+
+/// The backlog is laid out as a gateway publishing this many messages/s would
+/// send it (bursts: with 5 messages 20 ms apart, about 16 customers' bursts
+/// overlapping), then published as fast as the broker takes it.
+const BACKLOG_RATE: f64 = 1_000.0;
 
 /// The workers move their cache and Redis counters into /metrics every 2 s.
 const METRICS_REFRESH: Duration = Duration::from_millis(2_500);
@@ -152,12 +168,16 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let ledger = Arc::new(Ledger::default());
     ledger.clone().collect(&connection.create_channel().await?, &replies_queue).await?;
 
-    let backlog = Workload::new(&customers, "d", 1).take(args.n);
+    let shape = match args.burst {
+        0 | 1 => Shape::Single,
+        size => Shape::Bursts { size, gap: Duration::from_millis(args.burst_gap_ms) },
+    };
+    let backlog = Workload::new(&customers, "d", 1, shape, BACKLOG_RATE, None).take(args.n);
     let publishing = Instant::now();
     let mut publisher = Publisher::new(channel.clone(), &config.amqp.inbound_exchange);
-    for message in &backlog {
-        ledger.published(&message.id, Phase::Drain, Instant::now());
-        publisher.publish(message).await?;
+    for planned in &backlog {
+        ledger.published(planned, Phase::Drain, Instant::now());
+        publisher.publish(&planned.message).await?;
     }
     publisher.finish().await?;
     let (_, unique) = ledger.progress(Phase::Drain);
@@ -177,6 +197,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         first_reply: first.duration_since(started),
         elapsed: last.duration_since(started),
         latency: ledger.latencies(Phase::Drain),
+        bursts: ledger.burst_latencies(Phase::Drain),
         complete,
     };
     println!("drained in {:.1}s", drain.elapsed.as_secs_f64());
@@ -186,8 +207,15 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         let half_the_drain = args.n as f64 / drain.elapsed.as_secs_f64().max(1e-3) / 2.0;
         let rate = if args.paced_rate > 0.0 { args.paced_rate } else { half_the_drain };
         Some(
-            phases::paced(&ledger, &channel, &config, &customers, rate, args.paced_seconds, &mut fleet)
-                .await?,
+            phases::paced(
+                &ledger,
+                &channel,
+                &config,
+                &customers,
+                phases::Pace { shape, rate, seconds: args.paced_seconds },
+                &mut fleet,
+            )
+            .await?,
         )
     } else {
         None
@@ -219,7 +247,8 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
             log_dir: &args.log_dir,
             ticks,
         };
-        Some(baseline::run(&plan, &backlog).await?)
+        let messages: Vec<_> = backlog.iter().map(|planned| planned.message.clone()).collect();
+        Some(baseline::run(&plan, &messages).await?)
     };
 
     let m = |name: &str| fleet::series(&metrics, name);
@@ -228,8 +257,9 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let tier = |t: &str| m(&format!("chat_worker_cache_lookups_total{{tier=\"{t}\"}}"));
     let figures = report::Figures {
         setup: format!(
-            "chat-worker bench: N={} ({unique} unique, 10% copies), {} worker(s) × concurrency {} / prefetch {}, {responder_name}, {} conversations of {} tenants",
+            "chat-worker bench: N={} ({unique} unique, 10% copies; {}), {} worker(s) × concurrency {} / prefetch {}, {responder_name}, {} seeded conversations of {} tenants",
             args.n,
+            shape.describe(),
             args.workers,
             config.worker.concurrency,
             config.amqp.prefetch,
@@ -237,6 +267,10 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
             seed::TENANTS
         ),
         n: args.n,
+        burst: match shape {
+            Shape::Single => None,
+            Shape::Bursts { size, gap } => Some((size, gap)),
+        },
         workers: args.workers,
         concurrency: config.worker.concurrency,
         prefetch: config.amqp.prefetch,
@@ -258,11 +292,18 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
             ("rejected", outcome("rejected")),
             ("retries", m("chat_worker_retries_total")),
         ],
+        turns: report::Turns {
+            waits: m("chat_worker_turn_wait_seconds_count"),
+            wait_secs: m("chat_worker_turn_wait_seconds_sum"),
+            parked: m("chat_worker_turns_parked_total"),
+            skipped: m("chat_worker_turns_skipped_total"),
+        },
         workers_usage,
         services,
         at_drain_end,
         window: window_length,
         tally: ledger.tally(),
+        order: ledger.order(),
         stored,
         handoff_replies,
         problems,

@@ -9,9 +9,8 @@ use testkit::gateway::Publisher;
 
 use super::ledger::{Ledger, Phase};
 use super::report;
-use super::secs;
 use super::seed::Customer;
-use super::workload::Workload;
+use super::workload::{Shape, Workload};
 use crate::fleet::Fleet;
 
 /// With no reply for this long, a phase is given up and its missing messages reported.
@@ -37,41 +36,48 @@ pub async fn wait_for_replies(ledger: &Ledger, phase: Phase, fleet: &mut Fleet) 
     }
 }
 
-/// Publishes fresh messages at `rate` for `seconds` while the workers run, then
-/// waits for their replies.
+/// The paced phase's load.
+pub struct Pace {
+    pub shape: Shape,
+    /// Messages/s, copies included.
+    pub rate: f64,
+    pub seconds: f64,
+}
+
+/// Publishes fresh messages at `pace.rate` for `pace.seconds` while the workers
+/// run, each when the workload has it due (bursts: their gap apart), then waits
+/// for their replies.
 pub async fn paced(
     ledger: &Ledger,
     channel: &lapin::Channel,
     config: &Config,
     customers: &[Customer],
-    rate: f64,
-    seconds: f64,
+    pace: Pace,
     fleet: &mut Fleet,
 ) -> anyhow::Result<report::Paced> {
+    let Pace { shape, rate, seconds } = pace;
     println!("paced: {rate:.0} messages/s for {seconds:.1}s");
-    let mut load = Workload::new(customers, "p", 2);
+    let plan = Workload::new(customers, "p", 2, shape, rate, Some(Duration::from_secs_f64(seconds))).all();
     let mut publisher = Publisher::new(channel.clone(), &config.amqp.inbound_exchange);
-    let started = Instant::now();
-    let mut published = 0;
-    let mut tick = tokio::time::interval(Duration::from_millis(5));
-    while secs(started) < seconds {
-        tick.tick().await;
-        let due = (rate * secs(started).min(seconds)) as usize;
-        while published < due {
-            let message = load.next_message();
-            ledger.published(&message.id, Phase::Paced, Instant::now());
-            publisher.publish(&message).await?;
-            published += 1;
+    let started = tokio::time::Instant::now();
+    let mut checked = started;
+    for planned in &plan {
+        tokio::time::sleep_until(started + planned.at).await;
+        ledger.published(planned, Phase::Paced, Instant::now());
+        publisher.publish(&planned.message).await?;
+        if checked.elapsed() > Duration::from_millis(5) {
+            fleet.check_running()?;
+            checked = tokio::time::Instant::now();
         }
-        fleet.check_running()?;
     }
     publisher.finish().await?;
     wait_for_replies(ledger, Phase::Paced, fleet).await?;
     Ok(report::Paced {
         rate,
         seconds,
-        published,
+        published: plan.len(),
         unique: ledger.progress(Phase::Paced).1,
         latency: ledger.latencies(Phase::Paced),
+        bursts: ledger.burst_latencies(Phase::Paced),
     })
 }

@@ -7,11 +7,14 @@ use std::time::Duration;
 use super::baseline;
 use super::ledger::Tally;
 use super::window::Services;
+use crate::order;
 use crate::procstats::Usage;
 
 pub struct Figures {
     pub setup: String,
     pub n: usize,
+    /// Burst shape: messages per burst and the gap between them.
+    pub burst: Option<(usize, Duration)>,
     pub workers: usize,
     pub concurrency: usize,
     pub prefetch: u16,
@@ -27,6 +30,8 @@ pub struct Figures {
     pub redis_round_trips: f64,
     pub cache: [f64; 3],
     pub outcomes: Vec<(&'static str, f64)>,
+    /// The workers' turn metrics: waits (count, seconds in all), parked, skipped.
+    pub turns: Turns,
     pub workers_usage: Vec<(String, Usage)>,
     pub services: Services,
     /// The same, read when the drain's last reply arrived: cores used while
@@ -34,9 +39,23 @@ pub struct Figures {
     pub at_drain_end: (Vec<(String, Usage)>, Services),
     pub window: Duration,
     pub tally: Tally,
+    pub order: order::Tally,
     pub stored: (i64, i64),
     pub handoff_replies: i64,
     pub problems: Vec<String>,
+}
+
+pub struct Turns {
+    pub waits: f64,
+    pub wait_secs: f64,
+    pub parked: f64,
+    pub skipped: f64,
+}
+
+impl Turns {
+    fn mean_wait_ms(&self) -> f64 {
+        1e3 * self.wait_secs / self.waits.max(1.0)
+    }
 }
 
 pub struct Drain {
@@ -45,6 +64,8 @@ pub struct Drain {
     pub first_reply: Duration,
     pub elapsed: Duration,
     pub latency: Vec<Duration>,
+    /// Bursts: last message published -> last reply to one of its messages.
+    pub bursts: Vec<Duration>,
     pub complete: bool,
 }
 
@@ -54,6 +75,7 @@ pub struct Paced {
     pub published: usize,
     pub unique: usize,
     pub latency: Vec<Duration>,
+    pub bursts: Vec<Duration>,
 }
 
 impl Figures {
@@ -69,7 +91,10 @@ impl Figures {
     /// Every guarantee the run checks held.
     pub fn holds(&self) -> bool {
         let unique = self.tally.unique as i64;
-        self.tally.holds() && self.stored == (unique, unique) && self.problems.is_empty()
+        self.tally.holds()
+            && self.order.holds()
+            && self.stored == (unique, unique)
+            && self.problems.is_empty()
     }
 
     pub fn print(&self) {
@@ -85,7 +110,13 @@ impl Figures {
             "drain: time, worker start → first / last reply",
             format!("{:.2} s / {secs:.2} s{stalled}", self.drain.first_reply.as_secs_f64()),
         );
-        row("drain: publish → reply p50 / p95 / p99 (queueing)", percentiles(&self.drain.latency));
+        row("drain: publish → reply p50 / p95 / p99 (queueing)", percentiles(&self.drain.latency, "replies"));
+        if self.burst.is_some() {
+            row(
+                "drain: burst's last message → its last reply p50 / p95 / p99 (queueing)",
+                percentiles(&self.drain.bursts, "bursts"),
+            );
+        }
         match &self.paced {
             Some(p) => {
                 row(
@@ -95,7 +126,13 @@ impl Figures {
                         p.rate, p.seconds, p.published, p.unique
                     ),
                 );
-                row("**paced: publish → reply p50 / p95 / p99**", percentiles(&p.latency));
+                row("**paced: publish → reply p50 / p95 / p99**", percentiles(&p.latency, "replies"));
+                if self.burst.is_some() {
+                    row(
+                        "**paced: burst's last message → its last reply p50 / p95 / p99**",
+                        percentiles(&p.bursts, "bursts"),
+                    );
+                }
             }
             None => row("paced: publish → reply", "skipped".into()),
         }
@@ -163,6 +200,17 @@ impl Figures {
         );
         let outcomes: Vec<String> = self.outcomes.iter().map(|(k, v)| format!("{k} {v:.0}")).collect();
         row("worker outcomes", outcomes.join(", "));
+        let turns = &self.turns;
+        row(
+            "turns: messages that waited for an earlier one (mean wait), parked, skipped",
+            format!(
+                "{:.0} ({:.1} ms), {:.0}, {:.0}",
+                turns.waits,
+                turns.mean_wait_ms(),
+                turns.parked,
+                turns.skipped
+            ),
+        );
         let window = self.window.as_secs_f64();
         let drain_secs = self.drain.elapsed.as_secs_f64().max(1e-9);
         let cpu = |run: &Usage, drained: f64| {
@@ -198,6 +246,20 @@ impl Figures {
         row("CPU: rabbitmq (beam.smp)", optional(&services.rabbitmq, &drain_services.rabbitmq));
         row("CPU: bench (publisher, replies, proxy)", cpu(&services.bench, drain_services.bench.cpu_secs));
         row("CPU window (worker start → stop)", format!("{window:.1} s"));
+        let worker_cpu: f64 = self.workers_usage.iter().map(|(_, u)| u.cpu_secs).sum();
+        let micros = |secs: Option<f64>| {
+            secs.map(|s| format!("{:.0}", per_message(s) * 1e6)).unwrap_or_else(|| "-".into())
+        };
+        row(
+            "CPU µs / message: workers, postgres (this run's backends), redis-server, rabbitmq",
+            format!(
+                "{} / {} / {} / {}",
+                micros(Some(worker_cpu)),
+                micros(Some(services.postgres_run)),
+                micros(services.redis.map(|u| u.cpu_secs)),
+                micros(services.rabbitmq.map(|u| u.cpu_secs))
+            ),
+        );
         if let Some(b) = &self.baseline {
             let consumers: f64 = b.consumers.iter().map(|(_, u)| u.cpu_secs).sum();
             let rabbit = b.rabbitmq.map(|u| format!(", rabbitmq {:.1} s", u.cpu_secs)).unwrap_or_default();
@@ -213,6 +275,7 @@ impl Figures {
                 t.unique, t.replied_twice, t.extra_replies, t.missing, t.stray
             ),
         );
+        row("guarantee: each conversation's replies in publish order", self.order.line());
         row(
             "guarantee: one in + one out row per message",
             format!("in {} / out {} (expected {} each)", self.stored.0, self.stored.1, t.unique),
@@ -248,6 +311,9 @@ impl Figures {
             let _ = write!(line, " {k}={v}");
         };
         kv("n", self.n.to_string());
+        kv("burst", self.burst.map_or("-".into(), |(size, _)| size.to_string()));
+        kv("burst_gap_ms", self.burst.map_or("-".into(), |(_, gap)| gap.as_millis().to_string()));
+        kv("conversations", self.order.conversations.to_string());
         kv("unique", self.tally.unique.to_string());
         kv("workers", self.workers.to_string());
         kv("concurrency", self.concurrency.to_string());
@@ -266,6 +332,10 @@ impl Figures {
         kv("paced_p50_ms", paced_at(0.5));
         kv("paced_p95_ms", paced_at(0.95));
         kv("paced_p99_ms", paced_at(0.99));
+        let burst_at = |q: f64| ms(paced.and_then(|p| at(&p.bursts, q)));
+        kv("paced_burst_p50_ms", burst_at(0.5));
+        kv("paced_burst_p95_ms", burst_at(0.95));
+        kv("paced_burst_p99_ms", burst_at(0.99));
         kv(
             "baseline_msgs_per_s",
             self.baseline.as_ref().map(|b| format!("{:.0}", b.rate)).unwrap_or("-".into()),
@@ -295,6 +365,7 @@ impl Figures {
         kv("cache_db_pct", format!("{:.2}", 100.0 * self.cache[2] / lookups));
         kv("window_s", format!("{:.1}", self.window.as_secs_f64()));
         kv("cpu_worker_s", format!("{worker_cpu:.1}"));
+        kv("cpu_worker_us_per_msg", format!("{:.0}", per_message(worker_cpu) * 1e6));
         kv("cpu_postgres_s", cpu(Some(&self.services.postgres)));
         kv("cpu_postgres_run_s", format!("{:.1}", self.services.postgres_run));
         kv("cpu_redis_s", cpu(self.services.redis.as_ref()));
@@ -312,6 +383,10 @@ impl Figures {
         kv("rss_worker_mib", format!("{:.0}", worker_rss as f64 / 1048576.0));
         kv("replied_twice", self.tally.replied_twice.to_string());
         kv("missing", self.tally.missing.to_string());
+        kv("out_of_order", self.order.out_of_order.to_string());
+        kv("turn_waits", format!("{:.0}", self.turns.waits));
+        kv("turn_wait_mean_ms", format!("{:.1}", self.turns.mean_wait_ms()));
+        kv("turns_parked", format!("{:.0}", self.turns.parked));
         kv("ok", self.holds().to_string());
         line
     }
@@ -323,10 +398,10 @@ fn at(sorted: &[Duration], q: f64) -> Option<&Duration> {
     sorted.get(((last as f64) * q).round() as usize)
 }
 
-fn percentiles(sorted: &[Duration]) -> String {
+fn percentiles(sorted: &[Duration], of: &str) -> String {
     let ms = |q| at(sorted, q).map(|d| format!("{:.1}", d.as_secs_f64() * 1e3)).unwrap_or("-".into());
     if sorted.is_empty() {
-        return "no replies".into();
+        return format!("no {of}");
     }
-    format!("{} / {} / {} ms ({} replies)", ms(0.5), ms(0.95), ms(0.99), sorted.len())
+    format!("{} / {} / {} ms ({} {of})", ms(0.5), ms(0.95), ms(0.99), sorted.len())
 }
