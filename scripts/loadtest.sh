@@ -32,6 +32,8 @@
 #                         texts) instead of single questions (issue 15); the table adds
 #                         the burst's last message -> its last reply
 #   BURST_GAP_MS=20       between two messages of a burst
+#   COALESCE_MS=          > 0: the workers coalesce bursts within this many ms
+#                         (turns.coalesce_ms; COALESCE_MAX_MS: turns.coalesce_max_ms)
 #   SKIP_BASELINE=        1 skips the broker-only baseline
 #   GROWN=                N: run on a database already holding N `messages` rows of
 #                         other conversations (years of many tenants' traffic), copied
@@ -57,6 +59,9 @@ if [ "$command" = chaos ]; then
   if [ "${WORKER__REDIS__MODE:-}" = cluster ]; then scripts/services.sh fleet; else scripts/services.sh ensure; fi
 fi
 target="${CARGO_TARGET_DIR:-target}"
+# Burst coalescing for every tenant of the run (the workers' default; off unless set).
+if [ -n "${COALESCE_MS:-}" ]; then export WORKER__TURNS__COALESCE_MS="$COALESCE_MS"; fi
+if [ -n "${COALESCE_MAX_MS:-}" ]; then export WORKER__TURNS__COALESCE_MAX_MS="$COALESCE_MAX_MS"; fi
 cargo build --quiet --release -p chat-worker --bin worker -p chat-worker-loadtest --bin loadtest
 # Private copies: another checkout sharing CARGO_TARGET_DIR may rebuild
 # release/worker from its own sources while this run is going.

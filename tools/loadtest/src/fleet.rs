@@ -188,5 +188,7 @@ pub fn series(texts: &[String], name: &str) -> f64 {
         .flat_map(|t| t.lines())
         .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .filter_map(|value| value.split_whitespace().next()?.parse::<f64>().ok())
-        .sum()
+        .sum::<f64>()
+        // An empty float sum is -0.0, which would print as "-0".
+        + 0.0
 }

@@ -17,7 +17,7 @@ use lapin::{BasicProperties, Channel};
 use tokio::sync::Notify;
 
 use super::workload::Planned;
-use crate::order::{self, Answered, Order};
+use crate::order::{self, Answered, Order, Verdict};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -42,6 +42,8 @@ struct Book {
     replied: [usize; 2],
     /// Replies that answer no message the bench published, or are not replies.
     stray: u64,
+    /// Distinct replies that answered a published message.
+    replies: usize,
     order: Order,
 }
 
@@ -98,7 +100,9 @@ impl Ledger {
         if !known {
             book.stray += 1;
         }
-        book.order.replied(&reply);
+        if matches!(book.order.replied(&reply), Verdict::InOrder | Verdict::OutOfOrder) {
+            book.replies += 1;
+        }
     }
 
     /// (unique messages replied to, unique messages published) in `phase`.
@@ -166,6 +170,7 @@ impl Ledger {
             replied_twice: book.entries.values().filter(|e| e.replies > 1).count(),
             missing: book.entries.values().filter(|e| e.replies == 0).count(),
             stray: book.stray,
+            replies: book.replies,
         }
     }
 
@@ -223,6 +228,8 @@ pub struct Tally {
     pub replied_twice: usize,
     pub missing: usize,
     pub stray: u64,
+    /// Distinct replies: one per message, or one per coalesced burst.
+    pub replies: usize,
 }
 
 impl Tally {

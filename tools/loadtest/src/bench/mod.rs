@@ -257,12 +257,17 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let tier = |t: &str| m(&format!("chat_worker_cache_lookups_total{{tier=\"{t}\"}}"));
     let figures = report::Figures {
         setup: format!(
-            "chat-worker bench: N={} ({unique} unique, 10% copies; {}), {} worker(s) × concurrency {} / prefetch {}, {responder_name}, {} seeded conversations of {} tenants",
+            "chat-worker bench: N={} ({unique} unique, 10% copies; {}), {} worker(s) × concurrency {} / prefetch {}, {responder_name}, {}, {} seeded conversations of {} tenants",
             args.n,
             shape.describe(),
             args.workers,
             config.worker.concurrency,
             config.amqp.prefetch,
+            match config.turns.coalesce_ms {
+                0 => "no burst coalescing".to_owned(),
+                ms =>
+                    format!("bursts coalesced within {ms} ms (at most {} ms)", config.turns.coalesce_max_ms),
+            },
             customers.len(),
             seed::TENANTS
         ),
@@ -271,6 +276,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
             Shape::Single => None,
             Shape::Bursts { size, gap } => Some((size, gap)),
         },
+        coalesce_ms: config.turns.coalesce_ms,
         workers: args.workers,
         concurrency: config.worker.concurrency,
         prefetch: config.amqp.prefetch,
@@ -287,6 +293,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         outcomes: vec![
             ("processed", outcome("processed")),
             ("duplicate", outcome("duplicate")),
+            ("coalesced", outcome("coalesced")),
             ("deferred", outcome("deferred")),
             ("failed", outcome("failed")),
             ("rejected", outcome("rejected")),

@@ -15,6 +15,8 @@ pub struct Figures {
     pub n: usize,
     /// Burst shape: messages per burst and the gap between them.
     pub burst: Option<(usize, Duration)>,
+    /// turns.coalesce_ms (0: off).
+    pub coalesce_ms: u64,
     pub workers: usize,
     pub concurrency: usize,
     pub prefetch: u16,
@@ -90,11 +92,16 @@ impl Figures {
 
     /// Every guarantee the run checks held.
     pub fn holds(&self) -> bool {
-        let unique = self.tally.unique as i64;
         self.tally.holds()
             && self.order.holds()
-            && self.stored == (unique, unique)
+            && self.stored == self.expected_rows()
             && self.problems.is_empty()
+    }
+
+    /// One `in` row per unique message, one `out` row per reply (a coalesced
+    /// message has none of its own: its burst's reply answers it).
+    fn expected_rows(&self) -> (i64, i64) {
+        (self.tally.unique as i64, self.tally.replies as i64)
     }
 
     pub fn print(&self) {
@@ -276,9 +283,10 @@ impl Figures {
             ),
         );
         row("guarantee: each conversation's replies in publish order", self.order.line());
+        let (ins, outs) = self.expected_rows();
         row(
-            "guarantee: one in + one out row per message",
-            format!("in {} / out {} (expected {} each)", self.stored.0, self.stored.1, t.unique),
+            "guarantee: one in row per message, one out row per reply",
+            format!("in {} / out {} (expected {ins} / {outs})", self.stored.0, self.stored.1),
         );
         for p in &self.problems {
             row("worker stop", p.clone());
@@ -313,6 +321,7 @@ impl Figures {
         kv("n", self.n.to_string());
         kv("burst", self.burst.map_or("-".into(), |(size, _)| size.to_string()));
         kv("burst_gap_ms", self.burst.map_or("-".into(), |(_, gap)| gap.as_millis().to_string()));
+        kv("coalesce_ms", self.coalesce_ms.to_string());
         kv("conversations", self.order.conversations.to_string());
         kv("unique", self.tally.unique.to_string());
         kv("workers", self.workers.to_string());
