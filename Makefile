@@ -80,15 +80,20 @@ bench-context: services ## Context building cold / Redis / warm (BENCH_ITERATION
 scaling: services ## `make bench` over WORKERS 1 2 4 x CONCURRENCY 1..1024: markdown table of msgs/s and CPU per service (~20 min)
 	@scripts/scaling.sh
 
-chaos: ## Fault injection (N=20000): kill workers, flush/restart Redis, drop AMQP connections, restart PostgreSQL
-	@scripts/loadtest.sh chaos $(or $(N),20000)
+# What customers send in a chaos run: one message at a time, or BURST messages
+# BURST_GAP_MS apart; all before the fleet starts, or at PACED_RATE messages/s while it runs.
+CHAOS_ENV := BURST=$(BURST) BURST_GAP_MS=$(BURST_GAP_MS) PACED_RATE=$(PACED_RATE) \
+  COALESCE_MS=$(COALESCE_MS) COALESCE_MAX_MS=$(COALESCE_MAX_MS)
 
-chaos-short: ## The short chaos run CI does (N=3000)
-	@scripts/loadtest.sh chaos 3000
+chaos: ## Fault injection (N=20000): kill workers, flush/restart Redis, drop AMQP connections, restart PostgreSQL; checks every message's one outcome (and reports each conversation's reply order; BURST=5 BURST_GAP_MS=20: customers send bursts; PACED_RATE=200: published while the fleet runs, the order then judged too; COALESCE_MS=50: coalescing on)
+	@$(CHAOS_ENV) scripts/loadtest.sh chaos $(or $(N),20000)
+
+chaos-short: ## The short chaos run CI does (N=3000; BURST, BURST_GAP_MS, PACED_RATE as for chaos)
+	@$(CHAOS_ENV) scripts/loadtest.sh chaos 3000
 
 chaos-short-fleet: ## The short chaos run (N=3000) through the Redis Cluster and PgBouncer of `make test-fleet`
 	@scripts/services.sh fleet
-	@$(FLEET_ENV) scripts/loadtest.sh chaos 3000
+	@$(FLEET_ENV) $(CHAOS_ENV) scripts/loadtest.sh chaos 3000
 
 fuzz: ## Fuzz decode + validate (SECONDS=600); crashing inputs land in fuzz/artifacts/
 	@scripts/fuzz.sh $(or $(SECONDS),600)

@@ -17,7 +17,8 @@
 #
 # Figures, not gates: bench exits non-zero only when a guarantee breaks (a unique
 # message replied to twice or never, a conversation's replies out of publish order)
-# or it cannot run; chaos when its accounting does not add up.
+# or it cannot run; chaos when its accounting does not add up, or (PACED_RATE) a
+# conversation's replies come out of publish order.
 #
 # bench reads its settings from the environment:
 #   N=20000               messages published for the drain (10% exact copies)
@@ -43,6 +44,10 @@
 #                         workload are the same as on an empty database
 # It prints one table, then a `RESULT key=value ...` line (scripts/scaling.sh reads
 # it); the workers' logs go to $CARGO_TARGET_DIR/bench/ (default target/bench/).
+#
+# chaos reads BURST, BURST_GAP_MS and COALESCE_MS too (customers send bursts, the
+# workers coalesce them), and PACED_RATE: > 0 publishes the messages at that rate
+# while the fleet runs instead of all before it starts.
 #
 # context reads BENCH_ITERATIONS (context-building iterations, default 300).
 set -euo pipefail
@@ -98,7 +103,8 @@ case "$command" in
     export WORKER__WORKER__RETRY_BASE_DELAY_MS="${WORKER__WORKER__RETRY_BASE_DELAY_MS:-500}"
     export WORKER__WORKER__MAX_ATTEMPTS="${WORKER__WORKER__MAX_ATTEMPTS:-8}"
     export WORKER__REDIS__LIVENESS_TTL_SECS="${WORKER__REDIS__LIVENESS_TTL_SECS:-3}"
-    args=(chaos "$bin/worker" "${1:-20000}")
+    args=(chaos "$bin/worker" "${1:-20000}" --burst "${BURST:-0}" --burst-gap-ms "${BURST_GAP_MS:-20}"
+          --paced-rate "${PACED_RATE:-0}")
     ;;
   context) args=(context "${BENCH_ITERATIONS:-300}") ;;
 esac

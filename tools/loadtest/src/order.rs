@@ -15,6 +15,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use chat_worker::model::Fingerprint;
 use serde_json::Value;
 
 /// What a reply says it answers, read from its body.
@@ -43,6 +44,18 @@ impl Answered {
     }
 }
 
+/// A message as the check knows it: its fingerprint (CONTRACT §2) and its
+/// conversation (tenant, channel, customer).
+pub fn identity(body: &[u8]) -> Option<(String, String)> {
+    let m: Value = serde_json::from_slice(body).ok()?;
+    let field = |v: &Value| v.as_str().map(str::to_owned);
+    let (tenant, channel) = (field(&m["tenant_id"])?, field(&m["channel"])?);
+    let (customer, id, text) =
+        (field(&m["customer"]["external_id"])?, field(&m["message_id"])?, field(&m["text"])?);
+    let fingerprint = Fingerprint::of(&tenant, &channel, &customer, &id, &text).as_str().to_owned();
+    Some((fingerprint, format!("{tenant}/{channel}/{customer}")))
+}
+
 /// What one reply did to the check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -69,9 +82,28 @@ pub struct Order {
 #[derive(Default)]
 struct Conversation {
     name: String,
+    /// The publish places of its messages, in publish order.
+    published: Vec<u64>,
+    /// The publish places its replies answered, in the order they arrived.
+    answered: Vec<u64>,
     /// The latest publish place any of its replies answered so far.
     highest: Option<u64>,
     late_replies: usize,
+}
+
+impl Conversation {
+    /// "visitor-0: its messages answered in the order 1 2 4 3 5" (numbered
+    /// within the conversation from 1, the first 20).
+    fn describe(&self) -> String {
+        let numbers: Vec<String> = self
+            .answered
+            .iter()
+            .take(20)
+            .map(|place| self.published.binary_search(place).map_or("?".into(), |i| (i + 1).to_string()))
+            .collect();
+        let more = if self.answered.len() > 20 { " …" } else { "" };
+        format!("{}: its messages answered in the order {}{more}", self.name, numbers.join(" "))
+    }
 }
 
 /// The check's result.
@@ -114,6 +146,7 @@ impl Order {
         if index == next {
             self.conversations.push(Conversation { name: conversation.to_owned(), ..Default::default() });
         }
+        self.conversations[index].published.push(self.published);
         self.messages.insert(fingerprint.to_owned(), (index, self.published));
         self.published += 1;
     }
@@ -135,6 +168,7 @@ impl Order {
             let (index, earliest) = group[0];
             let latest = group[group.len() - 1].1;
             let conversation = &mut self.conversations[index];
+            conversation.answered.extend(group.iter().map(|(_, place)| *place));
             if conversation.highest.is_some_and(|highest| earliest < highest) {
                 conversation.late_replies += 1;
                 verdict = Verdict::OutOfOrder;
@@ -150,7 +184,7 @@ impl Order {
             conversations: self.conversations.len(),
             out_of_order: late().count(),
             late_replies: late().map(|c| c.late_replies).sum(),
-            example: late().next().map(|c| c.name.clone()),
+            example: late().next().map(Conversation::describe),
         }
     }
 }
@@ -190,7 +224,7 @@ mod tests {
         assert_eq!(order.replied(&reply("r-b1", &["b1"])), Verdict::InOrder);
         let tally = order.tally();
         assert_eq!((tally.out_of_order, tally.late_replies), (1, 1));
-        assert_eq!(tally.example.as_deref(), Some("A"));
+        assert_eq!(tally.example.as_deref(), Some("A: its messages answered in the order 2 1"));
     }
 
     #[test]
@@ -226,5 +260,14 @@ mod tests {
         assert_eq!(Answered::parse(older), Some(reply("reply:c", &["c"])));
         assert_eq!(Answered::parse(b"{}"), None);
         assert_eq!(Answered::parse(b"not json"), None);
+    }
+
+    #[test]
+    fn identity_is_the_worker_s_fingerprint_and_conversation() {
+        let body = br#"{"message_id":"wamid.HBgMMjU0NzAwMDAwMDAxFQIAEhgg","tenant_id":"0b6f1c7e-2f0a-4c43-9d43-8f1f2b8a9a10","channel":"whatsapp","customer":{"external_id":"+254700000001"},"text":"Do you have running shoes under 5000?"}"#;
+        let (fingerprint, conversation) = identity(body).expect("a message");
+        // CONTRACT §2's example.
+        assert_eq!(fingerprint, "86acff0386cd6104da65408b802f29df6ca81af393c03a7d4aff623921414521");
+        assert_eq!(conversation, "0b6f1c7e-2f0a-4c43-9d43-8f1f2b8a9a10/whatsapp/+254700000001");
     }
 }
