@@ -95,6 +95,13 @@ impl Slot {
     }
 }
 
+/// A message ahead whose holder looked done without the line hearing of it,
+/// and since when: skipped only if it still looks so a lease renewal later.
+struct Suspect {
+    ahead: Fingerprint,
+    since: Instant,
+}
+
 /// Why a delivery's wait ended without its turn.
 enum Parked {
     /// Waited `max_wait`, or the waiting room was full, or the process stops.
@@ -120,6 +127,7 @@ impl Pipeline {
         let mut room: Option<OwnedSemaphorePermit> = None;
         let mut waiting_since: Option<Instant> = None;
         let mut pause = LOOK_AGAIN_FIRST;
+        let mut unrecorded: Option<Suspect> = None;
         slot.wait_for_predecessor().await;
         let ended = loop {
             // Listen before asking: a wake sent in between is not missed.
@@ -130,11 +138,17 @@ impl Pipeline {
                 Ok(Claim::Wait { ahead, entry }) => {
                     place.stood_before = true;
                     place.ahead = Some(ahead.clone());
-                    place.skip = self.abandoned(line, &ahead, entry.as_ref()).await;
+                    place.skip = self.abandoned(line, &ahead, entry.as_ref(), &mut unrecorded).await;
                     if place.skip.is_some() {
                         continue;
                     }
-                    (ahead, pause)
+                    // A holder whose end looks unrecorded is looked at again
+                    // once it has had the time to renew (or give up) its lease.
+                    let pause_for = match &unrecorded {
+                        Some(suspect) if suspect.ahead == ahead => self.settings.turns.settle,
+                        _ => pause,
+                    };
+                    (ahead, pause_for)
                 }
                 Ok(Claim::Lost) => {
                     place.stood_before = true;
@@ -183,11 +197,17 @@ impl Pipeline {
     /// `turns.stale`), or whose live holder ended its work without the line
     /// hearing of it (Redis failed as it finished), what the claim removes so
     /// the line moves on.
+    ///
+    /// A holder paused past its lease looks the same as one whose end went
+    /// unrecorded (no lock, state still `processing`, its process alive once
+    /// it wakes) until it renews: so that is believed only when it still
+    /// holds `turns.settle` (one renewal and a margin) after it was first seen.
     async fn abandoned(
         &self,
         line: &ConversationKeys,
         ahead: &Fingerprint,
         entry: Option<&TurnEntry>,
+        unrecorded: &mut Option<Suspect>,
     ) -> Option<String> {
         let Some(entry) = entry else {
             // In line without an entry: something else wrote the line.
@@ -201,8 +221,20 @@ impl Pipeline {
             && matches!(self.dedup.ended_unrecorded(line.shard, ahead).await, Ok(true))
             && matches!(self.dedup.instance_alive(&entry.instance).await, Ok(true))
         {
-            self.skipped(ahead, "ended unrecorded");
-            return Some(entry.skip_token(ahead.as_str()));
+            match unrecorded {
+                Some(suspect) if suspect.ahead == *ahead => {
+                    if suspect.since.elapsed() >= self.settings.turns.settle {
+                        *unrecorded = None;
+                        self.skipped(ahead, "ended unrecorded");
+                        return Some(entry.skip_token(ahead.as_str()));
+                    }
+                }
+                _ => *unrecorded = Some(Suspect { ahead: ahead.clone(), since: Instant::now() }),
+            }
+            return None;
+        }
+        if unrecorded.as_ref().is_some_and(|suspect| suspect.ahead == *ahead) {
+            *unrecorded = None;
         }
         if age_ms < i64::try_from(self.settings.turns.stale.as_millis()).unwrap_or(i64::MAX) {
             return None;
