@@ -41,7 +41,9 @@ impl Pipeline {
             .and_then(|id| references::latest(id, recalled, context.stored_list.clone(), &context.history));
         // The burst's earlier messages, stored as coalesced, and this one last.
         let mut burst = match conversation_id {
-            Some(id) if coalescing => self.timed("history", bursts::pending(&self.db, id)).await?,
+            Some(id) if coalescing => {
+                self.timed("history", bursts::pending(&self.db, id, fingerprint)).await?
+            }
             _ => Vec::new(),
         };
         if !burst.is_empty() {

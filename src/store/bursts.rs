@@ -142,15 +142,22 @@ pub(super) async fn answer_pending(
 }
 
 /// The conversation's coalesced messages waiting for their burst's reply,
-/// oldest first: the earlier part of the burst being answered.
-pub async fn pending(db: &Db, conversation_id: Uuid) -> Result<Vec<BurstMessage>, StoreError> {
+/// oldest first: the earlier part of the burst being answered by `answering`'s
+/// reply (not itself: a message coalesced once whose burst's answer never came
+/// is retried and answers it).
+pub async fn pending(
+    db: &Db,
+    conversation_id: Uuid,
+    answering: &Fingerprint,
+) -> Result<Vec<BurstMessage>, StoreError> {
     type Row = (String, String, Option<DateTime<Utc>>, Option<Value>, Option<Value>);
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT provider_message_id, text, received_at, attachments, metadata FROM messages
-          WHERE conversation_id = $1 AND direction = 'in' AND burst_reply = ''
+          WHERE conversation_id = $1 AND direction = 'in' AND burst_reply = '' AND fingerprint <> $2
           ORDER BY created_at, id",
     )
     .bind(conversation_id)
+    .bind(answering.as_str())
     .fetch_all(db)
     .await?;
     Ok(rows

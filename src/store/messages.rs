@@ -122,16 +122,24 @@ async fn record(db: &Db, ex: &Exchange, burst: bool) -> Result<Recorded, StoreEr
              WHERE NOT (SELECT yes FROM fenced)
             ON CONFLICT (fingerprint, direction) DO NOTHING
             RETURNING 1),
+         own AS (
+            -- its inbound row, stored when it was coalesced into a burst whose
+            -- answer never came (a fault between storing and finishing): the
+            -- message is answered now by its own reply, which takes the row over
+            UPDATE messages SET burst_reply = NULL
+             WHERE fingerprint = $3 AND direction = 'in' AND burst_reply = '' AND NOT (SELECT yes FROM fenced)
+            RETURNING 1),
+         stored AS (SELECT (SELECT count(*) FROM m) + (SELECT count(*) FROM own) AS rows),
          i AS (
             INSERT INTO agent_interactions (tenant_id, conversation_id, fingerprint, responder, model, confidence,
                                             handoff, prompt_tokens, completion_tokens, cost, latency_ms, created_at)
             SELECT $17, $1, $3, $16, $18, $13, $12, $19, $20, $21, $22, $11
-             WHERE (SELECT count(*) FROM m) = 2
+             WHERE (SELECT rows FROM stored) = 2
             ON CONFLICT (fingerprint) DO NOTHING),
          c AS (
             UPDATE conversations SET updated_at = $11, status = CASE WHEN $12 THEN 'handoff' ELSE status END
-             WHERE id = $1 AND (SELECT count(*) FROM m) = 2)
-         SELECT (SELECT count(*) FROM m), (SELECT yes FROM fenced)",
+             WHERE id = $1 AND (SELECT rows FROM stored) = 2)
+         SELECT (SELECT rows FROM stored), (SELECT yes FROM fenced)",
     )
     .bind(conversation_id)
     .bind(&ex.inbound.message_id)

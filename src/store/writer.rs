@@ -299,7 +299,16 @@ m AS (
      ORDER BY i.fingerprint, v.direction
     ON CONFLICT (fingerprint, direction) DO NOTHING
     RETURNING fingerprint),
-done AS (SELECT fingerprint FROM m GROUP BY fingerprint HAVING count(*) = 2),
+own AS (
+    -- an inbound row stored when its message was coalesced into a burst whose
+    -- answer never came: taken over by the message's own reply (record_exchange)
+    UPDATE messages SET burst_reply = NULL
+      FROM input i
+     WHERE messages.fingerprint = i.fingerprint AND messages.direction = 'in' AND messages.burst_reply = ''
+       AND i.idx NOT IN (SELECT idx FROM fenced)
+    RETURNING messages.fingerprint),
+done AS (SELECT fingerprint FROM (SELECT fingerprint FROM m UNION ALL SELECT fingerprint FROM own) stored
+          GROUP BY fingerprint HAVING count(*) = 2),
 interactions AS (
     INSERT INTO agent_interactions (tenant_id, conversation_id, fingerprint, responder, model, confidence,
                                     handoff, prompt_tokens, completion_tokens, cost, latency_ms, created_at)

@@ -173,3 +173,53 @@ async fn a_steady_stream_is_answered_at_least_every_coalesce_max_ms_each_message
     }
     env.finish().await;
 }
+
+/// A fault between storing a coalesced message and finishing it in Redis (a
+/// PostgreSQL or Redis restart) sends it round again, stored as coalesced and
+/// with no later message of its burst to answer it. It is then the burst's
+/// last: its own reply answers the burst, the earlier message included, and
+/// takes its row over, instead of finding it "already coalesced" and leaving
+/// the whole burst unanswered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coalesced_message_sent_round_again_with_no_later_one_answers_its_burst() {
+    let mut env = TestEnv::new().await;
+    let agent = agent(Duration::from_millis(10)).await;
+    coalescing(&mut env, json!({"coalesce_ms": 100, "coalesce_max_ms": 5000}), &agent).await;
+    let customer = "+254711000004";
+    let earlier = env.message("c-0", customer, "hi");
+    let retried = env.message("c-1", customer, "do you have sandals");
+    for message in [&earlier, &retried] {
+        let inbound = chat_worker::decode::decode(message.to_string().as_bytes()).expect("a valid message");
+        let fingerprint = Fingerprint::parse(&fingerprint_of(message)).expect("fp");
+        let coalesced = chat_worker::store::bursts::Coalesced {
+            inbound,
+            fingerprint,
+            conversation_id: None,
+            stored_at: chrono::Utc::now(),
+            fence: 0,
+            discarded: None,
+        };
+        chat_worker::store::bursts::record_coalesced(&env.db, &coalesced).await.expect("stored as coalesced");
+    }
+    let mut worker = env.spawn_worker("w0");
+    env.ready(&mut worker).await;
+    env.publish_json(&retried).await;
+    let fps = vec![fingerprint_of(&earlier), fingerprint_of(&retried)];
+    let replies = replies_answering(&env, &fps).await;
+    worker.stop().await.expect("stop");
+
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!(replies[0]["fingerprint"], fps[1]);
+    assert_eq!(replies[0]["answers"], json!(fps), "the earlier message is answered by it, listed once");
+    assert_eq!(replies[0]["text"], "re: hi + do you have sandals", "the agent saw the burst once each");
+    assert_eq!(env.rows(&fps[0]).await, (1, 0));
+    assert_eq!(env.rows(&fps[1]).await, (1, 1), "its own inbound row, taken over, and its reply");
+    let answered_by = |fp: &str| {
+        let fp = Fingerprint::parse(fp).expect("fp");
+        let db = env.db.clone();
+        async move { chat_worker::store::bursts::answered_by(&db, &fp).await.expect("read") }
+    };
+    assert_eq!(answered_by(&fps[0]).await, Some(Some(fps[1].clone())));
+    assert_eq!(answered_by(&fps[1]).await, None, "answered by its own reply, no longer a coalesced one");
+    env.finish().await;
+}
