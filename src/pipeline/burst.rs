@@ -21,8 +21,7 @@ use crate::config::{MAX_COALESCE_MS, MidGeneration, TurnsConfig};
 use crate::dedup::Lease;
 use crate::dedup::wakes::Listener;
 use crate::model::{Answer, Fingerprint, Inbound};
-use crate::outcome::Outcome;
-use crate::store::bursts::{self, Coalesced, Discarded};
+use crate::store::bursts::{self, Coalesced, CoalescedRow, Discarded};
 
 /// Coalescing as it applies to one tenant's messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +124,9 @@ impl Pipeline {
         debounced
     }
 
-    /// Stores this message as coalesced into its burst and passes the turn on.
+    /// Stores this message as coalesced into its burst and passes the turn on;
+    /// or, when an earlier attempt of it committed a reply of its own, leaves
+    /// that reply to be published again.
     pub(super) async fn coalesce_into_burst(
         &self,
         inbound: &Inbound,
@@ -133,7 +134,7 @@ impl Pipeline {
         lease: &Lease,
         intake_ms: i64,
         discarded: Option<(Answer, i32)>,
-    ) -> Result<Outcome, super::stop::Stop> {
+    ) -> Result<CoalescedRow, super::stop::Stop> {
         self.fence_takeover(lease).await?;
         let discarded = discarded.map(|(answer, latency_ms)| {
             self.metrics.generation_tokens_discarded.inc_by(
@@ -162,13 +163,16 @@ impl Pipeline {
             fence: lease.fence,
             discarded,
         };
-        self.timed("persist", bursts::record_coalesced(&self.db, &coalesced)).await?;
+        let row = self.timed("persist", bursts::record_coalesced(&self.db, &coalesced)).await?;
+        if let CoalescedRow::Replied(_) = row {
+            return Ok(row);
+        }
         if let Err(e) = self.dedup.coalesce(lease, Coalescing::burst_since(lease, intake_ms)).await {
             // Its row is stored; the next message's turn comes when the lock lapses.
             tracing::warn!(%fingerprint, error = %e, "could not pass the turn on after coalescing");
         }
         self.metrics.messages_coalesced.inc();
-        Ok(Outcome::Coalesced { fingerprint: fingerprint.clone() })
+        Ok(row)
     }
 }
 

@@ -38,13 +38,28 @@ impl Pipeline {
         } else {
             self.timed("persist", self.writer.record(exchange)).await?
         };
-        let (reply, replayed) = (recorded.reply(), recorded.replayed());
-        if replayed {
+        self.crash_point("after_commit");
+        self.publish_recorded(inbound, fingerprint, &recorded, gateway_trace).await?;
+        let list = shown.filter(|_| !recorded.replayed()).map(|(items, at)| NumberedList {
+            conversation_id: Some(recorded.reply().conversation_id),
+            at,
+            items,
+        });
+        Ok(Replied { replayed: recorded.replayed(), list })
+    }
+
+    /// Publishes the reply as committed: this attempt's, or an earlier one's.
+    pub(super) async fn publish_recorded(
+        &self,
+        inbound: &Inbound,
+        fingerprint: &Fingerprint,
+        recorded: &store::Recorded,
+        gateway_trace: TraceContext<'_>,
+    ) -> Result<(), Stop> {
+        let reply = recorded.reply();
+        if recorded.replayed() {
             tracing::info!(%fingerprint, "already committed; publishing the stored reply again");
         }
-        self.crash_point("after_commit");
-
-        // publish
         let body = reply_body(inbound, fingerprint, reply);
         let outbound = OutboundReply {
             routing_key: &inbound.routing_key(),
@@ -57,12 +72,6 @@ impl Pipeline {
         let deadline = self.settings.deadline;
         let publish = tokio::time::timeout(deadline, self.publisher.publish_reply(&outbound));
         self.timed("publish", publish).await.map_err(|_| Failure::PublishTimeout(deadline))??;
-
-        let list = shown.filter(|_| !replayed).map(|(items, at)| NumberedList {
-            conversation_id: Some(reply.conversation_id),
-            at,
-            items,
-        });
-        Ok(Replied { replayed, list })
+        Ok(())
     }
 }

@@ -38,6 +38,7 @@ use crate::outcome::{Disposition, DuplicateOf, Failure, Outcome, Rejection, Retr
 use crate::references::{ListKey, ListMemory};
 use crate::respond::Responder;
 use crate::store;
+use crate::store::bursts::CoalescedRow;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::spans;
 
@@ -217,9 +218,7 @@ impl Pipeline {
             match self.dedup.guard(&lease, None, waited).await {
                 Ok(Debounced::Answer) => {}
                 Ok(Debounced::Coalesce) => {
-                    return self
-                        .coalesced(&inbound, &fingerprint, &lease, intake_ms, None, envelope.attempt)
-                        .await;
+                    return self.coalesced(envelope, &inbound, &fingerprint, &lease, None).await;
                 }
                 Err(stop) => {
                     return self.give_up(&lease, stop.into_outcome(fingerprint), envelope.attempt).await;
@@ -235,25 +234,40 @@ impl Pipeline {
                 Outcome::Processed { fingerprint, replayed: replied.replayed }
             }
             Ok(Answered::Joined(discarded)) => {
-                self.coalesced(&inbound, &fingerprint, &lease, intake_ms, discarded, envelope.attempt).await
+                self.coalesced(envelope, &inbound, &fingerprint, &lease, discarded).await
             }
             Err(stop) => self.give_up(&lease, stop.into_outcome(fingerprint), envelope.attempt).await,
         }
     }
 
-    /// This message is answered by its burst's reply: stored, and the turn passed on.
+    /// This message is answered by its burst's reply: stored, and the turn
+    /// passed on. Unless an earlier attempt of it committed a reply of its own
+    /// (a fault came between commit and ack): that one is published again.
     async fn coalesced(
         &self,
+        envelope: &Envelope<'_>,
         inbound: &Inbound,
         fingerprint: &Fingerprint,
         lease: &Lease,
-        intake_ms: i64,
         discarded: Option<(crate::model::Answer, i32)>,
-        attempt: u32,
     ) -> Outcome {
-        match self.coalesce_into_burst(inbound, fingerprint, lease, intake_ms, discarded).await {
-            Ok(outcome) => outcome,
-            Err(stop) => self.give_up(lease, stop.into_outcome(fingerprint.clone()), attempt).await,
+        let intake_ms = envelope.intake_us / 1000;
+        let replayed = match self.coalesce_into_burst(inbound, fingerprint, lease, intake_ms, discarded).await
+        {
+            Ok(CoalescedRow::Stored) => return Outcome::Coalesced { fingerprint: fingerprint.clone() },
+            Ok(CoalescedRow::Replied(recorded)) => {
+                let publishing = self.publish_recorded(inbound, fingerprint, &recorded, envelope.trace);
+                self.dedup.guard(lease, None, publishing).await
+            }
+            Err(stop) => Err(stop),
+        };
+        match replayed {
+            Ok(()) => {
+                let list_key = self.settings.references.key(inbound);
+                self.complete(lease, &list_key, None).await;
+                Outcome::Processed { fingerprint: fingerprint.clone(), replayed: true }
+            }
+            Err(stop) => self.give_up(lease, stop.into_outcome(fingerprint.clone()), envelope.attempt).await,
         }
     }
 

@@ -61,24 +61,37 @@ impl BurstMessage {
     }
 }
 
+/// What became of a message to be stored as coalesced.
+#[derive(Debug)]
+pub enum CoalescedRow {
+    /// Stored (or found stored by an earlier attempt), waiting for its burst's reply.
+    Stored,
+    /// An earlier attempt of it committed a reply of its own (a fault came
+    /// between the commit and the ack): that reply answers it, and is to be
+    /// published again; nothing was written.
+    Replied(super::Recorded),
+}
+
 /// Stores a coalesced message's inbound row (once: a copy finds it there),
-/// unless a later lease of it registered a higher fencing token.
-pub async fn record_coalesced(db: &Db, c: &Coalesced) -> Result<Uuid, StoreError> {
+/// unless a later lease of it registered a higher fencing token, or it has a
+/// reply of its own already.
+pub async fn record_coalesced(db: &Db, c: &Coalesced) -> Result<CoalescedRow, StoreError> {
     let mut tx = db.begin().await?;
     let conversation_id = match c.conversation_id {
         Some(id) => id,
         None => open_conversation(&mut tx, &c.inbound).await?,
     };
-    let fenced: bool = sqlx::query_scalar(
+    let (fenced, replied): (bool, bool) = sqlx::query_as(
         "WITH fenced AS (SELECT EXISTS (SELECT 1 FROM fences WHERE fingerprint = $3 AND token > $9) AS yes),
+         replied AS (SELECT EXISTS (SELECT 1 FROM messages WHERE fingerprint = $3 AND direction = 'out') AS yes),
          m AS (
             INSERT INTO messages (conversation_id, direction, provider_message_id, fingerprint, text, created_at,
                                   received_at, attachments, metadata, burst_reply)
             SELECT $1, 'in', $2, $3, $4, $5, $6, $7, $8, ''
-             WHERE NOT (SELECT yes FROM fenced)
+             WHERE NOT (SELECT yes FROM fenced) AND NOT (SELECT yes FROM replied)
             ON CONFLICT (fingerprint, direction) DO NOTHING
             RETURNING 1)
-         SELECT (SELECT yes FROM fenced) FROM (SELECT count(*) FROM m) AS inserted",
+         SELECT (SELECT yes FROM fenced), (SELECT yes FROM replied) FROM (SELECT count(*) FROM m) AS inserted",
     )
     .bind(conversation_id)
     .bind(&c.inbound.message_id)
@@ -94,6 +107,10 @@ pub async fn record_coalesced(db: &Db, c: &Coalesced) -> Result<Uuid, StoreError
     if fenced {
         tx.rollback().await?;
         return Err(StoreError::Fenced(c.fingerprint.to_string()));
+    }
+    if replied {
+        tx.rollback().await?;
+        return Ok(CoalescedRow::Replied(super::messages::existing(db, &c.fingerprint).await?));
     }
     if let Some(d) = &c.discarded {
         sqlx::query(
@@ -117,7 +134,7 @@ pub async fn record_coalesced(db: &Db, c: &Coalesced) -> Result<Uuid, StoreError
         .await?;
     }
     tx.commit().await?;
-    Ok(conversation_id)
+    Ok(CoalescedRow::Stored)
 }
 
 /// In the transaction that commits `reply_to`'s reply: the conversation's

@@ -223,3 +223,49 @@ async fn a_coalesced_message_sent_round_again_with_no_later_one_answers_its_burs
     assert_eq!(answered_by(&fps[1]).await, None, "answered by its own reply, no longer a coalesced one");
     env.finish().await;
 }
+
+/// A message whose earlier attempt committed its own reply (the fault came
+/// between the commit and the ack) comes round again just as a newer message
+/// of its conversation arrives: it is not coalesced into the newer burst (that
+/// reply would not list it, and its own would never be published), but its
+/// committed reply is published again, and the newer message is answered by
+/// a reply of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_already_answered_is_not_coalesced_into_a_newer_burst_its_reply_is_published_again() {
+    let mut env = TestEnv::new().await;
+    let agent = agent(Duration::from_millis(10)).await;
+    coalescing(&mut env, json!({"coalesce_ms": 1000, "coalesce_max_ms": 5000}), &agent).await;
+    let customer = "+254711000005";
+    let answered = env.message("a-0", customer, "hi");
+    let newer = env.message("a-1", customer, "any sandals");
+    let inbound = chat_worker::decode::decode(answered.to_string().as_bytes()).expect("a valid message");
+    let exchange = chat_worker::store::Exchange {
+        fingerprint: inbound.fingerprint(),
+        inbound,
+        conversation_id: None,
+        stored_at: chrono::Utc::now(),
+        answer: chat_worker::respond::Answer::plain("hello from the earlier attempt", false, 0.9),
+        replied_at: chrono::Utc::now(),
+        responder: "test".into(),
+        latency_ms: 1,
+        fence: 0,
+    };
+    chat_worker::store::record_exchange(&env.db, &exchange).await.expect("committed by an earlier attempt");
+    let mut worker = env.spawn_worker("w0");
+    env.ready(&mut worker).await;
+    env.publish_json(&answered).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    env.publish_json(&newer).await;
+    let fps = vec![fingerprint_of(&answered), fingerprint_of(&newer)];
+    let replies = replies_answering(&env, &fps).await;
+    worker.stop().await.expect("stop");
+
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    assert_eq!(replies[0]["fingerprint"], fps[0], "its own reply first");
+    assert_eq!(replies[0]["text"], "hello from the earlier attempt", "the committed reply, published again");
+    assert_eq!(replies[0]["answers"], json!([fps[0]]));
+    assert_eq!(replies[1]["answers"], json!([fps[1]]), "the newer message answered on its own");
+    assert_eq!(env.rows(&fps[0]).await, (1, 1));
+    assert_eq!(env.rows(&fps[1]).await, (1, 1));
+    env.finish().await;
+}
