@@ -134,6 +134,7 @@ impl Pipeline {
             let mut wake = self.wakes.listen(fp.as_str());
             let claim = self.timed("lock", self.dedup.claim(line, fp, &place, Some(list_key.as_str()))).await;
             slot.now_in_line();
+            let mut unreachable: Option<DedupError> = None;
             let (ahead, pause_for) = match claim {
                 Ok(Claim::Wait { ahead, entry }) => {
                     place.stood_before = true;
@@ -156,18 +157,40 @@ impl Pipeline {
                     (fp.clone(), self.settings.turns.settle)
                 }
                 Ok(claim) => break Ok(claim),
-                Err(e) => break Err(Parked::Redis(e)),
+                // Redis down: the delivery waits for it (holding its place in
+                // this process's order of the conversation), up to `max_wait`,
+                // rather than going to a retry while the conversation's later
+                // messages, read after it, take the turn as Redis comes back.
+                // It then claims as one that stood in line: if Redis lost the
+                // line meanwhile, it lets the others find their places first.
+                Err(e) => match waiting_since {
+                    Some(since) if since.elapsed() >= self.settings.turns.max_wait => {
+                        break Err(Parked::Redis(e));
+                    }
+                    _ if self.stopping.is_cancelled() => break Err(Parked::Redis(e)),
+                    _ => {
+                        tracing::warn!(fingerprint = %fp, error = %e, "redis unavailable at the claim; waiting for it");
+                        place.stood_before = true;
+                        unreachable = Some(e);
+                        (fp.clone(), pause)
+                    }
+                },
+            };
+            // What a wait ended here is parked for: Redis down still fails the attempt.
+            let mut parked = |ahead| match unreachable.take() {
+                Some(e) => Parked::Redis(e),
+                None => Parked::Behind(ahead),
             };
             if room.is_none() {
                 match self.waiting.clone().try_acquire_owned() {
                     Ok(permit) => room = Some(permit),
-                    Err(_) => break Err(Parked::Behind(ahead)),
+                    Err(_) => break Err(parked(ahead)),
                 }
                 self.metrics.turns_waiting.inc();
             }
             let since = *waiting_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= self.settings.turns.max_wait || self.stopping.is_cancelled() {
-                break Err(Parked::Behind(ahead));
+                break Err(parked(ahead));
             }
             slot.hand_back();
             tokio::select! {
