@@ -32,10 +32,12 @@ local function wake_next(channel_prefix, except)
   local st, inst = string.match(e, '^([^|]*)|([^|]*)|')
   if st == 'waiting' and inst then redis.call('PUBLISH', channel_prefix .. inst, first) end
 end
-local function leave_line(fp)
+local function leave_line(fp, also)
   redis.call('ZREM', KEYS[4], fp)
-  redis.call('HDEL', KEYS[5], fp)
-  if redis.call('HGET', KEYS[5], '.current') == fp then redis.call('HDEL', KEYS[5], '.current') end
+  local fields = {fp}
+  if also then fields[#fields + 1] = also end
+  if redis.call('HGET', KEYS[5], '.current') == fp then fields[#fields + 1] = '.current' end
+  redis.call('HDEL', KEYS[5], unpack(fields))
 end
 "#;
 
@@ -91,12 +93,12 @@ if ARGV[14] ~= '' then
 end
 local lost = false
 local joined = false
-if not redis.call('ZSCORE', KEYS[4], fp) then
-  redis.call('ZADD', KEYS[4], ARGV[9], fp)
+if redis.call('ZADD', KEYS[4], 'NX', ARGV[9], fp) == 1 then
   lost = ARGV[11] == '1'
   joined = not lost
 end
-local current = redis.call('HGET', KEYS[5], '.current')
+local turn = redis.call('HMGET', KEYS[5], '.current', '.burst')
+local current = turn[1]
 local first = redis.call('ZRANGE', KEYS[4], 0, 0)[1]
 local ahead = false
 -- The one being answered keeps the turn (its redelivery, its takeover)
@@ -122,7 +124,7 @@ if ahead or lost then
   return {'wait', ahead, 0, false, 0, ahead_entry, 0, 0}
 end
 -- What a turn holder that coalesces needs: when its burst began, and how many wait behind it.
-local burst = tonumber(redis.call('HGET', KEYS[5], '.burst')) or 0
+local burst = tonumber(turn[2]) or 0
 local behind = redis.call('ZCARD', KEYS[4]) - 1
 local holder = redis.call('GET', KEYS[2])
 if holder == ARGV[1] then
@@ -146,10 +148,14 @@ end
 local now = redis.call('TIME')
 local fence = tonumber(now[1]) * 1000000 + tonumber(now[2])
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
-local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+-- A message seen for the first time has no state to count on or clear.
+local attempts = 1
+if status then
+  attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+  redis.call('HDEL', KEYS[1], 'completed_at', 'behind')
+end
 redis.call('HSET', KEYS[1], 'status', 'processing', 'worker_id', ARGV[2], 'instance', ARGV[7],
-           'started_at', ARGV[5], 'fence', fence, 'taken_from', previous)
-redis.call('HDEL', KEYS[1], 'completed_at', 'behind')
+           'started_at', ARGV[5], 'fence', fence, 'taken_from', previous, 'attempts', attempts)
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[5], fp)
 redis.call('HSET', KEYS[5], '.current', fp, fp, entry('taken'))
@@ -185,8 +191,7 @@ if ARGV[2] == 'completed' or mine then
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
   redis.call('ZREM', KEYS[3], fp)
   if ARGV[6] == 'leave' then
-    leave_line(fp)
-    redis.call('HDEL', KEYS[5], '.burst')
+    leave_line(fp, '.burst')
   elseif ARGV[6] == 'coalesce' then
     leave_line(fp)
     redis.call('HSET', KEYS[5], '.burst', ARGV[11])
@@ -194,8 +199,11 @@ if ARGV[2] == 'completed' or mine then
     redis.call('HSET', KEYS[5], fp, 'parked|' .. ARGV[9] .. '|' .. ARGV[10] .. '|' .. ARGV[3])
     if redis.call('HGET', KEYS[5], '.current') == fp then redis.call('HDEL', KEYS[5], '.current') end
   end
-  keep_line(ARGV[7])
-  wake_next(ARGV[8], fp)
+  -- A line left empty is gone (Redis drops an empty sorted set): nothing to keep or wake.
+  if redis.call('EXISTS', KEYS[4]) == 1 then
+    keep_line(ARGV[7])
+    wake_next(ARGV[8], fp)
+  end
 end
 if KEYS[6] then redis.call('SET', KEYS[6], ARGV[12], 'PX', ARGV[13]) end
 return mine and 1 or 0
