@@ -1,4 +1,8 @@
 use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chat_worker::config::{RedisMode, ResponderKind};
+use testkit::proxy;
 
 use crate::harness::{TestEnv, eventually, fingerprint_of};
 
@@ -34,5 +38,57 @@ async fn redis_losing_its_data_between_two_deliveries_still_leaves_one_reply_row
         );
         assert_eq!(body, first, "a re-published reply is the committed reply, byte for byte");
     }
+    env.finish().await;
+}
+
+/// Redis unreachable when a conversation's messages arrive: they wait at the
+/// claim for it, spending no attempt (no `failed`, no retry that the second
+/// could overtake), and once it answers again the first is answered first and
+/// the second's turn sees it. (A Redis of its own behind a proxy that can be
+/// cut keeps its data, as a network partition does.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_arriving_while_redis_is_unreachable_waits_for_it_and_keeps_its_order() {
+    let mut env = TestEnv::new().await;
+    if env.config.redis.mode == RedisMode::Cluster {
+        // A proxy in front of one node cannot stand for a cluster (redirects name the nodes).
+        env.finish().await;
+        return;
+    }
+    let agent = crate::turns::echo_agent(Duration::from_millis(10)).await;
+    env.config.responder.kind = ResponderKind::Http;
+    env.config.responder.url = agent.url.clone();
+    env.config.responder.timeout_ms = 4_000;
+    env.config.worker.message_deadline_secs = 5;
+    // A lease short enough that the claim's settling pause (a third of it and a second) is brief.
+    env.config.redis.lock_ttl_secs = 6;
+    let (_, redis_upstream) = env.upstreams();
+    let redis = proxy::tcp(&redis_upstream).await.expect("proxy");
+    env.route_through(None, Some(&redis));
+    let mut worker = env.spawn_worker("w-outage");
+    env.ready(&mut worker).await;
+
+    redis.cut();
+    let customer = "+254700000031";
+    env.publish_json(&env.message("m-outage-1", customer, "first")).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    env.publish_json(&env.message("m-outage-2", customer, "second")).await;
+    // Both are read and stand at the claim meanwhile (the wait backs off from 0.5 s).
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(worker.tally.total(), 0, "nothing is settled while Redis is away");
+    redis.restore();
+
+    let replies = crate::turns::replies(&env, 2).await;
+    let tally = worker.tally.clone();
+    worker.stop().await.expect("stop");
+    let texts: Vec<&str> = replies.iter().filter_map(|r| r["text"].as_str()).collect();
+    assert_eq!(texts, ["re: first", "re: second"]);
+    assert_eq!(tally.failed.load(Ordering::Relaxed), 0, "no attempt was spent on Redis being away");
+    assert_eq!(tally.processed.load(Ordering::Relaxed), 2);
+    let seen = crate::turns::seen_by_agent(&agent, customer);
+    assert_eq!(
+        seen.last(),
+        Some(&("second".to_owned(), vec!["first".to_owned()])),
+        "the second turn saw the first"
+    );
     env.finish().await;
 }

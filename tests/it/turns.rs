@@ -17,7 +17,7 @@ use testkit::http_stub::{self, Answer};
 use crate::harness::{PATIENCE, TestEnv, WorkerProcess, eventually, fingerprint_of, log_message, shard_of};
 
 /// An agent that answers "re: <text>" after `delay`, recording what it is sent.
-async fn echo_agent(delay: Duration) -> http_stub::Stub {
+pub(crate) async fn echo_agent(delay: Duration) -> http_stub::Stub {
     let route = move |body: &Value| {
         let text = body["inbound"]["text"].as_str().unwrap_or_default();
         let answer = json!({"text": format!("re: {text}"), "confidence": 0.9, "handoff": false}).to_string();
@@ -27,7 +27,7 @@ async fn echo_agent(delay: Duration) -> http_stub::Stub {
 }
 
 /// Replies read off `chat.outbound` until `n` have come, in arrival order.
-async fn replies(env: &TestEnv, n: usize) -> Vec<Value> {
+pub(crate) async fn replies(env: &TestEnv, n: usize) -> Vec<Value> {
     let started = Instant::now();
     let mut got = Vec::new();
     while got.len() < n {
@@ -40,7 +40,7 @@ async fn replies(env: &TestEnv, n: usize) -> Vec<Value> {
 
 /// Texts of the agent's requests for `customer`, in the order it received them,
 /// each with the inbound texts of the history it was shown.
-fn seen_by_agent(agent: &http_stub::Stub, customer: &str) -> Vec<(String, Vec<String>)> {
+pub(crate) fn seen_by_agent(agent: &http_stub::Stub, customer: &str) -> Vec<(String, Vec<String>)> {
     agent
         .bodies()
         .into_iter()
