@@ -76,6 +76,35 @@ pub enum CoalescedRow {
 /// unless a later lease of it registered a higher fencing token, or it has a
 /// reply of its own already.
 pub async fn record_coalesced(db: &Db, c: &Coalesced) -> Result<CoalescedRow, StoreError> {
+    // The usual case in one round trip; a discarded generation to record, or
+    // a conversation opened by another transaction while this one ran, takes
+    // the transaction below.
+    if c.discarded.is_none() && c.conversation_id.is_none() {
+        let (fenced, replied, stored): (bool, bool, bool) = sqlx::query_as(ONE_STATEMENT)
+            .bind(c.inbound.tenant_id)
+            .bind(&c.inbound.message_id)
+            .bind(c.fingerprint.as_str())
+            .bind(&c.inbound.text)
+            .bind(c.stored_at)
+            .bind(c.inbound.received_at)
+            .bind(&c.inbound.attachments)
+            .bind(&c.inbound.metadata)
+            .bind(c.fence)
+            .bind(&c.inbound.channel)
+            .bind(&c.inbound.customer_external_id)
+            .bind(&c.inbound.customer_name)
+            .fetch_one(db)
+            .await?;
+        if fenced {
+            return Err(StoreError::Fenced(c.fingerprint.to_string()));
+        }
+        if replied {
+            return Ok(CoalescedRow::Replied(super::messages::existing(db, &c.fingerprint).await?));
+        }
+        if stored {
+            return Ok(CoalescedRow::Stored);
+        }
+    }
     let mut tx = db.begin().await?;
     let conversation_id = match c.conversation_id {
         Some(id) => id,
@@ -136,6 +165,34 @@ pub async fn record_coalesced(db: &Db, c: &Coalesced) -> Result<CoalescedRow, St
     tx.commit().await?;
     Ok(CoalescedRow::Stored)
 }
+
+/// [`record_coalesced`] as one statement: the customer's open conversation
+/// (opened if need be), then the row, unless fenced off or replied to.
+/// `stored` is false when the conversation was opened by a transaction that
+/// committed while this statement ran (its snapshot cannot see it).
+const ONE_STATEMENT: &str = "WITH opened AS (
+    INSERT INTO conversations (tenant_id, channel, customer_external_id, customer_name)
+    VALUES ($1, $10, $11, $12)
+    ON CONFLICT (tenant_id, channel, customer_external_id) WHERE status <> 'closed' DO NOTHING
+    RETURNING id),
+conversation AS (
+    SELECT id FROM opened
+    UNION ALL
+    SELECT id FROM conversations
+     WHERE tenant_id = $1 AND channel = $10 AND customer_external_id = $11 AND status <> 'closed'
+    LIMIT 1),
+fenced AS (SELECT EXISTS (SELECT 1 FROM fences WHERE fingerprint = $3 AND token > $9) AS yes),
+replied AS (SELECT EXISTS (SELECT 1 FROM messages WHERE fingerprint = $3 AND direction = 'out') AS yes),
+m AS (
+    INSERT INTO messages (conversation_id, direction, provider_message_id, fingerprint, text, created_at,
+                          received_at, attachments, metadata, burst_reply)
+    SELECT c.id, 'in', $2, $3, $4, $5, $6, $7, $8, ''
+      FROM conversation c
+     WHERE NOT (SELECT yes FROM fenced) AND NOT (SELECT yes FROM replied)
+    ON CONFLICT (fingerprint, direction) DO NOTHING
+    RETURNING 1)
+SELECT (SELECT yes FROM fenced), (SELECT yes FROM replied), EXISTS (SELECT 1 FROM conversation)
+  FROM (SELECT count(*) FROM m) AS inserted";
 
 /// In the transaction that commits `reply_to`'s reply: the conversation's
 /// coalesced messages still waiting are answered by it; their fingerprints,
