@@ -24,6 +24,8 @@ use crate::references::ListKey;
 /// itself (its wake is what normally ends the wait).
 const LOOK_AGAIN_FIRST: Duration = Duration::from_millis(500);
 const LOOK_AGAIN_MAX: Duration = Duration::from_secs(5);
+/// The longest pause before a delivery that found Redis unreachable tries again.
+const REDIS_AGAIN_MAX: Duration = Duration::from_secs(1);
 
 /// How a process holds the deliveries that wait for their turn.
 #[derive(Debug, Clone)]
@@ -133,7 +135,13 @@ impl Pipeline {
             // Listen before asking: a wake sent in between is not missed.
             let mut wake = self.wakes.listen(fp.as_str());
             let claim = self.timed("lock", self.dedup.claim(line, fp, &place, Some(list_key.as_str()))).await;
-            slot.now_in_line();
+            // Only a claim Redis answered put it in line: until then the
+            // conversation's next delivery in this process waits behind it
+            // (had it gone ahead while this one waited for Redis, it would
+            // take the turn first as Redis came back).
+            if claim.is_ok() {
+                slot.now_in_line();
+            }
             let mut unreachable: Option<DedupError> = None;
             let (ahead, pause_for) = match claim {
                 Ok(Claim::Wait { ahead, entry }) => {
@@ -172,7 +180,10 @@ impl Pipeline {
                         tracing::warn!(fingerprint = %fp, error = %e, "redis unavailable at the claim; waiting for it");
                         place.stood_before = true;
                         unreachable = Some(e);
-                        (fp.clone(), pause)
+                        // Looked at often enough that it is back in line soon
+                        // after Redis is (before the later messages that other
+                        // processes read meanwhile, as far as it can be).
+                        (fp.clone(), pause.min(REDIS_AGAIN_MAX))
                     }
                 },
             };
