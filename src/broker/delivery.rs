@@ -40,7 +40,11 @@ impl Incoming {
         } else {
             headers::routing_key(delivery.properties.headers().as_ref()).map(str::to_owned)
         };
-        Self { delivery, published_with, from_gateway, intake_us: crate::model::envelope::intake_now() }
+        // A retry of ours keeps the intake time it was first read at (its place in line).
+        let now = crate::model::envelope::intake_now();
+        let kept =
+            if from_gateway { None } else { headers::intake(delivery.properties.headers().as_ref(), now) };
+        Self { delivery, published_with, from_gateway, intake_us: kept.unwrap_or(now) }
     }
 
     pub fn body(&self) -> &[u8] {
@@ -99,7 +103,10 @@ impl Incoming {
         if *disposition == Disposition::Ack {
             return self.ack().await;
         }
-        let carried = Carried::from_delivery(&self.delivery.properties, self.routing_key());
+        let mut carried = Carried::from_delivery(&self.delivery.properties, self.routing_key());
+        if matches!(disposition, Disposition::Retry { .. } | Disposition::Defer { .. }) {
+            carried.intake_us = Some(self.intake_us);
+        }
         let mut pause = MOVE_RETRY_FIRST;
         loop {
             // A delivery whose channel is gone is the broker's again (it will

@@ -13,6 +13,13 @@ pub const ATTEMPTS: &str = "x-attempts";
 /// Set on every message a worker parks in a retry queue: when it comes back, it
 /// is a copy some worker has handled before (see `Incoming::seen_before`).
 pub const SEEN: &str = "x-worker-seen";
+/// When the message was first read off `worker.inbound` (µs since the epoch),
+/// set on every message a worker parks in a retry queue: should Redis lose the
+/// conversation's line meanwhile, it takes its place again by this time, not as
+/// the newest message of its conversation. Never read from a gateway's message.
+pub const INTAKE: &str = "x-worker-intake";
+/// How far back an `x-worker-intake` is believed: older is not a retry of ours.
+const MAX_INTAKE_AGE_US: i64 = 7 * 24 * 3600 * 1_000_000;
 /// The routing key the message was first published with to `chat.inbound`,
 /// kept because a retry or a replay reaches the inbound queue by its name.
 pub const ROUTING_KEY: &str = "x-routing-key";
@@ -123,6 +130,8 @@ pub struct Carried {
     content_type: Option<ShortString>,
     message_id: Option<ShortString>,
     headers: FieldTable,
+    /// Its first intake time, kept on a retry or a deferral (see [`INTAKE`]).
+    pub intake_us: Option<i64>,
 }
 
 impl Carried {
@@ -138,6 +147,7 @@ impl Carried {
             content_type: properties.content_type().clone(),
             message_id: properties.message_id().clone(),
             headers,
+            intake_us: None,
         }
     }
 
@@ -157,6 +167,12 @@ impl Carried {
         }
         properties
     }
+}
+
+/// The first intake time a retry of ours carries (`x-worker-intake`), if it
+/// is an integer no later than `now_us` and at most a week before it.
+pub fn intake(headers: Option<&FieldTable>, now_us: i64) -> Option<i64> {
+    integer(headers, INTAKE).filter(|at| *at <= now_us && now_us.saturating_sub(*at) <= MAX_INTAKE_AGE_US)
 }
 
 /// A header value from untrusted text: long strings have no length limit.

@@ -154,3 +154,23 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_kept_intake_time_is_believed_only_within_the_past_week() {
+    let now = 1_800_000_000_000_000;
+    let at = |v: AMQPValue| intake(Some(&table(&[(INTAKE, v)])), now);
+    assert_eq!(at(AMQPValue::LongLongInt(now - 5_000_000)), Some(now - 5_000_000));
+    assert_eq!(at(AMQPValue::LongLongInt(now)), Some(now));
+    assert_eq!(at(AMQPValue::LongLongInt(now + 1)), None, "in the future: not ours");
+    assert_eq!(at(AMQPValue::LongLongInt(now - 8 * 24 * 3600 * 1_000_000)), None, "too old");
+    assert_eq!(at(AMQPValue::LongLongInt(i64::MIN)), None);
+    assert_eq!(at(long("1800000000000000")), None, "a string is not a time");
+    assert_eq!(intake(None, now), None);
+}
+
+#[test]
+fn a_moved_message_has_no_intake_time_unless_it_is_parked() {
+    let carried = Carried::from_delivery(&BasicProperties::default(), Some("web.t"));
+    let plain = carried.properties([]);
+    assert!(plain.headers().as_ref().is_some_and(|h| !h.inner().contains_key(INTAKE)));
+}

@@ -140,7 +140,8 @@ impl Publisher {
         queue_attempt: u32,
         delay: Duration,
     ) -> Result<(), BrokerError> {
-        let ours = ours.into_iter().chain([(headers::SEEN, AMQPValue::Boolean(true))]);
+        let place = carried.intake_us.map(|at| (headers::INTAKE, AMQPValue::LongLongInt(at)));
+        let ours = ours.into_iter().chain([(headers::SEEN, AMQPValue::Boolean(true))]).chain(place);
         let properties = carried.properties(ours).with_expiration(short(&delay.as_millis().to_string()));
         self.channel.publish("", &retry_queue(&self.config, queue_attempt), body, properties).await
     }

@@ -1,7 +1,10 @@
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use chat_worker::config::{RedisMode, ResponderKind};
+use serde_json::{Value, json};
+use testkit::http_stub::{self, Answer};
 use testkit::proxy;
 
 use crate::harness::{TestEnv, eventually, fingerprint_of};
@@ -90,5 +93,53 @@ async fn a_conversation_arriving_while_redis_is_unreachable_waits_for_it_and_kee
         Some(&("second".to_owned(), vec!["first".to_owned()])),
         "the second turn saw the first"
     );
+    env.finish().await;
+}
+
+/// A message in a retry queue when Redis loses its conversation's line comes
+/// back with the time it was first read (`x-worker-intake`), and takes its
+/// place again ahead of the later message that waited behind it — not at the
+/// end of the line, as the newest message would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_message_whose_line_redis_lost_takes_its_place_again_ahead_of_the_next() {
+    let mut env = TestEnv::new().await;
+    let failures = Arc::new(AtomicU32::new(0));
+    let failed = failures.clone();
+    let route = move |body: &Value| {
+        let text = body["inbound"]["text"].as_str().unwrap_or_default().to_owned();
+        if text == "first" && failed.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Answer::Json(503, r#"{"error":"busy"}"#.into());
+        }
+        Answer::Json(
+            200,
+            json!({"text": format!("re: {text}"), "confidence": 0.9, "handoff": false}).to_string(),
+        )
+    };
+    let agent = http_stub::serve(Answer::Route(Arc::new(route))).await.expect("stub");
+    env.config.responder.kind = ResponderKind::Http;
+    env.config.responder.url = agent.url.clone();
+    env.config.responder.timeout_ms = 4_000;
+    env.config.worker.message_deadline_secs = 5;
+    env.config.worker.retry_base_delay_ms = 1_500;
+    // The waiter that finds the line gone pauses a third of the lease and a
+    // second (5 s) before it claims: the retry (1.5-1.9 s) is back long before.
+    env.config.redis.lock_ttl_secs = 12;
+    let mut worker = env.spawn_worker("w-retry-place");
+    env.ready(&mut worker).await;
+
+    let customer = "+254700000032";
+    env.publish_json(&env.message("m-place-1", customer, "first")).await;
+    eventually("the first failed once", || async { worker.tally.failed.load(Ordering::Relaxed) == 1 }).await;
+    env.publish_json(&env.message("m-place-2", customer, "second")).await;
+    // The second waits behind the first's kept place; then Redis loses it all.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.flush_redis().await;
+
+    let replies = crate::turns::replies(&env, 2).await;
+    worker.stop().await.expect("stop");
+    let texts: Vec<&str> = replies.iter().filter_map(|r| r["text"].as_str()).collect();
+    assert_eq!(texts, ["re: first", "re: second"], "the retried first is not overtaken");
+    let seen = crate::turns::seen_by_agent(&agent, customer);
+    assert_eq!(seen.last(), Some(&("second".to_owned(), vec!["first".to_owned()])));
     env.finish().await;
 }

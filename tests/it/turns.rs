@@ -418,3 +418,37 @@ async fn a_worker_woken_after_its_lease_lapsed_but_before_its_connection_dropped
     }
     env.finish().await;
 }
+
+/// `x-worker-intake` (the place a retry of ours keeps in line) on a gateway's
+/// message is the gateway's data: a message claiming to be older than the one
+/// waiting before it does not jump the line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_claiming_an_earlier_place_in_line_is_not_believed() {
+    let mut env = TestEnv::new().await;
+    let agent = echo_agent(Duration::from_millis(300)).await;
+    env.config.responder.kind = ResponderKind::Http;
+    env.config.responder.url = agent.url.clone();
+    let mut worker = env.spawn_worker("w-forged-place");
+    env.ready(&mut worker).await;
+
+    let customer = "+254700000033";
+    for (i, text) in ["zero", "one"].iter().enumerate() {
+        env.publish_json(&env.message(&format!("m-forged-{i}"), customer, text)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut forged = lapin::types::FieldTable::default();
+    // Ten seconds ago: before the two above, and recent enough for a retry of ours.
+    let ten_seconds_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64 - 10_000_000)
+        .expect("clock");
+    forged.insert("x-worker-intake".into(), lapin::types::AMQPValue::LongLongInt(ten_seconds_ago));
+    let last = env.message("m-forged-2", customer, "two");
+    env.publish_with_headers(last.to_string().as_bytes(), forged).await;
+
+    let replies = replies(&env, 3).await;
+    worker.stop().await.expect("stop");
+    let texts: Vec<&str> = replies.iter().filter_map(|r| r["text"].as_str()).collect();
+    assert_eq!(texts, ["re: zero", "re: one", "re: two"]);
+    env.finish().await;
+}
