@@ -263,7 +263,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         answered.extend(reply.fingerprints.iter().cloned());
         if order.replied(&reply) == Verdict::OutOfOrder {
             let after = boundaries.iter().filter(|(_, depth)| depth.is_some_and(|d| d as usize <= position));
-            late_by_phase[after.count()] += 1;
+            let phase = after.count();
+            late_by_phase[phase] += 1;
+            // A few of each phase, named, to find them in the workers' logs.
+            if late_by_phase[phase] <= 3 {
+                let answers: Vec<&str> =
+                    reply.fingerprints.iter().map(|fp| fp.get(..12).unwrap_or(fp)).collect();
+                println!("chaos: a late reply after fault {phase} answers {}", answers.join(" "));
+            }
         }
     }
     let in_order = order.tally();

@@ -84,6 +84,8 @@ struct Conversation {
     name: String,
     /// The publish places of its messages, in publish order.
     published: Vec<u64>,
+    /// Their fingerprints, in the same order (to find them in the workers' logs).
+    fingerprints: Vec<String>,
     /// The publish places its replies answered, in the order they arrived.
     answered: Vec<u64>,
     /// The latest publish place any of its replies answered so far.
@@ -102,7 +104,14 @@ impl Conversation {
             .map(|place| self.published.binary_search(place).map_or("?".into(), |i| (i + 1).to_string()))
             .collect();
         let more = if self.answered.len() > 20 { " …" } else { "" };
-        format!("{}: its messages answered in the order {}{more}", self.name, numbers.join(" "))
+        let fingerprints: Vec<&str> =
+            self.fingerprints.iter().take(20).map(|fp| fp.get(..12).unwrap_or(fp)).collect();
+        format!(
+            "{}: its messages answered in the order {}{more} (messages 1… are {})",
+            self.name,
+            numbers.join(" "),
+            fingerprints.join(" ")
+        )
     }
 }
 
@@ -147,6 +156,7 @@ impl Order {
             self.conversations.push(Conversation { name: conversation.to_owned(), ..Default::default() });
         }
         self.conversations[index].published.push(self.published);
+        self.conversations[index].fingerprints.push(fingerprint.to_owned());
         self.messages.insert(fingerprint.to_owned(), (index, self.published));
         self.published += 1;
     }
@@ -224,7 +234,10 @@ mod tests {
         assert_eq!(order.replied(&reply("r-b1", &["b1"])), Verdict::InOrder);
         let tally = order.tally();
         assert_eq!((tally.out_of_order, tally.late_replies), (1, 1));
-        assert_eq!(tally.example.as_deref(), Some("A: its messages answered in the order 2 1"));
+        assert_eq!(
+            tally.example.as_deref(),
+            Some("A: its messages answered in the order 2 1 (messages 1… are a1 a2)")
+        );
     }
 
     #[test]
