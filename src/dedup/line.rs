@@ -23,6 +23,10 @@ pub struct InLine {
     /// The message it waited behind last time: if that one's state says it
     /// ended, the claim takes it out of the line (its end was not recorded there).
     pub ahead: Option<crate::model::Fingerprint>,
+    /// The delivery of the conversation read just before this one by this
+    /// process, while it waits in line: should it have no place (Redis lost
+    /// the line), this one does not take the turn ahead of it either.
+    pub before: Option<crate::model::Fingerprint>,
 }
 
 /// One entry of a line, as the hash holds it: `<status>|<instance>|<worker id>|<since ms>`.

@@ -190,6 +190,7 @@ impl Dedup {
                 .arg(place.skip.as_deref().unwrap_or(""))
                 .arg(self.keys.wake_channel(""))
                 .arg(place.ahead.as_ref().map_or("", |a| a.as_str()))
+                .arg(place.before.as_ref().map_or("", |b| b.as_str()))
                 .invoke_async(&mut self.redis.clone())
                 .await?;
             return Ok(match verdict.as_str() {

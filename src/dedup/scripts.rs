@@ -50,7 +50,8 @@ end
 /// dead ('' for none), 9 intake time µs (the message's place in line), 10 line
 /// TTL ms, 11 '1' if this delivery stood in line before, 12 an entry the caller
 /// found abandoned, `<fp>|<since>`, to remove if unchanged ('' for none), 13
-/// the wake channels' prefix, 14 the fingerprint KEYS[6] is the state of ('' for none).
+/// the wake channels' prefix, 14 the fingerprint KEYS[6] is the state of ('' for none),
+/// 15 the delivery read before this one by its process, still waiting ('' for none).
 /// Safe to run twice with the same ARGV (a cluster client re-sends a request
 /// whose connection dropped before the answer came): a lock already holding
 /// ARGV[1] is this very claim's, and its acquisition is answered again.
@@ -93,8 +94,11 @@ if ARGV[14] ~= '' then
 end
 local lost = false
 local joined = false
+-- A place taken anew is a place Redis lost if this delivery stood in line
+-- before, or if the one read before it by its process, waiting, has none.
 if redis.call('ZADD', KEYS[4], 'NX', ARGV[9], fp) == 1 then
-  lost = ARGV[11] == '1'
+  local before = ARGV[15] or ''
+  lost = ARGV[11] == '1' or (before ~= '' and not redis.call('ZSCORE', KEYS[4], before))
   joined = not lost
 end
 local turn = redis.call('HMGET', KEYS[5], '.current', '.burst')

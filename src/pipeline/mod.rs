@@ -16,7 +16,7 @@ mod stop;
 mod turn;
 
 pub use burst::{CoalesceDefaults, Coalescing};
-pub use turn::{Slot, TurnSettings};
+pub use turn::{Slot, TurnSettings, Waiting};
 
 use std::future::Future;
 use std::sync::Arc;

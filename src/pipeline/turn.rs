@@ -53,24 +53,66 @@ pub struct Slot {
     after: Option<oneshot::Receiver<()>>,
     /// Fired (or dropped) once this one is.
     in_line: Option<oneshot::Sender<()>>,
+    /// The previous delivery's fingerprint while it waits in line, and this one's.
+    before: Option<Arc<Waiting>>,
+    own: Option<Arc<Waiting>>,
+}
+
+/// Which message a delivery is, while it waits in line (for the next delivery
+/// of its conversation in the same process to name in its claim).
+#[derive(Default)]
+pub struct Waiting(std::sync::Mutex<Option<Fingerprint>>);
+
+impl Waiting {
+    fn set(&self, fp: Option<&Fingerprint>) {
+        *self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = fp.cloned();
+    }
+
+    fn get(&self) -> Option<Fingerprint> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
 }
 
 impl Slot {
     pub fn held(semaphore: Arc<Semaphore>, permit: OwnedSemaphorePermit) -> Self {
-        Self { semaphore: Some(semaphore), permit: Some(permit), after: None, in_line: None }
+        Self {
+            semaphore: Some(semaphore),
+            permit: Some(permit),
+            after: None,
+            in_line: None,
+            before: None,
+            own: None,
+        }
     }
 
     /// No slot to hand back (a test driving one envelope at a time).
     pub fn unbounded() -> Self {
-        Self { semaphore: None, permit: None, after: None, in_line: None }
+        Self { semaphore: None, permit: None, after: None, in_line: None, before: None, own: None }
     }
 
     /// Orders this delivery after `after` (the previous one of its
     /// conversation read by this process); `in_line` tells the next one.
-    pub fn ordered(mut self, after: Option<oneshot::Receiver<()>>, in_line: oneshot::Sender<()>) -> Self {
-        self.after = after;
+    /// `before`: what the previous one shows while it waits; `own`: this one's.
+    pub fn ordered(
+        mut self,
+        after: Option<(oneshot::Receiver<()>, Arc<Waiting>)>,
+        in_line: oneshot::Sender<()>,
+        own: Arc<Waiting>,
+    ) -> Self {
+        (self.after, self.before) = after.map_or((None, None), |(rx, before)| (Some(rx), Some(before)));
         self.in_line = Some(in_line);
+        self.own = Some(own);
         self
+    }
+
+    fn waiting_before(&self) -> Option<Fingerprint> {
+        self.before.as_ref().and_then(|before| before.get())
+    }
+
+    fn waiting_as(&self, fp: Option<&Fingerprint>) {
+        if let Some(own) = &self.own {
+            own.set(fp);
+        }
     }
 
     async fn wait_for_predecessor(&mut self) {
@@ -124,8 +166,13 @@ impl Pipeline {
         list_key: &ListKey,
         slot: &mut Slot,
     ) -> Result<Claim, Outcome> {
-        let mut place =
-            InLine { intake_us: envelope.intake_us, stood_before: false, skip: None, ahead: None };
+        let mut place = InLine {
+            intake_us: envelope.intake_us,
+            stood_before: false,
+            skip: None,
+            ahead: None,
+            before: None,
+        };
         let mut room: Option<OwnedSemaphorePermit> = None;
         let mut waiting_since: Option<Instant> = None;
         let mut pause = LOOK_AGAIN_FIRST;
@@ -134,6 +181,7 @@ impl Pipeline {
         let ended = loop {
             // Listen before asking: a wake sent in between is not missed.
             let mut wake = self.wakes.listen(fp.as_str());
+            place.before = slot.waiting_before();
             let claim = self.timed("lock", self.dedup.claim(line, fp, &place, Some(list_key.as_str()))).await;
             // Only a claim Redis answered put it in line: until then the
             // conversation's next delivery in this process waits behind it
@@ -187,6 +235,7 @@ impl Pipeline {
                     }
                 },
             };
+            slot.waiting_as(Some(fp));
             // What a wait ended here is parked for: Redis down still fails the attempt.
             let mut parked = |ahead| match unreachable.take() {
                 Some(e) => Parked::Redis(e),
@@ -211,6 +260,7 @@ impl Pipeline {
             }
             slot.take_again().await;
         };
+        slot.waiting_as(None);
         if let Some(since) = waiting_since {
             self.metrics.turns_waiting.dec();
             self.metrics.turn_wait_seconds.observe(since.elapsed().as_secs_f64());

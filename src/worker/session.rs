@@ -20,7 +20,7 @@ use crate::broker::{Broker, Incoming};
 use crate::config::{Config, ProducerContext};
 use crate::outcome::event::Settled;
 use crate::outcome::{Failure, Outcome, RetryPolicy};
-use crate::pipeline::{Pipeline, Slot};
+use crate::pipeline::{Pipeline, Slot, Waiting};
 use crate::telemetry::spans;
 
 pub(super) struct Session<'a> {
@@ -138,7 +138,7 @@ impl Session<'_> {
 /// takes its place in line after it (see [`Slot::ordered`]).
 #[derive(Default)]
 struct LocalOrder {
-    last: HashMap<u64, oneshot::Receiver<()>>,
+    last: HashMap<u64, (oneshot::Receiver<()>, Arc<Waiting>)>,
 }
 
 impl LocalOrder {
@@ -149,11 +149,12 @@ impl LocalOrder {
     fn place(&mut self, slot: Slot, body: &[u8]) -> Slot {
         let Some(conversation) = crate::decode::conversation_key(body) else { return slot };
         if self.last.len() >= Self::PRUNE_AT {
-            self.last.retain(|_, rx| matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
+            self.last.retain(|_, (rx, _)| matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
         }
         let (tx, rx) = oneshot::channel();
-        let after = self.last.insert(conversation, rx);
-        slot.ordered(after, tx)
+        let own = Arc::new(Waiting::default());
+        let after = self.last.insert(conversation, (rx, own.clone()));
+        slot.ordered(after, tx, own)
     }
 }
 

@@ -96,18 +96,16 @@ async fn a_conversation_arriving_while_redis_is_unreachable_waits_for_it_and_kee
     env.finish().await;
 }
 
-/// A message in a retry queue when Redis loses its conversation's line comes
-/// back with the time it was first read (`x-worker-intake`), and takes its
-/// place again ahead of the later message that waited behind it — not at the
-/// end of the line, as the newest message would.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retried_message_whose_line_redis_lost_takes_its_place_again_ahead_of_the_next() {
+/// A test world whose agent fails the message "first" once (503) and answers
+/// every other "re: <text>", with a retry that comes back after 1.5-1.9 s and a
+/// lease of 12 s, so that a waiter that finds its line gone pauses 5 s (a third
+/// of it and a second) before it claims: long after the retry is back.
+async fn first_fails_once() -> (TestEnv, http_stub::Stub) {
     let mut env = TestEnv::new().await;
     let failures = Arc::new(AtomicU32::new(0));
-    let failed = failures.clone();
     let route = move |body: &Value| {
         let text = body["inbound"]["text"].as_str().unwrap_or_default().to_owned();
-        if text == "first" && failed.fetch_add(1, Ordering::SeqCst) == 0 {
+        if text == "first" && failures.fetch_add(1, Ordering::SeqCst) == 0 {
             return Answer::Json(503, r#"{"error":"busy"}"#.into());
         }
         Answer::Json(
@@ -121,9 +119,17 @@ async fn a_retried_message_whose_line_redis_lost_takes_its_place_again_ahead_of_
     env.config.responder.timeout_ms = 4_000;
     env.config.worker.message_deadline_secs = 5;
     env.config.worker.retry_base_delay_ms = 1_500;
-    // The waiter that finds the line gone pauses a third of the lease and a
-    // second (5 s) before it claims: the retry (1.5-1.9 s) is back long before.
     env.config.redis.lock_ttl_secs = 12;
+    (env, agent)
+}
+
+/// A message in a retry queue when Redis loses its conversation's line comes
+/// back with the time it was first read (`x-worker-intake`), and takes its
+/// place again ahead of the later message that waited behind it — not at the
+/// end of the line, as the newest message would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_message_whose_line_redis_lost_takes_its_place_again_ahead_of_the_next() {
+    let (env, agent) = first_fails_once().await;
     let mut worker = env.spawn_worker("w-retry-place");
     env.ready(&mut worker).await;
 
@@ -141,5 +147,34 @@ async fn a_retried_message_whose_line_redis_lost_takes_its_place_again_ahead_of_
     assert_eq!(texts, ["re: first", "re: second"], "the retried first is not overtaken");
     let seen = crate::turns::seen_by_agent(&agent, customer);
     assert_eq!(seen.last(), Some(&("second".to_owned(), vec!["first".to_owned()])));
+    env.finish().await;
+}
+
+/// Redis loses the line while a message waits in it: the next message of the
+/// conversation, read by the same process, finds the line empty but does not
+/// take the turn ahead of the one still waiting before it (nor ahead of the
+/// retry both wait for); all three are answered in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_read_after_one_waiting_in_a_lost_line_does_not_take_the_turn_ahead_of_it() {
+    let (env, agent) = first_fails_once().await;
+    let mut worker = env.spawn_worker("w-lost-line");
+    env.ready(&mut worker).await;
+
+    let customer = "+254700000034";
+    env.publish_json(&env.message("m-lost-1", customer, "first")).await;
+    eventually("the first failed once", || async { worker.tally.failed.load(Ordering::Relaxed) == 1 }).await;
+    env.publish_json(&env.message("m-lost-2", customer, "second")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The second waits behind the first's kept place; Redis loses it all, and
+    // the third comes before the second has looked again.
+    env.flush_redis().await;
+    env.publish_json(&env.message("m-lost-3", customer, "third")).await;
+
+    let replies = crate::turns::replies(&env, 3).await;
+    worker.stop().await.expect("stop");
+    let texts: Vec<&str> = replies.iter().filter_map(|r| r["text"].as_str()).collect();
+    assert_eq!(texts, ["re: first", "re: second", "re: third"]);
+    let seen = crate::turns::seen_by_agent(&agent, customer);
+    assert_eq!(seen.last(), Some(&("third".to_owned(), vec!["first".to_owned(), "second".to_owned()])));
     env.finish().await;
 }
