@@ -28,6 +28,8 @@
 //! | `<p>alive:<instance>` | string | a running process (worker id) |
 //! | `<p>wake:<instance>` | pub/sub channel | "your turn": a fingerprint whose message that process holds, waiting |
 //! | `<p>sweeper` | string | whose turn the fleet-wide sweep is |
+//! | `<p>pause:<endpoint>` | string | until when (ms) the fleet calls no responder at `<endpoint>` (a hash of its kind and URL): it asked to slow down |
+//! | `<p>pauses:<endpoint>` | pub/sub channel | such a pause, announced as it begins |
 //! | `<p>cache:<kind>:<tenant>` | string | shared catalog cache entry |
 //! | `<p>stats:<tenant or all>:<minute>` | string | cached `worker stats` figures |
 
@@ -135,6 +137,16 @@ impl Keys {
     /// The channel a process listens on for "your turn" (no tag: a channel, not a key).
     pub fn wake_channel(&self, instance: &str) -> String {
         format!("{}wake:{instance}", self.prefix)
+    }
+
+    /// Until when (ms since the epoch) calls to responder `endpoint` are paused.
+    pub fn pause(&self, endpoint: &str) -> String {
+        format!("{}pause:{endpoint}", self.prefix)
+    }
+
+    /// Where a pause of responder `endpoint` is announced to the fleet.
+    pub fn pause_channel(&self, endpoint: &str) -> String {
+        format!("{}pauses:{endpoint}", self.prefix)
     }
 
     pub fn alive(&self, instance: &str) -> String {

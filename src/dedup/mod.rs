@@ -23,6 +23,7 @@
 mod guard;
 mod inspect;
 pub mod line;
+pub mod pauses;
 mod scripts;
 pub mod sweeper;
 pub mod wakes;

@@ -107,6 +107,24 @@ impl Wakes {
 /// answers, and wakes the waiters named by what arrives, until `stop`;
 /// reconnects (every second at most) when the connection drops.
 pub async fn listen(urls: String, channel: String, wakes: Wakes, stop: CancellationToken) {
+    each_message(
+        urls,
+        channel,
+        move |fingerprint| {
+            wakes.wake(&fingerprint);
+        },
+        stop,
+    )
+    .await
+}
+
+/// Subscribes to `channel` as [`listen`] does, handing each message's text to `heard`.
+pub(super) async fn each_message(
+    urls: String,
+    channel: String,
+    heard: impl Fn(String),
+    stop: CancellationToken,
+) {
     let nodes: Vec<String> = seeds(&urls).map(str::to_owned).collect();
     let mut node = 0;
     loop {
@@ -126,13 +144,13 @@ pub async fn listen(urls: String, channel: String, wakes: Wakes, stop: Cancellat
                         m = messages.next() => m,
                     };
                     let Some(message) = message else { break };
-                    if let Ok(fingerprint) = message.get_payload::<String>() {
-                        wakes.wake(&fingerprint);
+                    if let Ok(text) = message.get_payload::<String>() {
+                        heard(text);
                     }
                 }
-                tracing::warn!("the turn subscription was lost; subscribing again");
+                tracing::warn!(%channel, "a subscription was lost; subscribing again");
             }
-            Err(e) => tracing::warn!(error = %e, "could not subscribe for turns; trying again"),
+            Err(e) => tracing::warn!(%channel, error = %e, "could not subscribe; trying again"),
         }
         tokio::select! {
             _ = stop.cancelled() => return,

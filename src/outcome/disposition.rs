@@ -34,6 +34,11 @@ impl Outcome {
             Outcome::Deferred { .. } | Outcome::Waiting { .. } => {
                 Disposition::Defer { delay: policy.delay_after(1, jitter_unit) }
             }
+            // Spread by up to a quarter, so that the messages a pause parked
+            // do not all come back at once.
+            Outcome::SlowedDown { pause, .. } => {
+                Disposition::Defer { delay: *pause + pause.mul_f64(0.25 * jitter_unit.clamp(0.0, 1.0)) }
+            }
             Outcome::Failed { error, .. } if attempt >= policy.max_attempts => {
                 Disposition::DeadLetter { kind: "failed", error: error.render(), attempts: Some(attempt) }
             }
@@ -87,6 +92,23 @@ mod tests {
                 error: "the database writer has stopped".into(),
                 attempts: Some(5)
             }
+        );
+    }
+
+    #[test]
+    fn a_message_the_responder_slowed_down_waits_its_pause_and_never_dead_letters() {
+        let fp = Fingerprint::of("t", "web", "c", "m", "x");
+        let slowed = Outcome::SlowedDown { fingerprint: fp, pause: Duration::from_secs(2) };
+        for attempt in [1, 5, 50] {
+            assert_eq!(
+                slowed.disposition(attempt, &policy(), 0.0),
+                Disposition::Defer { delay: Duration::from_secs(2) }
+            );
+        }
+        assert_eq!(
+            slowed.disposition(1, &policy(), 1.0),
+            Disposition::Defer { delay: Duration::from_millis(2_500) },
+            "spread by up to a quarter"
         );
     }
 

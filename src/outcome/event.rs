@@ -45,6 +45,10 @@ impl Settled<'_> {
             Outcome::Waiting { fingerprint, behind } => {
                 tracing::debug!(%fingerprint, %behind, "waiting for its conversation's turn; parked, keeping its place");
             }
+            Outcome::SlowedDown { fingerprint, pause } => {
+                let pause_ms = pause.as_millis() as u64;
+                tracing::info!(%fingerprint, pause_ms, "the responder asks to slow down; parked without spending an attempt");
+            }
             Outcome::Rejected(r) => {
                 tracing::warn!(message_id, kind = r.kind.as_str(), error = %r.error, "rejected");
             }

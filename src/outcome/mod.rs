@@ -84,6 +84,13 @@ pub enum Outcome {
         fingerprint: Fingerprint,
         behind: Fingerprint,
     },
+    /// The responder asked to slow down (CONTRACT §3): the message is parked
+    /// for as long as it asked, without spending an attempt, and keeps its
+    /// place in line.
+    SlowedDown {
+        fingerprint: Fingerprint,
+        pause: std::time::Duration,
+    },
     /// A transient fault: the message is retried later.
     Failed {
         fingerprint: Option<Fingerprint>,
@@ -99,7 +106,7 @@ impl Outcome {
             Outcome::Duplicate { .. } => "duplicate",
             Outcome::Rejected(_) => "rejected",
             Outcome::Coalesced { .. } => "coalesced",
-            Outcome::Deferred { .. } | Outcome::Waiting { .. } => "deferred",
+            Outcome::Deferred { .. } | Outcome::Waiting { .. } | Outcome::SlowedDown { .. } => "deferred",
             Outcome::Failed { .. } => "failed",
         }
     }

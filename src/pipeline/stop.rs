@@ -12,6 +12,8 @@ pub(super) enum Stop {
     Reject(Rejection),
     /// A transient fault: the message is retried.
     Fail(Failure),
+    /// The responder asked to slow down: parked for this long, no attempt spent.
+    SlowDown(std::time::Duration),
     /// It turned out to be handled already (a copy of a message coalesced
     /// into its burst, found by the database).
     Duplicate,
@@ -23,6 +25,7 @@ impl Stop {
             Stop::Reject(rejection) => Outcome::Rejected(rejection),
             Stop::Fail(error) => Outcome::Failed { fingerprint: Some(fingerprint), error },
             Stop::Duplicate => Outcome::Duplicate { fingerprint, of: DuplicateOf::Completed },
+            Stop::SlowDown(pause) => Outcome::SlowedDown { fingerprint, pause },
         }
     }
 }
@@ -42,7 +45,20 @@ macro_rules! transient {
         }
     )*};
 }
-transient!(RespondError, BrokerError, DedupError, Cut);
+transient!(BrokerError, DedupError, Cut);
+
+/// A responder's request to slow down parks the message (CONTRACT §3); any
+/// other responder error is transient.
+impl From<RespondError> for Stop {
+    fn from(e: RespondError) -> Self {
+        match e {
+            RespondError::SlowDown { retry_after, .. } => {
+                Stop::SlowDown(crate::respond::throttle::pause_for(retry_after))
+            }
+            e => Stop::Fail(e.into()),
+        }
+    }
+}
 
 /// A store error is transient unless the message itself caused it (a value
 /// PostgreSQL cannot take): that one would fail every attempt the same way, so

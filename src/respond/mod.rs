@@ -16,6 +16,7 @@ pub mod builtin;
 pub mod http;
 pub mod openai;
 pub mod shown;
+pub mod throttle;
 mod transport;
 pub mod untrusted;
 
@@ -26,6 +27,7 @@ use serde::Serialize;
 
 pub use crate::model::{Answer, Usage};
 pub use builtin::Builtin;
+pub use throttle::{Pause, Throttled};
 pub use untrusted::Untrusted;
 
 use crate::config::{ResponderConfig, ResponderKind};
@@ -72,8 +74,8 @@ pub enum RespondError {
     #[error("responder: {0}")]
     Transient(String),
     /// 429, or 503 with `Retry-After`: the responder asks to be called less
-    /// (CONTRACT §3). For now a transient failure like any other; kept apart so
-    /// that waiting for it instead can be decided where it is recognised.
+    /// (CONTRACT §3): every call of this process to it pauses that long
+    /// ([`throttle`]), and the message is parked without spending an attempt.
     #[error("responder asks to slow down{}: {detail}", after(.retry_after))]
     SlowDown { retry_after: Option<std::time::Duration>, detail: String },
     /// A 3xx, a 4xx, or an answer too large or that cannot be read: logged
@@ -94,14 +96,18 @@ pub trait Responder: Send + Sync {
 
 /// The responder `worker.toml` asks for; a remote one wrapped in [`Untrusted`].
 /// `record_contents`: put message texts on the GenAI span (personal data).
+/// `pause`: the endpoint's pause, shared with the fleet (see [`throttle`]).
 pub fn from_config(
     config: &ResponderConfig,
     record_contents: bool,
+    pause: Arc<Pause>,
 ) -> Result<Arc<dyn Responder>, RespondError> {
     Ok(match config.kind {
         ResponderKind::Builtin => Arc::new(Builtin { handoff_threshold: config.handoff_threshold }),
-        ResponderKind::Openai => Arc::new(Untrusted(openai::OpenAi::new(config, record_contents)?)),
-        ResponderKind::Http => Arc::new(Untrusted(http::HttpAgent::new(config)?)),
+        ResponderKind::Openai => {
+            Arc::new(Throttled::new(Untrusted(openai::OpenAi::new(config, record_contents)?), pause))
+        }
+        ResponderKind::Http => Arc::new(Throttled::new(Untrusted(http::HttpAgent::new(config)?), pause)),
     })
 }
 

@@ -92,7 +92,7 @@ impl Tally {
             Outcome::Duplicate { .. } => &self.duplicate,
             Outcome::Rejected(_) => &self.rejected,
             Outcome::Failed { .. } => &self.failed,
-            Outcome::Deferred { .. } | Outcome::Waiting { .. } => &self.deferred,
+            Outcome::Deferred { .. } | Outcome::Waiting { .. } | Outcome::SlowedDown { .. } => &self.deferred,
             Outcome::Coalesced { .. } => &self.coalesced,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -122,8 +122,10 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
         broker.declare(config.worker.max_attempts).await.map_err(RunError::Topology)?;
     }
 
-    let responder = respond::from_config(&config.responder, config.tracing.record_message_content)
-        .map_err(RunError::Responder)?;
+    let pause = Arc::new(respond::Pause::default());
+    let responder =
+        respond::from_config(&config.responder, config.tracing.record_message_content, pause.clone())
+            .map_err(RunError::Responder)?;
     let admin = tokio::net::TcpListener::bind(&config.admin.addr)
         .await
         .map_err(|error| RunError::Admin { addr: config.admin.addr.clone(), error })?;
@@ -198,6 +200,20 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
             background.stop_token(),
         ),
     );
+    if config.responder.kind != crate::config::ResponderKind::Builtin {
+        let kind = format!("{:?}", config.responder.kind);
+        background.spawn(
+            "responder pauses",
+            crate::dedup::pauses::share(
+                redis.clone(),
+                config.redis.url.clone(),
+                dedup.keys().clone(),
+                crate::dedup::pauses::endpoint(&kind, &config.responder.url),
+                pause,
+                background.stop_token(),
+            ),
+        );
+    }
     tracing::info!(
         %worker_id,
         concurrency = config.worker.concurrency,

@@ -44,7 +44,7 @@ async fn ask(
 ) -> (Result<respond::Answer, RespondError>, http_stub::Stub) {
     let stub = http_stub::serve(answer).await.expect("stub");
     let config = ResponderConfig { max_response_bytes, ..config(ResponderKind::Http, &stub.url) };
-    let responder = respond::from_config(&config, false).expect("responder");
+    let responder = respond::from_config(&config, false, Default::default()).expect("responder");
     let f = crate::responders::fixture();
     (responder.respond(&crate::responders::context(&f)).await, stub)
 }
@@ -116,14 +116,22 @@ async fn the_http_responder_sends_no_credential_unless_one_is_configured_for_it(
     // The OpenAI key's variable is set, but nothing is configured for the agent.
     let unconfigured =
         ResponderConfig { api_key_env: var.clone(), ..config(ResponderKind::Http, &agent.url) };
-    respond::from_config(&unconfigured, false).expect("responder").respond(&ctx).await.expect("answer");
+    respond::from_config(&unconfigured, false, Default::default())
+        .expect("responder")
+        .respond(&ctx)
+        .await
+        .expect("answer");
     assert_eq!(agent.header("authorization"), [None]);
     let heads = agent.requests.lock().unwrap_or_else(|p| p.into_inner()).clone();
     assert!(!String::from_utf8_lossy(&heads[0].1).contains(&key) && !heads[0].0.contains(&key));
 
     // Configured for it: sent, and a Debug of the responder does not show it.
     let configured = ResponderConfig { http_token_env: var.clone(), ..unconfigured.clone() };
-    respond::from_config(&configured, false).expect("responder").respond(&ctx).await.expect("answer");
+    respond::from_config(&configured, false, Default::default())
+        .expect("responder")
+        .respond(&ctx)
+        .await
+        .expect("answer");
     assert_eq!(agent.header("authorization")[1], Some(format!("Bearer {key}").to_lowercase()));
     let with_password = ResponderConfig { url: "http://agent:hunter2@127.0.0.1:9/a".into(), ..configured };
     let debug = format!("{:?}", respond::http::HttpAgent::new(&with_password).expect("responder"));
@@ -135,7 +143,11 @@ async fn the_http_responder_sends_no_credential_unless_one_is_configured_for_it(
             .await
             .expect("stub");
     let openai = ResponderConfig { api_key_env: var, ..config(ResponderKind::Openai, &completions.url) };
-    respond::from_config(&openai, false).expect("responder").respond(&ctx).await.expect("answer");
+    respond::from_config(&openai, false, Default::default())
+        .expect("responder")
+        .respond(&ctx)
+        .await
+        .expect("answer");
     assert_eq!(completions.header("authorization"), [Some(format!("Bearer {key}").to_lowercase())]);
     let debug = format!("{:?}", respond::openai::OpenAi::new(&openai, false).expect("responder"));
     assert!(debug.contains("Secret(***)") && !debug.contains(&key), "{debug}");

@@ -5,6 +5,7 @@ mod harness;
 
 mod admin_endpoint;
 mod admin_rows;
+mod backpressure;
 mod batch_isolation;
 mod budget;
 mod bursts;

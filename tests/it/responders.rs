@@ -119,7 +119,8 @@ async fn ask_about(
     } else {
         format!("{}/agent", stub.url)
     };
-    let responder = respond::from_config(&config(kind, &url, timeout_ms), false).expect("responder");
+    let responder =
+        respond::from_config(&config(kind, &url, timeout_ms), false, Default::default()).expect("responder");
     (responder.respond(&context(f)).await, stub)
 }
 
