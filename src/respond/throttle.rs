@@ -162,8 +162,11 @@ impl<R: Responder> Responder for Throttled<R> {
         Box::pin(async move {
             let pause = &*self.pause;
             loop {
-                // Registered before looking, so a probe that ends in between is heard.
+                // Registered before looking, so a probe that ends in between is
+                // heard (a `Notified` only counts once enabled or polled).
                 let probed = pause.probed.notified();
+                tokio::pin!(probed);
+                probed.as_mut().enable();
                 match pause.admit(Instant::now()) {
                     Admission::Call { probe } => {
                         let unanswered = probe.then(|| Unanswered(pause));
