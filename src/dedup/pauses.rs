@@ -1,8 +1,9 @@
 //! A responder's request to slow down, shared by the fleet (CONTRACT §3): the
-//! process that hears it announces the pause on `<prefix>pauses:<endpoint>`
-//! and keeps it in `<prefix>pause:<endpoint>` for as long as it lasts (for the
-//! processes that start meanwhile); every process takes it up in its
-//! [`Pause`]. Nothing here is on a message's path: a message costs no Redis
+//! process that hears it announces what is left of the pause (ms, so no two
+//! clocks need agree) on `<prefix>pauses:<endpoint>`, and keeps a key
+//! `<prefix>pause:<endpoint>` that lives as long (for the processes that start
+//! meanwhile); every process takes it up in its [`Pause`]. Pauses heard while
+//! one is announced merge into the latest; one already over is not said. Nothing here is on a message's path: a message costs no Redis
 //! round trip for it.
 
 use std::sync::Arc;
@@ -11,7 +12,6 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use super::now_ms;
 use crate::keys::Keys;
 use crate::redis_conn::RedisConn;
 use crate::respond::Pause;
@@ -35,40 +35,49 @@ pub async fn share(
 ) {
     let key = keys.pause(&endpoint);
     let channel = keys.pause_channel(&endpoint);
-    let in_force: Option<i64> =
-        redis::cmd("GET").arg(&key).query_async(&mut redis.clone()).await.unwrap_or(None);
-    if let Some(until_ms) = in_force {
-        pause.until(instant_at(until_ms));
-    }
     let Some(mut heard) = pause.announced() else { return };
+    // A pause in force at start: what is left of it (its key lives as long).
+    let left: Option<i64> = redis::cmd("PTTL").arg(&key).query_async(&mut redis.clone()).await.ok();
+    if let Some(left) = left.filter(|ms| *ms > 0) {
+        pause.until(Instant::now() + ms(left), Instant::now());
+    }
     let taken_up = pause.clone();
     let listening = super::wakes::each_message(
         urls,
         channel.clone(),
         move |text| {
-            if let Ok(until_ms) = text.parse::<i64>() {
-                taken_up.until(instant_at(until_ms));
+            // Announced as what is left of it, so no two clocks need agree.
+            if let Ok(left) = text.parse::<i64>() {
+                taken_up.until(Instant::now() + ms(left), Instant::now());
             }
         },
         stop.clone(),
     );
     let announcing = async {
-        while let Some(pause) = heard.recv().await {
-            let until_ms = now_ms().saturating_add(i64::try_from(pause.as_millis()).unwrap_or(i64::MAX));
+        while heard.changed().await.is_ok() {
+            let Some(until) = *heard.borrow_and_update() else { continue };
+            // What is left of it now (nothing: it is over, nothing to say).
+            let left = until.saturating_duration_since(Instant::now()).as_millis() as u64;
+            if left == 0 {
+                continue;
+            }
             let announced: redis::RedisResult<()> = async {
                 let mut conn = redis.clone();
                 redis::cmd("SET")
                     .arg(&key)
-                    .arg(until_ms)
+                    .arg(left)
                     .arg("PX")
-                    .arg(pause.as_millis().max(1) as u64)
+                    .arg(left)
                     .query_async::<()>(&mut conn)
                     .await?;
-                redis::cmd("PUBLISH").arg(&channel).arg(until_ms).query_async::<()>(&mut conn).await
+                redis::cmd("PUBLISH").arg(&channel).arg(left).query_async::<()>(&mut conn).await
             }
             .await;
-            if let Err(e) = announced {
-                tracing::warn!(error = %e, "could not announce the responder's pause to the fleet");
+            match announced {
+                Ok(()) => {
+                    tracing::info!(pause_ms = left, "the responder asked to slow down; the fleet is told")
+                }
+                Err(e) => tracing::warn!(error = %e, "could not announce the responder's pause to the fleet"),
             }
         }
     };
@@ -79,9 +88,8 @@ pub async fn share(
     }
 }
 
-/// The instant of `until_ms` (ms since the epoch) on this process's clock;
-/// no further ahead than the longest pause.
-fn instant_at(until_ms: i64) -> Instant {
-    let ahead = u64::try_from(until_ms.saturating_sub(now_ms())).unwrap_or(0);
-    Instant::now() + Duration::from_millis(ahead).min(crate::respond::throttle::MAX_PAUSE)
+/// `ms` milliseconds, no more than the longest pause (a negative or a huge
+/// number from the channel is none, or a minute).
+fn ms(ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0)).min(crate::respond::throttle::MAX_PAUSE)
 }

@@ -98,6 +98,9 @@ pub struct PipelineSettings {
     /// Which failures are the last (dead-lettered): such a message leaves its
     /// conversation's line; any other keeps its place for its retry.
     pub retry: RetryPolicy,
+    /// How long since it was first read a message may be parked, no attempt
+    /// spent, for a responder asking to slow down (half the message age limit).
+    pub slow_down_for: Duration,
 }
 
 /// What a pipeline is built from besides its configuration.
@@ -145,6 +148,7 @@ impl Pipeline {
             },
             coalesce: CoalesceDefaults::of(&config.turns),
             retry: config.retry_policy(),
+            slow_down_for: Duration::from_secs(config.worker.max_message_age_secs / 2),
         };
         let waiting = Arc::new(Semaphore::new(config.turns.waiting_limit(config.amqp.prefetch)));
         let Parts { db, dedup, cache, responder, publisher, metrics } = parts;
@@ -198,11 +202,11 @@ impl Pipeline {
         // tenant: unknown or inactive tenants are rejected (from the cached profile).
         let profile = match self.timed("tenant", self.cache.profile(inbound.tenant_id)).await {
             Ok(profile) => profile,
-            Err(e) => return self.give_up(&lease, failed(&fingerprint, e), envelope.attempt).await,
+            Err(e) => return self.give_up(&lease, failed(&fingerprint, e), envelope).await,
         };
         let Some(tenant) = profile.tenant.as_ref().filter(|t| t.is_active) else {
             let rejected = Outcome::Rejected(stop::unknown_tenant(&inbound, profile.tenant.is_some()));
-            return self.give_up(&lease, rejected, envelope.attempt).await;
+            return self.give_up(&lease, rejected, envelope).await;
         };
 
         // coalesce, where the tenant turns it on: wait for the burst to grow, or
@@ -221,7 +225,7 @@ impl Pipeline {
                     return self.coalesced(envelope, &inbound, &fingerprint, &lease, None).await;
                 }
                 Err(stop) => {
-                    return self.give_up(&lease, stop.into_outcome(fingerprint), envelope.attempt).await;
+                    return self.give_up(&lease, stop.into_outcome(fingerprint), envelope).await;
                 }
             }
         }
@@ -236,7 +240,7 @@ impl Pipeline {
             Ok(Answered::Joined(discarded)) => {
                 self.coalesced(envelope, &inbound, &fingerprint, &lease, discarded).await
             }
-            Err(stop) => self.give_up(&lease, stop.into_outcome(fingerprint), envelope.attempt).await,
+            Err(stop) => self.give_up(&lease, stop.into_outcome(fingerprint), envelope).await,
         }
     }
 
@@ -267,7 +271,7 @@ impl Pipeline {
                 self.complete(lease, &list_key, None).await;
                 Outcome::Processed { fingerprint: fingerprint.clone(), replayed: true }
             }
-            Err(stop) => self.give_up(lease, stop.into_outcome(fingerprint.clone()), envelope.attempt).await,
+            Err(stop) => self.give_up(lease, stop.into_outcome(fingerprint.clone()), envelope).await,
         }
     }
 
@@ -403,12 +407,32 @@ impl Pipeline {
     /// Releases the lock of a message whose attempt ends in `outcome`: it
     /// keeps its place in line for its retry, or leaves the line if this is
     /// its last.
-    async fn give_up(&self, lease: &Lease, outcome: Outcome, attempt: u32) -> Outcome {
-        let last = self.is_last(&outcome, attempt);
+    async fn give_up(&self, lease: &Lease, outcome: Outcome, envelope: &Envelope<'_>) -> Outcome {
+        let outcome = self.waited_enough(outcome, envelope);
+        let last = self.is_last(&outcome, envelope.attempt);
         if let Err(e) = self.dedup.abandon(lease, last).await {
             tracing::warn!(fingerprint = %lease.fingerprint, error = %e, "could not release lock; it expires by itself");
         }
         outcome
+    }
+
+    /// A message the responder keeps slowing down is parked without spending
+    /// attempts for half of `worker.max_message_age_secs` since it was first
+    /// read; past that it fails as any responder fault does (its attempts
+    /// and their delays then end it within the age: a responder that never
+    /// stops answering 429 cannot keep a message, nor its conversation, for ever).
+    fn waited_enough(&self, outcome: Outcome, envelope: &Envelope<'_>) -> Outcome {
+        let Outcome::SlowedDown { fingerprint, pause } = outcome else { return outcome };
+        let age_us = crate::model::envelope::intake_now().saturating_sub(envelope.intake_us);
+        let age = Duration::from_micros(u64::try_from(age_us).unwrap_or(0));
+        if age < self.settings.slow_down_for {
+            return Outcome::SlowedDown { fingerprint, pause };
+        }
+        let error = crate::respond::RespondError::SlowDown {
+            retry_after: Some(pause),
+            detail: format!("still asked to slow down after {} s", age.as_secs()),
+        };
+        Outcome::Failed { fingerprint: Some(fingerprint), error: error.into() }
     }
 
     /// Awaits `f` in a span of its own, recording its duration as `stage`.

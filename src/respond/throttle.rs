@@ -1,9 +1,9 @@
 //! A responder that asks to slow down (429, or 503 with `Retry-After`) is
 //! obeyed as a whole, not call by call (CONTRACT §3): one such answer pauses
 //! every call of this process to it for as long as it asked; when the pause
-//! is over one call goes first (the probe) while the others wait for its
-//! answer, so a provider still over its quota sees one call per pause, not
-//! one per message. A call refused during a pause is answered
+//! is over one call goes first (the probe), and the others are refused until
+//! it answers, so a provider still over its quota sees one call per pause,
+//! not one per message. A call refused during a pause is answered
 //! [`RespondError::SlowDown`] with the pause left, and the pipeline parks its
 //! message for that long without spending an attempt.
 
@@ -11,19 +11,22 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use tokio::sync::Notify;
 
 use super::{Answer, Context, RespondError, Responder};
 
 /// A 429 without `Retry-After` pauses this long.
 pub const DEFAULT_PAUSE: Duration = Duration::from_secs(5);
+/// A call that meets a probe out is parked this long (the probe's answer
+/// decides the rest); also the shortest pause a `Retry-After` can ask for, so
+/// that `Retry-After: 0` is not a hot loop.
+pub const PROBE_WAIT: Duration = Duration::from_secs(1);
 /// No responder makes us wait longer than this at a time (a `Retry-After` of
 /// an hour is read as a minute, and asked again then).
 pub const MAX_PAUSE: Duration = Duration::from_secs(60);
 
 /// The pause a slow-down answer asks for, within bounds.
 pub fn pause_for(retry_after: Option<Duration>) -> Duration {
-    retry_after.unwrap_or(DEFAULT_PAUSE).clamp(Duration::from_millis(100), MAX_PAUSE)
+    retry_after.unwrap_or(DEFAULT_PAUSE).clamp(PROBE_WAIT, MAX_PAUSE)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,14 +45,13 @@ enum Gate {
 /// the fleet announces is taken up with [`Pause::until`].
 pub struct Pause {
     gate: Mutex<Gate>,
-    /// Woken when a probe's answer comes back.
-    probed: Notify,
-    announce: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Duration>>,
+    /// Where the pauses this process hears of go, as the instant they end.
+    announce: std::sync::OnceLock<tokio::sync::watch::Sender<Option<Instant>>>,
 }
 
 impl Default for Pause {
     fn default() -> Self {
-        Self { gate: Mutex::new(Gate::Open), probed: Notify::new(), announce: std::sync::OnceLock::new() }
+        Self { gate: Mutex::new(Gate::Open), announce: std::sync::OnceLock::new() }
     }
 }
 
@@ -66,20 +68,23 @@ impl<R> Throttled<R> {
 }
 
 impl Pause {
-    /// The pauses this process hears of, as they are heard (once: a second
-    /// call gets `None`).
-    pub fn announced(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Duration>> {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    /// The latest end of a pause this process heard of (once: a second call
+    /// gets `None`). Pauses heard while one is being announced merge: only
+    /// the latest end is kept.
+    pub fn announced(&self) -> Option<tokio::sync::watch::Receiver<Option<Instant>>> {
+        let (tx, rx) = tokio::sync::watch::channel(None);
         self.announce.set(tx).ok().map(|()| rx)
     }
 
-    /// A pause the fleet announced: nothing is called before `until` (a
-    /// pause that ends earlier than the one in force changes nothing).
-    pub fn until(&self, until: Instant) {
+    /// A pause the fleet announced: nothing is called before `until`. A pause
+    /// that ends no later than the one in force, or already, changes nothing;
+    /// nor does one that ends while a probe is out (its answer decides).
+    pub fn until(&self, until: Instant, now: Instant) {
         let mut gate = self.gate();
         *gate = match *gate {
-            Gate::Paused { until: already } if already >= until => Gate::Paused { until: already },
-            Gate::Probing | Gate::Open | Gate::Paused { .. } => Gate::Paused { until },
+            _ if until <= now => return,
+            Gate::Paused { until: already } if already >= until => return,
+            Gate::Open | Gate::Probing | Gate::Paused { .. } => Gate::Paused { until },
         };
     }
 
@@ -102,7 +107,9 @@ impl Pause {
                 *gate = Gate::Probing;
                 Admission::Call { probe: true }
             }
-            Gate::Probing => Admission::AwaitProbe,
+            // Not waited for here: the wait would count against the message's
+            // deadline (and a cut deadline spends an attempt).
+            Gate::Probing => Admission::Refused(PROBE_WAIT),
         }
     }
 
@@ -111,23 +118,25 @@ impl Pause {
         let mut gate = self.gate();
         match result {
             Err(RespondError::SlowDown { retry_after, .. }) => {
-                let pause = pause_for(*retry_after);
-                if let Some(tx) = self.announce.get() {
-                    let _ = tx.send(pause);
-                }
-                let until = now + pause;
+                let until = now + pause_for(*retry_after);
                 // A later pause wins over an earlier one that other calls asked for.
                 *gate = match *gate {
                     Gate::Paused { until: already } if already > until => Gate::Paused { until: already },
                     _ => Gate::Paused { until },
                 };
+                if let Some(tx) = self.announce.get() {
+                    tx.send_if_modified(|latest| {
+                        let later = latest.is_none_or(|at| at < until);
+                        if later {
+                            *latest = Some(until);
+                        }
+                        later
+                    });
+                }
             }
-            _ if probe => *gate = Gate::Open,
+            // The probe answered: open, unless a pause came meanwhile.
+            _ if probe && *gate == Gate::Probing => *gate = Gate::Open,
             _ => {}
-        }
-        drop(gate);
-        if probe {
-            self.probed.notify_waiters();
         }
     }
 }
@@ -142,15 +151,12 @@ impl Drop for Unanswered<'_> {
         if *gate == Gate::Probing {
             *gate = Gate::Paused { until: Instant::now() };
         }
-        drop(gate);
-        self.0.probed.notify_waiters();
     }
 }
 
 enum Admission {
     Call { probe: bool },
     Refused(Duration),
-    AwaitProbe,
 }
 
 impl<R: Responder> Responder for Throttled<R> {
@@ -161,29 +167,18 @@ impl<R: Responder> Responder for Throttled<R> {
     fn respond<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, Result<Answer, RespondError>> {
         Box::pin(async move {
             let pause = &*self.pause;
-            loop {
-                // Registered before looking, so a probe that ends in between is
-                // heard (a `Notified` only counts once enabled or polled).
-                let probed = pause.probed.notified();
-                tokio::pin!(probed);
-                probed.as_mut().enable();
-                match pause.admit(Instant::now()) {
-                    Admission::Call { probe } => {
-                        let unanswered = probe.then(|| Unanswered(pause));
-                        let result = self.inner.respond(ctx).await;
-                        std::mem::forget(unanswered);
-                        pause.heard(&result, probe, Instant::now());
-                        return result;
-                    }
-                    Admission::Refused(left) => {
-                        return Err(RespondError::SlowDown {
-                            retry_after: Some(left),
-                            detail: "not called: the responder asked to slow down".into(),
-                        });
-                    }
-                    // The message's deadline bounds this wait, as it bounds the call.
-                    Admission::AwaitProbe => probed.await,
+            match pause.admit(Instant::now()) {
+                Admission::Call { probe } => {
+                    let unanswered = probe.then(|| Unanswered(pause));
+                    let result = self.inner.respond(ctx).await;
+                    std::mem::forget(unanswered);
+                    pause.heard(&result, probe, Instant::now());
+                    result
                 }
+                Admission::Refused(left) => Err(RespondError::SlowDown {
+                    retry_after: Some(left),
+                    detail: "not called: the responder asked to slow down".into(),
+                }),
             }
         })
     }
@@ -212,13 +207,41 @@ mod tests {
             matches!(t.admit(later), Admission::Call { probe: true }),
             "the first after the pause probes"
         );
-        assert!(matches!(t.admit(later), Admission::AwaitProbe), "the others wait for it");
+        assert!(
+            matches!(t.admit(later), Admission::Refused(wait) if wait == PROBE_WAIT),
+            "the others are parked while it is out"
+        );
         t.heard(&slow_down(3), true, later);
         assert!(matches!(t.admit(later + Duration::from_secs(1)), Admission::Refused(_)), "paused again");
         let after = later + Duration::from_secs(3);
         assert!(matches!(t.admit(after), Admission::Call { probe: true }));
         t.heard(&Err(RespondError::Transient("timeout".into())), true, after);
         assert!(matches!(t.admit(after), Admission::Call { probe: false }), "any other answer opens it");
+    }
+
+    #[test]
+    fn a_pause_heard_while_the_probe_is_out_holds_and_a_past_one_changes_nothing() {
+        let t = Pause::default();
+        let now = Instant::now();
+        t.until(now, now);
+        t.until(now - Duration::from_secs(1), now);
+        assert!(matches!(t.admit(now), Admission::Call { probe: false }), "a pause already over is none");
+        t.heard(&slow_down(1), false, now);
+        let later = now + Duration::from_secs(1);
+        assert!(matches!(t.admit(later), Admission::Call { probe: true }));
+        t.until(later + Duration::from_secs(30), later);
+        let answered = Answer {
+            text: "hi".into(),
+            handoff: false,
+            confidence: 1.0,
+            references: Vec::new(),
+            usage: Default::default(),
+        };
+        t.heard(&Ok(answered), true, later);
+        assert!(
+            matches!(t.admit(later), Admission::Refused(_)),
+            "the fleet's pause outlives the probe's answer"
+        );
     }
 
     #[test]
@@ -240,6 +263,6 @@ mod tests {
         assert!(matches!(t.admit(now + Duration::from_secs(5)), Admission::Refused(_)));
         assert_eq!(pause_for(Some(Duration::from_secs(3600))), MAX_PAUSE);
         assert_eq!(pause_for(None), DEFAULT_PAUSE);
-        assert_eq!(pause_for(Some(Duration::ZERO)), Duration::from_millis(100));
+        assert_eq!(pause_for(Some(Duration::ZERO)), PROBE_WAIT, "Retry-After: 0 is no hot loop");
     }
 }

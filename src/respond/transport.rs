@@ -137,6 +137,11 @@ impl Transport {
         let said = format!("{what} answered {status}: {}", first_bytes(&head));
         Err(match verdict {
             Verdict::Answer | Verdict::Transient => RespondError::Transient(said),
+            // A 429 that says the account's quota is spent (OpenAI's
+            // `insufficient_quota`) will not pass by waiting: it fails now.
+            Verdict::SlowDown(_) if String::from_utf8_lossy(&head).contains("insufficient_quota") => {
+                RespondError::Unusable(said)
+            }
             Verdict::SlowDown(retry_after) => RespondError::SlowDown { retry_after, detail: said },
             Verdict::Redirect => {
                 tracing::warn!(%status, "{what} answered with a redirect, which is not followed");

@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chat_worker::config::ResponderKind;
+use chat_worker::dedup::pauses;
+use chat_worker::keys::Keys;
 use serde_json::{Value, json};
 use testkit::http_stub::{self, Answer};
 
@@ -69,6 +71,9 @@ async fn a_rate_limit_is_waited_out_without_spending_attempts_and_with_one_call_
     let refusals = refused.load(Ordering::SeqCst) as usize;
     println!("calls that met the limit: {refusals} (for {MESSAGES} messages)");
     assert!(refusals <= MESSAGES + 6, "{refusals} calls met the limit: more than one per pause");
+    // Every message was parked more than once (with 2 attempts, spent, that is a dead letter).
+    let parked = tally.deferred.load(Ordering::Relaxed) as usize;
+    assert!(parked >= 2 * MESSAGES, "{parked} parkings of {MESSAGES} messages over 4 s of 1 s pauses");
     env.finish().await;
 }
 
@@ -87,6 +92,11 @@ async fn a_pause_one_worker_hears_of_holds_for_the_whole_fleet() {
 
     env.publish_json(&env.message("m-pause-0", "+254700000200", "hello")).await;
     eventually("the agent met", || async { refused.load(Ordering::SeqCst) == 1 }).await;
+    let key = Keys::new(&env.config.redis.key_prefix).pause(&pauses::endpoint("Http", &agent.url));
+    eventually("the pause announced", || async {
+        redis::cmd("EXISTS").arg(&key).query_async::<bool>(&mut env.redis.clone()).await.unwrap_or(false)
+    })
+    .await;
     // Published during the pause, to both workers.
     const LATER: usize = 9;
     for i in 1..=LATER {
@@ -98,6 +108,7 @@ async fn a_pause_one_worker_hears_of_holds_for_the_whole_fleet() {
     for worker in workers {
         worker.stop().await.expect("stop");
     }
+    assert!(by_worker.iter().all(|parked| *parked > 0), "each worker had messages to park: {by_worker:?}");
     assert_eq!(
         refused.load(Ordering::SeqCst),
         1,

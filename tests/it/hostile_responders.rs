@@ -1,6 +1,6 @@
 //! A remote responder is another party's service, and its answers are not
 //! trusted (CONTRACT §4a): a flood of bytes, a redirect, a NUL in the text,
-//! references to items the tenant does not have, "slow down", a refusal. Each
+//! references to items the tenant does not have, a 429 saying the quota is spent, a refusal. Each
 //! harms only its own message, and sends no credential the agent was not given.
 
 use std::collections::HashMap;
@@ -198,7 +198,13 @@ async fn hostile_answers_harm_only_their_own_message() {
                    {"kind": "service", "id": sprint, "position": 4},
                    {"kind": "widget", "id": trail, "position": 5}]),
         ),
-        "slow down" => Answer::Headed(429, vec![("retry-after", "1".into())], "{}".into()),
+        // A 429 that says the quota is spent: no pause (which would hold every
+        // message, as a rate limit rightly does: tests/it/backpressure.rs), a failure.
+        "quota" => Answer::Headed(
+            429,
+            vec![("retry-after", "1".into())],
+            r#"{"error":{"code":"insufficient_quota"}}"#.into(),
+        ),
         "refused" => Answer::Json(400, r#"{"error":"bad request"}"#.into()),
         _ => agent_says("From the agent", json!([])),
     };
@@ -207,7 +213,7 @@ async fn hostile_answers_harm_only_their_own_message() {
     env.config.worker.max_attempts = 2;
     let worker = env.spawn_worker("w-hostile");
 
-    let texts = ["before", "flood", "redirect", "nul", "refs", "slow down", "refused", "after"];
+    let texts = ["before", "flood", "redirect", "nul", "refs", "quota", "refused", "after"];
     let messages: Vec<Value> =
         texts.iter().map(|t| env.message(&format!("m-{t}"), &format!("c-{t}"), t)).collect();
     for message in &messages {
@@ -258,10 +264,8 @@ async fn hostile_answers_harm_only_their_own_message() {
     assert!(matches!(&dead["flood"], (k, e) if *k == failed && e.contains("larger than")), "{dead:?}");
     assert!(matches!(&dead["redirect"], (k, e) if *k == failed && e.contains("302")), "{dead:?}");
     assert!(matches!(&dead["refused"], (k, e) if *k == failed && e.contains("400")), "{dead:?}");
-    // Today "slow down" fails the attempt like a transient fault; CONTRACT §3's
-    // waiting without spending attempts comes with a later change.
-    assert!(matches!(&dead["slow down"], (k, e) if *k == failed && e.contains("slow down")), "{dead:?}");
-    for text in ["flood", "redirect", "slow down", "refused"] {
+    assert!(matches!(&dead["quota"], (k, e) if *k == failed && e.contains("insufficient_quota")), "{dead:?}");
+    for text in ["flood", "redirect", "quota", "refused"] {
         let message = &messages[texts.iter().position(|t| *t == text).expect("sent")];
         assert_eq!(env.rows(&fingerprint_of(message)).await, (0, 0), "{text}: nothing stored");
     }
