@@ -121,7 +121,7 @@ impl Incoming {
                 Err(BrokerError::Unroutable(target)) => {
                     let queue = match disposition {
                         Disposition::Retry { attempt, .. } => Some(*attempt),
-                        Disposition::Defer { .. } => Some(1),
+                        Disposition::Defer { delay } => Some(super::publish::park_queue(*delay)),
                         Disposition::DeadLetter { .. } | Disposition::Ack => None,
                     };
                     tracing::warn!(%target, "no queue took the moved message; declaring it again");

@@ -129,9 +129,10 @@ impl Publisher {
         delay: Duration,
     ) -> Result<(), BrokerError> {
         let ours = (spent > 0).then(|| (headers::ATTEMPTS, AMQPValue::LongLongInt(i64::from(spent))));
-        self.park(body, carried, ours, 1, delay).await
+        self.park(body, carried, ours, park_queue(delay), delay).await
     }
 
+    /// (See [`park_queue`] for where a deferral waits.)
     async fn park(
         &self,
         body: &[u8],
@@ -145,6 +146,15 @@ impl Publisher {
         let properties = carried.properties(ours).with_expiration(short(&delay.as_millis().to_string()));
         self.channel.publish("", &retry_queue(&self.config, queue_attempt), body, properties).await
     }
+}
+
+/// A deferral longer than this is a long park (a responder's pause): it waits
+/// in retry queue 0, not behind or ahead of the base-delay deferrals of queue 1.
+const LONG_PARK: Duration = Duration::from_secs(5);
+
+/// The retry queue a deferral of `delay` waits in.
+pub fn park_queue(delay: Duration) -> u32 {
+    if delay > LONG_PARK { 0 } else { 1 }
 }
 
 /// Short strings are capped at 255 bytes; every caller passes a validated or
@@ -171,4 +181,17 @@ pub(super) fn short(s: &str) -> ShortString {
 
 fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_park_waits_apart_from_the_base_delay_deferrals() {
+        assert_eq!(park_queue(Duration::from_secs(1)), 1);
+        assert_eq!(park_queue(Duration::from_secs(5)), 1);
+        assert_eq!(park_queue(Duration::from_millis(5_001)), 0);
+        assert_eq!(park_queue(Duration::from_secs(75)), 0);
+    }
 }

@@ -6,7 +6,10 @@
 //! - `<retry_queue_prefix>.<n>` (quorum): a message that failed its n-th attempt
 //!   waits here for its per-message expiration, then dead-letters back to
 //!   `worker.inbound`. One queue per attempt keeps delays of one size together, so
-//!   no short delay waits behind a long one.
+//!   no short delay waits behind a long one (a per-message expiration takes
+//!   effect at the queue's head only). Queue 1 also holds deferred messages
+//!   (a base delay), and `<retry_queue_prefix>.0` the long parks: messages
+//!   waiting out a responder's request to slow down (seconds to a minute).
 //!
 //! `worker.inbound` also carries a delivery limit that dead-letters to `worker.dead`:
 //! the broker's own backstop for a message that keeps killing the workers that take it.
@@ -64,8 +67,9 @@ pub async fn declare(
         .await?;
     declare_queue(&channel, &config.dead_queue, quorum()).await?;
 
-    // Attempts 1..max-1 can be retried; queue 1 also holds deferred messages.
-    for attempt in 1..=retry_attempts.saturating_sub(1).max(1) {
+    // Attempts 1..max-1 can be retried; queue 1 also holds deferred messages,
+    // queue 0 the long parks (see [`super::publish::park_queue`]).
+    for attempt in 0..=retry_attempts.saturating_sub(1).max(1) {
         let name = retry_queue(config, attempt);
         let args = at_least_once_to(&config.inbound_queue);
         declare_queue(&channel, &name, args).await.map_err(|e| {

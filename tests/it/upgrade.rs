@@ -143,7 +143,7 @@ async fn a_broker_holding_the_old_topology_is_upgraded_without_losing_a_message(
 
     running.stop().await.expect("clean stop");
     let mut queues = vec![config.amqp.inbound_queue.clone()];
-    for n in 1..=retries {
+    for n in 0..=retries {
         queues.push(format!("{old_prefix}.{n}"));
         queues.push(format!("{}.{n}", config.amqp.retry_queue_prefix));
     }

@@ -193,7 +193,7 @@ impl TestEnv {
             // `new` declared the default's retry queues; a test may have changed
             // max_attempts since (and a worker declared its own): remove them all.
             let declared = self.config.worker.max_attempts.max(Config::default().worker.max_attempts).max(2);
-            queues.extend((1..declared).map(|n| format!("{retry_prefix}.{n}")));
+            queues.extend((0..declared).map(|n| format!("{retry_prefix}.{n}")));
         }
         // A channel of its own: the test may have left the shared one closed
         // (the broker closes a channel on which it refused something).

@@ -216,7 +216,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // retry queue have stayed empty for a while.
     let mut queues = vec![config.amqp.inbound_queue.clone()];
     queues.extend(
-        (1..config.worker.max_attempts.max(2)).map(|n| format!("{}.{n}", config.amqp.retry_queue_prefix)),
+        (0..config.worker.max_attempts.max(2)).map(|n| format!("{}.{n}", config.amqp.retry_queue_prefix)),
     );
     let quiet = Instant::now();
     let mut empty_polls = 0;

@@ -41,7 +41,7 @@ pub async fn publish_all(
 /// scripts/isolated.sh's rabbitmqctl, which stays as the backstop for a crashed run).
 pub async fn remove_topology(config: &Config, channel: &Channel) {
     let amqp = &config.amqp;
-    let retries = (1..config.worker.max_attempts.max(2)).map(|n| format!("{}.{n}", amqp.retry_queue_prefix));
+    let retries = (0..config.worker.max_attempts.max(2)).map(|n| format!("{}.{n}", amqp.retry_queue_prefix));
     for queue in [amqp.inbound_queue.clone(), amqp.dead_queue.clone()].into_iter().chain(retries) {
         let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
     }
