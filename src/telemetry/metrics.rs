@@ -62,6 +62,8 @@ pub struct Metrics {
     pub redis_round_trips: Counter<u64, AtomicU64>,
     pub commit_batch_size: Histogram,
     pub commit_batches_split: Counter,
+    /// 1 while this process calls its responder not at all: it asked to slow down.
+    pub responder_paused: Gauge,
     /// Deliveries held in process now, waiting for their conversation's turn.
     pub turns_waiting: Gauge,
     pub turn_wait_seconds: Histogram,
@@ -110,6 +112,7 @@ impl Metrics {
                 1.0, 2.0, 10,
             )),
             commit_batches_split: Counter::default(),
+            responder_paused: Gauge::default(),
             turns_waiting: Gauge::default(),
             turn_wait_seconds: stage_histogram(),
             turns_parked: Counter::default(),
@@ -173,6 +176,11 @@ impl Metrics {
             m.commit_batches_split.clone(),
         );
         registry.register("db_pool_idle", "PostgreSQL connections idle in the pool", m.db_pool_idle.clone());
+        registry.register(
+            "responder_paused",
+            "1 while calls to the responder are paused, fleet-wide: it asked to slow down (429, or 503 with Retry-After)",
+            m.responder_paused.clone(),
+        );
         registry.register(
             "turns_waiting",
             "Deliveries held now, waiting for an earlier message of their conversation to be answered",

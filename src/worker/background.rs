@@ -134,6 +134,21 @@ pub(super) async fn heartbeat(dedup: Dedup, stop: CancellationToken) {
     }
 }
 
+/// Keeps `chat_worker_responder_paused` true to the responder's pause.
+pub(super) async fn watch_pause(
+    pause: std::sync::Arc<crate::respond::Pause>,
+    metrics: std::sync::Arc<crate::telemetry::metrics::Metrics>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => { metrics.responder_paused.set(i64::from(pause.is_paused())); }
+        }
+    }
+}
+
 /// Loads every active tenant into both cache tiers, a few at a time, while the
 /// worker already consumes (a miss meanwhile just loads that tenant itself).
 pub(super) async fn warm(db: crate::store::Db, cache: CatalogCache) {

@@ -203,6 +203,10 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
     if config.responder.kind != crate::config::ResponderKind::Builtin {
         let kind = format!("{:?}", config.responder.kind);
         background.spawn(
+            "responder pause gauge",
+            background::watch_pause(pause.clone(), metrics.clone(), background.stop_token()),
+        );
+        background.spawn(
             "responder pauses",
             crate::dedup::pauses::share(
                 redis.clone(),

@@ -97,6 +97,19 @@ async fn a_pause_one_worker_hears_of_holds_for_the_whole_fleet() {
         redis::cmd("EXISTS").arg(&key).query_async::<bool>(&mut env.redis.clone()).await.unwrap_or(false)
     })
     .await;
+    // Each worker says it is paused (`/metrics`), the one that met the limit and the other.
+    chat_worker::tls::install_crypto();
+    for worker in &workers {
+        let addr = *worker.tally.admin_addr.get().expect("admin address");
+        eventually("chat_worker_responder_paused 1", || async {
+            let metrics = match reqwest::get(format!("http://{addr}/metrics")).await {
+                Ok(answer) => answer.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            metrics.lines().any(|l| l == "chat_worker_responder_paused 1")
+        })
+        .await;
+    }
     // Published during the pause, to both workers.
     const LATER: usize = 9;
     for i in 1..=LATER {
