@@ -24,6 +24,11 @@ use crate::references::ListKey;
 /// itself (its wake is what normally ends the wait).
 const LOOK_AGAIN_FIRST: Duration = Duration::from_millis(500);
 const LOOK_AGAIN_MAX: Duration = Duration::from_secs(5);
+/// How long a delivery waits for an unreachable Redis at its claim (at most
+/// `turns.max_wait`): long enough for a restart, short enough that a process
+/// whose own connection is stuck hands its deliveries on (as a failed attempt)
+/// instead of holding them, and its conversations' later ones behind them.
+const REDIS_WAIT_MAX: Duration = Duration::from_secs(5);
 /// The longest pause before a delivery that found Redis unreachable tries again.
 const REDIS_AGAIN_MAX: Duration = Duration::from_secs(1);
 
@@ -220,7 +225,7 @@ impl Pipeline {
                 // It then claims as one that stood in line: if Redis lost the
                 // line meanwhile, it lets the others find their places first.
                 Err(e) => match waiting_since {
-                    Some(since) if since.elapsed() >= self.settings.turns.max_wait => {
+                    Some(since) if since.elapsed() >= self.settings.turns.max_wait.min(REDIS_WAIT_MAX) => {
                         break Err(Parked::Redis(e));
                     }
                     _ if self.stopping.is_cancelled() => break Err(Parked::Redis(e)),
