@@ -49,6 +49,8 @@ pub struct Health {
     pub publishing: Arc<AtomicBool>,
     pub redis: AtomicBool,
     pub database: AtomicBool,
+    /// A remote responder's gate: not ready while its circuit is open.
+    pub responder: Option<Arc<crate::respond::Pause>>,
 }
 
 impl Health {
@@ -57,17 +59,32 @@ impl Health {
             && self.publishing.load(Ordering::Relaxed)
             && self.redis.load(Ordering::Relaxed)
             && self.database.load(Ordering::Relaxed)
+            && !self.responder.as_ref().is_some_and(|gate| gate.is_down())
     }
 
     fn describe(&self) -> String {
+        use crate::respond::Standing;
         let word = |ok: bool| if ok { "ok" } else { "down" };
-        format!(
-            "rabbitmq={} publishing={} redis={} postgresql={}\n",
+        let standing = self.responder.as_ref().map(|gate| gate.standing());
+        let responder = match &standing {
+            None | Some(Standing::Ok) => "ok",
+            Some(Standing::Paused) => "paused",
+            Some(Standing::Down { .. }) => "down",
+        };
+        let mut text = format!(
+            "rabbitmq={} publishing={} redis={} postgresql={} responder={responder}\n",
             word(self.consuming.load(Ordering::Relaxed)),
             word(self.publishing.load(Ordering::Relaxed)),
             word(self.redis.load(Ordering::Relaxed)),
             word(self.database.load(Ordering::Relaxed))
-        )
+        );
+        if let Some(Standing::Down { for_secs, why }) = standing {
+            text.push_str(&format!(
+                "responder down for {for_secs} s (its circuit is open; no new deliveries are taken until a probe \
+                 answers): {why}\n"
+            ));
+        }
+        text
     }
 }
 

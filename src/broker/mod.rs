@@ -67,10 +67,31 @@ fn connection_uri(config: &AmqpConfig) -> Result<AMQPUri, BrokerError> {
     Ok(uri)
 }
 
-/// The deliveries of one consumer, each read into an [`Incoming`].
+/// The deliveries of one consumer, each read into an [`Incoming`]. The
+/// consumer can be stopped at the broker and started again ([`Self::suspend`],
+/// [`Self::prefetch`]): the deliveries it already pushed are still handed out
+/// first, so none waits for a channel to close.
 pub struct Deliveries {
     consumer: Consumer,
     inbound_exchange: String,
+    channel: Channel,
+    queue: String,
+    tag: String,
+    /// The current consumer's tag.
+    current: String,
+    /// Consumers started so far: each takes a tag of its own (`<tag>#<n>`
+    /// after the first), since a quorum queue can crash the channel of a
+    /// consumer started again under the tag of one just cancelled with
+    /// deliveries in flight (rabbitmq-server#5927, seen with 3.10).
+    started: u32,
+    /// The prefetch the current consumer was started with, and the one wanted.
+    prefetch: u16,
+    wanted: u16,
+    /// A cancel was sent: the consumer's stream ends once the deliveries it
+    /// holds are handed out, and a new consumer (of `wanted`) follows it.
+    cancelled: bool,
+    /// No new consumer follows a cancelled one until [`Self::prefetch`] is called.
+    suspended: bool,
 }
 
 impl Deliveries {
@@ -78,12 +99,58 @@ impl Deliveries {
     /// an error when the connection is lost.
     pub async fn next(&mut self) -> Result<Option<Incoming>, BrokerError> {
         use futures_util::StreamExt;
-        match self.consumer.next().await {
-            Some(Ok(delivery)) => Ok(Some(Incoming::new(delivery, &self.inbound_exchange))),
-            Some(Err(e)) => Err(e.into()),
-            None => Ok(None),
+        loop {
+            match self.consumer.next().await {
+                Some(Ok(delivery)) => return Ok(Some(Incoming::new(delivery, &self.inbound_exchange))),
+                Some(Err(e)) => return Err(e.into()),
+                None if self.cancelled && !self.suspended => {
+                    self.started += 1;
+                    let tag = format!("{}#{}", self.tag, self.started);
+                    self.consumer = start(&self.channel, &self.queue, &tag, self.wanted).await?;
+                    self.current = tag;
+                    self.prefetch = self.wanted;
+                    self.cancelled = false;
+                }
+                // Suspended: nothing more until `prefetch` is called.
+                None if self.cancelled => std::future::pending::<()>().await,
+                None => return Ok(None),
+            }
         }
     }
+
+    /// Stops the broker from pushing more deliveries (they wait in the
+    /// queue, visible in its depth): the ones already pushed are still handed
+    /// out by [`Self::next`], after which it waits for [`Self::prefetch`].
+    pub async fn suspend(&mut self) -> Result<(), BrokerError> {
+        self.suspended = true;
+        self.cancel().await
+    }
+
+    /// Consumes again, `prefetch` deliveries at most pushed ahead (a probe
+    /// wants one; the worker its configured number): a consumer started with
+    /// another prefetch is replaced once what it pushed is handed out.
+    pub async fn prefetch(&mut self, prefetch: u16) -> Result<(), BrokerError> {
+        self.wanted = prefetch;
+        self.suspended = false;
+        if self.prefetch != prefetch { self.cancel().await } else { Ok(()) }
+    }
+
+    async fn cancel(&mut self) -> Result<(), BrokerError> {
+        if !self.cancelled {
+            self.channel.basic_cancel(self.current.as_str().into(), Default::default()).await?;
+            self.cancelled = true;
+        }
+        Ok(())
+    }
+}
+
+/// Starts a consumer of `queue` with manual acks and `prefetch` deliveries
+/// pushed ahead at most (basic.qos applies to the consumers started after it).
+async fn start(channel: &Channel, queue: &str, tag: &str, prefetch: u16) -> Result<Consumer, BrokerError> {
+    channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    Ok(channel
+        .basic_consume(queue.into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await?)
 }
 
 /// One connection with two channels: consuming and (confirmed) publishing.
@@ -135,23 +202,22 @@ impl Broker {
 
     /// Starts consuming the inbound queue with manual acks and `prefetch` deliveries in flight.
     pub async fn consume(&self, consumer_tag: &str) -> Result<Deliveries, BrokerError> {
-        self.consume_channel.basic_qos(self.config.prefetch, BasicQosOptions::default()).await?;
-        let consumer = self
-            .consume_channel
-            .basic_consume(
-                self.config.inbound_queue.as_str().into(),
-                consumer_tag.into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        Ok(Deliveries { consumer, inbound_exchange: self.config.inbound_exchange.clone() })
-    }
-
-    /// Stops the broker from sending more deliveries; those in flight can still be settled.
-    pub async fn stop_consuming(&self, consumer_tag: &str) -> Result<(), BrokerError> {
-        self.consume_channel.basic_cancel(consumer_tag.into(), Default::default()).await?;
-        Ok(())
+        let queue = self.config.inbound_queue.clone();
+        let prefetch = self.config.prefetch;
+        let consumer = start(&self.consume_channel, &queue, consumer_tag, prefetch).await?;
+        Ok(Deliveries {
+            consumer,
+            inbound_exchange: self.config.inbound_exchange.clone(),
+            channel: self.consume_channel.clone(),
+            queue,
+            tag: consumer_tag.to_owned(),
+            current: consumer_tag.to_owned(),
+            started: 1,
+            prefetch,
+            wanted: prefetch,
+            cancelled: false,
+            suspended: false,
+        })
     }
 
     /// Closes the connection; deliveries not acked by now go back to the queue.

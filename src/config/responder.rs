@@ -40,6 +40,15 @@ pub struct ResponderConfig {
     /// `openai`: prices per 1,000 tokens, for the recorded cost (0 = unknown).
     pub prompt_cost_per_1k: f64,
     pub completion_cost_per_1k: f64,
+    /// `openai`, `http`: transient failures in a row (timeouts, refused
+    /// connections, 5xx) that open the circuit breaker: the responder is
+    /// then taken as down for every message, the worker takes no new
+    /// deliveries, the messages it holds are parked without spending
+    /// attempts, and one call probes it after the cooldown. 0: never.
+    pub breaker_failures: u32,
+    /// The first cooldown before a probe; it doubles with each probe that
+    /// fails, up to 30 s (or this, when longer).
+    pub breaker_cooldown_secs: u64,
 }
 
 impl Default for ResponderConfig {
@@ -55,6 +64,11 @@ impl Default for ResponderConfig {
             handoff_threshold: 0.4,
             prompt_cost_per_1k: 0.0,
             completion_cost_per_1k: 0.0,
+            // LiteLLM's router cools a deployment down after 3 failures for
+            // 5 s; a little more patience here, since each of these failures
+            // spends a message's attempt.
+            breaker_failures: 5,
+            breaker_cooldown_secs: 5,
         }
     }
 }
@@ -68,7 +82,12 @@ impl fmt::Debug for ResponderConfig {
 
 impl ResponderConfig {
     pub(super) fn check(&self) -> Result<(), ConfigError> {
-        within(&[("responder.timeout_ms", self.timeout_ms, MAX_MS)])?;
+        within(&[
+            ("responder.timeout_ms", self.timeout_ms, MAX_MS),
+            ("responder.breaker_failures", u64::from(self.breaker_failures), 1_000_000),
+            ("responder.breaker_cooldown_secs", self.breaker_cooldown_secs, 3_600),
+        ])?;
+        require(self.breaker_cooldown_secs > 0, "responder.breaker_cooldown_secs", "must be at least 1")?;
         require(self.timeout_ms > 0, "responder.timeout_ms", "must be at least 1")?;
         require(self.max_response_bytes >= 1024, "responder.max_response_bytes", "must be at least 1024")?;
         require(

@@ -55,6 +55,9 @@ impl From<RespondError> for Stop {
             RespondError::SlowDown { retry_after, .. } => {
                 Stop::SlowDown(crate::respond::throttle::pause_for(retry_after))
             }
+            RespondError::Down { retry_after, .. } => {
+                Stop::SlowDown(retry_after.max(crate::respond::throttle::PROBE_WAIT))
+            }
             e => Stop::Fail(e.into()),
         }
     }

@@ -13,6 +13,7 @@
 //!   believed only as far as [`untrusted`] allows.
 
 pub mod builtin;
+mod gate;
 pub mod http;
 pub mod openai;
 pub mod shown;
@@ -27,7 +28,7 @@ use serde::Serialize;
 
 pub use crate::model::{Answer, Usage};
 pub use builtin::Builtin;
-pub use throttle::{Pause, Throttled};
+pub use throttle::{Breaker, Pause, Standing, Throttled};
 pub use untrusted::Untrusted;
 
 use crate::config::{ResponderConfig, ResponderKind};
@@ -78,6 +79,11 @@ pub enum RespondError {
     /// ([`throttle`]), and the message is parked without spending an attempt.
     #[error("responder asks to slow down{}: {detail}", after(.retry_after))]
     SlowDown { retry_after: Option<std::time::Duration>, detail: String },
+    /// Its circuit breaker is open: failures in a row said it is down for
+    /// every message, so this one is parked (no attempt spent) until its
+    /// next probe, and the worker takes no new deliveries meanwhile.
+    #[error("responder down (next probe in {}s): {detail}", .retry_after.as_secs())]
+    Down { retry_after: std::time::Duration, detail: String },
     /// A 3xx, a 4xx, or an answer too large or that cannot be read: logged
     /// with the answer's first bytes.
     #[error("responder gave an unusable answer: {0}")]

@@ -1,129 +1,166 @@
-//! A responder that asks to slow down (429, or 503 with `Retry-After`) is
-//! obeyed as a whole, not call by call (CONTRACT §3): one such answer pauses
-//! every call of this process to it for as long as it asked; when the pause
-//! is over one call goes first (the probe), and the others are refused until
-//! it answers, so a provider still over its quota sees one call per pause,
-//! not one per message. A call refused during a pause is answered
-//! [`RespondError::SlowDown`] with the pause left, and the pipeline parks its
-//! message for that long without spending an attempt.
+//! A remote responder is called through its endpoint's [`Pause`] (CONTRACT
+//! §3): a request to slow down pauses every call of this process to it, and
+//! the fleet's (the pause is announced); failures in a row open its circuit
+//! breaker. Either way the calls met meanwhile are answered
+//! [`RespondError::SlowDown`] or [`RespondError::Down`] with the time left,
+//! and the pipeline parks their messages for that long without spending an
+//! attempt, while the consume loop takes no new deliveries
+//! ([`Pause::room`]). The transitions are [`super::gate`]'s.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
 
 use futures_util::future::BoxFuture;
+use tokio::sync::{Notify, watch};
 
+use super::gate::{Admission, Heard, Intake, State};
+pub use super::gate::{Breaker, DEFAULT_PAUSE, MAX_COOLDOWN, MAX_PAUSE, PROBE_WAIT, pause_for};
 use super::{Answer, Context, RespondError, Responder};
 
-/// A 429 without `Retry-After` pauses this long.
-pub const DEFAULT_PAUSE: Duration = Duration::from_secs(5);
-/// A call that meets a probe out is parked this long (the probe's answer
-/// decides the rest); also the shortest pause a `Retry-After` can ask for, so
-/// that `Retry-After: 0` is not a hot loop.
-pub const PROBE_WAIT: Duration = Duration::from_secs(1);
-/// No responder makes us wait longer than this at a time (a `Retry-After` of
-/// an hour is read as a minute, and asked again then).
-pub const MAX_PAUSE: Duration = Duration::from_secs(60);
-
-/// The pause a slow-down answer asks for, within bounds.
-pub fn pause_for(retry_after: Option<Duration>) -> Duration {
-    retry_after.unwrap_or(DEFAULT_PAUSE).clamp(PROBE_WAIT, MAX_PAUSE)
+/// Tokio's clock (the same as the system's, but for tests that pause it).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Gate {
-    /// Calls go through.
-    Open,
-    /// Nothing is called until then.
-    Paused { until: Instant },
-    /// The pause is over and one call is out to see whether it still holds.
-    Probing,
-}
-
-/// The pause of one responder endpoint, shared by every call of the process
-/// to it, and by the fleet: a pause this process hears of is announced (to
-/// [`Pause::announced`]'s receiver, which `dedup::pauses` publishes), and one
-/// the fleet announces is taken up with [`Pause::until`].
+/// The gate of one responder endpoint, shared by every call of the process to
+/// it, and by the fleet for pauses: a pause this process hears of is announced
+/// (to [`Pause::announced`]'s receiver, which `dedup::pauses` publishes), and
+/// one the fleet announces is taken up with [`Pause::until`]. The breaker is
+/// the process's own: an endpoint unreachable from one host may answer others.
 pub struct Pause {
-    gate: Mutex<Gate>,
+    state: Mutex<State>,
+    breaker: Breaker,
+    /// Woken at every change of the gate (the consume loop waits on it).
+    changed: Notify,
     /// Where the pauses this process hears of go, as the instant they end.
-    announce: std::sync::OnceLock<tokio::sync::watch::Sender<Option<Instant>>>,
+    announce: OnceLock<watch::Sender<Option<Instant>>>,
+    /// Times the circuit opened (for the metric).
+    opened: AtomicU64,
+}
+
+impl std::fmt::Debug for Pause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pause").field("state", &*self.state()).field("breaker", &self.breaker).finish()
+    }
 }
 
 impl Default for Pause {
+    /// No breaker: only pauses close the gate.
     fn default() -> Self {
-        Self { gate: Mutex::new(Gate::Open), announce: std::sync::OnceLock::new() }
+        Self::new(Breaker { failures: 0, cooldown: DEFAULT_PAUSE })
     }
 }
 
-/// Wraps a remote responder with the pause its slow-down answers ask for.
-pub struct Throttled<R> {
-    inner: R,
-    pause: std::sync::Arc<Pause>,
-}
-
-impl<R> Throttled<R> {
-    pub fn new(inner: R, pause: std::sync::Arc<Pause>) -> Self {
-        Self { inner, pause }
-    }
+/// What `/readyz` says of the responder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    Ok,
+    /// Asked to slow down; still ready (nothing is wrong with us or it).
+    Paused,
+    /// The circuit is open: since how long, and the failure that opened it.
+    Down {
+        for_secs: u64,
+        why: String,
+    },
 }
 
 impl Pause {
+    pub fn new(breaker: Breaker) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            breaker,
+            changed: Notify::new(),
+            announce: OnceLock::new(),
+            opened: AtomicU64::new(0),
+        }
+    }
+
     /// The latest end of a pause this process heard of (once: a second call
     /// gets `None`). Pauses heard while one is being announced merge: only
     /// the latest end is kept.
-    pub fn announced(&self) -> Option<tokio::sync::watch::Receiver<Option<Instant>>> {
-        let (tx, rx) = tokio::sync::watch::channel(None);
+    pub fn announced(&self) -> Option<watch::Receiver<Option<Instant>>> {
+        let (tx, rx) = watch::channel(None);
         self.announce.set(tx).ok().map(|()| rx)
     }
 
     /// A pause the fleet announced: nothing is called before `until`. A pause
-    /// that ends no later than the one in force, or already, changes nothing;
-    /// nor does one that ends while a probe is out (its answer decides).
+    /// that ends no later than the one in force, or already, changes nothing.
     pub fn until(&self, until: Instant, now: Instant) {
-        let mut gate = self.gate();
-        *gate = match *gate {
-            _ if until <= now => return,
-            Gate::Paused { until: already } if already >= until => return,
-            Gate::Open | Gate::Probing | Gate::Paused { .. } => Gate::Paused { until },
-        };
+        self.change(|state| state.until(until, now));
     }
 
-    /// Whether calls are paused now (for readiness and metrics).
+    /// Whether calls are paused now, asked to slow down (for the metric).
     pub fn is_paused(&self) -> bool {
-        matches!(*self.gate(), Gate::Paused { until } if Instant::now() < until)
+        self.state().is_paused(now())
     }
 
-    fn gate(&self) -> std::sync::MutexGuard<'_, Gate> {
-        self.gate.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Whether the circuit is open (or its probe out): the endpoint is down.
+    pub fn is_down(&self) -> bool {
+        self.state().is_down()
     }
 
-    /// Whether this call may go now (`Ok(probe)`), or the pause left.
-    fn admit(&self, now: Instant) -> Admission {
-        let mut gate = self.gate();
-        match *gate {
-            Gate::Open => Admission::Call { probe: false },
-            Gate::Paused { until } if now < until => Admission::Refused(until - now),
-            Gate::Paused { .. } => {
-                *gate = Gate::Probing;
-                Admission::Call { probe: true }
+    /// Times the circuit opened since start.
+    pub fn opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
+    }
+
+    pub fn standing(&self) -> Standing {
+        let now = now();
+        let state = self.state();
+        match &state.down_since {
+            Some((since, why)) if state.is_down() => {
+                Standing::Down { for_secs: now.saturating_duration_since(*since).as_secs(), why: why.clone() }
             }
-            // Not waited for here: the wait would count against the message's
-            // deadline (and a cut deadline spends an attempt).
-            Gate::Probing => Admission::Refused(PROBE_WAIT),
+            _ if state.is_paused(now) => Standing::Paused,
+            _ => Standing::Ok,
         }
     }
 
-    /// What a call's result says of the gate.
-    fn heard(&self, result: &Result<Answer, RespondError>, probe: bool, now: Instant) {
-        let mut gate = self.gate();
-        match result {
-            Err(RespondError::SlowDown { retry_after, .. }) => {
-                let until = now + pause_for(*retry_after);
-                // A later pause wins over an earlier one that other calls asked for.
-                *gate = match *gate {
-                    Gate::Paused { until: already } if already > until => Gate::Paused { until: already },
-                    _ => Gate::Paused { until },
-                };
+    /// Returns once the consume loop may take another delivery: at once
+    /// while the gate is open; while it is closed, once its time is up, one
+    /// delivery at a time until one probes, and again once the probe answered.
+    pub async fn room(&self) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let until = match self.state().intake(now()) {
+                Intake::Take => return,
+                Intake::WaitUntil(until) => until,
+            };
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(until)) => {}
+            }
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `f` on the state and wakes the consume loop if the gate moved.
+    fn change<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let (value, moved) = {
+            let mut state = self.state();
+            let before = state.gate;
+            let value = f(&mut state);
+            (value, state.gate != before)
+        };
+        if moved {
+            self.changed.notify_waiters();
+        }
+        value
+    }
+
+    /// What a call's result says, acted on: a pause announced, the circuit's
+    /// changes logged, and a failure while it is open made a park.
+    fn heard(&self, result: Result<Answer, RespondError>, probe: bool) -> Result<Answer, RespondError> {
+        let heard = self.change(|state| state.heard(&result, probe, self.breaker, now()));
+        match heard {
+            Heard::Nothing => result,
+            Heard::Paused(until) => {
                 if let Some(tx) = self.announce.get() {
                     tx.send_if_modified(|latest| {
                         let later = latest.is_none_or(|at| at < until);
@@ -133,10 +170,27 @@ impl Pause {
                         later
                     });
                 }
+                result
             }
-            // The probe answered: open, unless a pause came meanwhile.
-            _ if probe && *gate == Gate::Probing => *gate = Gate::Open,
-            _ => {}
+            Heard::Down { left, first } => {
+                let why = result.err().map(|e| e.to_string()).unwrap_or_default();
+                if first {
+                    self.opened.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(
+                        failures = self.breaker.failures,
+                        probe_in_secs = left.as_secs(),
+                        last_error = %why,
+                        "responder down: its circuit is open, no new deliveries are taken until a probe answers"
+                    );
+                } else if probe {
+                    tracing::warn!(probe_in_secs = left.as_secs(), error = %why, "responder still down");
+                }
+                Err(RespondError::Down { retry_after: left, detail: why })
+            }
+            Heard::Closed(after) => {
+                tracing::info!(down_secs = after.as_secs(), "responder answers again: its circuit is closed");
+                result
+            }
         }
     }
 }
@@ -147,16 +201,20 @@ struct Unanswered<'a>(&'a Pause);
 
 impl Drop for Unanswered<'_> {
     fn drop(&mut self) {
-        let mut gate = self.0.gate();
-        if *gate == Gate::Probing {
-            *gate = Gate::Paused { until: Instant::now() };
-        }
+        self.0.change(|state| state.unanswered(now()));
     }
 }
 
-enum Admission {
-    Call { probe: bool },
-    Refused(Duration),
+/// Wraps a remote responder with its endpoint's gate.
+pub struct Throttled<R> {
+    inner: R,
+    pause: Arc<Pause>,
+}
+
+impl<R> Throttled<R> {
+    pub fn new(inner: R, pause: Arc<Pause>) -> Self {
+        Self { inner, pause }
+    }
 }
 
 impl<R: Responder> Responder for Throttled<R> {
@@ -167,102 +225,64 @@ impl<R: Responder> Responder for Throttled<R> {
     fn respond<'a>(&'a self, ctx: &'a Context<'a>) -> BoxFuture<'a, Result<Answer, RespondError>> {
         Box::pin(async move {
             let pause = &*self.pause;
-            match pause.admit(Instant::now()) {
+            match pause.change(|state| state.admit(now())) {
                 Admission::Call { probe } => {
                     let unanswered = probe.then(|| Unanswered(pause));
                     let result = self.inner.respond(ctx).await;
                     std::mem::forget(unanswered);
-                    pause.heard(&result, probe, Instant::now());
-                    result
+                    pause.heard(result, probe)
                 }
-                Admission::Refused(left) => Err(RespondError::SlowDown {
+                Admission::Refused { left, down: false } => Err(RespondError::SlowDown {
                     retry_after: Some(left),
                     detail: "not called: the responder asked to slow down".into(),
+                }),
+                Admission::Refused { left, down: true } => Err(RespondError::Down {
+                    retry_after: left,
+                    detail: "not called: the responder is down (its circuit is open)".into(),
                 }),
             }
         })
     }
 }
 
+/// A wait in [`Pause::room`] ends when the gate opens, not at a poll.
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
-    fn slow_down(after: u64) -> Result<Answer, RespondError> {
-        Err(RespondError::SlowDown { retry_after: Some(Duration::from_secs(after)), detail: String::new() })
-    }
-
-    #[test]
-    fn a_slow_down_pauses_every_call_then_one_probe_goes_first() {
-        let t = Pause::default();
-        let now = Instant::now();
-        assert!(matches!(t.admit(now), Admission::Call { probe: false }));
-        t.heard(&slow_down(2), false, now);
-        match t.admit(now + Duration::from_millis(500)) {
-            Admission::Refused(left) => assert_eq!(left, Duration::from_millis(1500)),
-            _ => panic!("paused"),
-        }
-        let later = now + Duration::from_secs(2);
-        assert!(
-            matches!(t.admit(later), Admission::Call { probe: true }),
-            "the first after the pause probes"
-        );
-        assert!(
-            matches!(t.admit(later), Admission::Refused(wait) if wait == PROBE_WAIT),
-            "the others are parked while it is out"
-        );
-        t.heard(&slow_down(3), true, later);
-        assert!(matches!(t.admit(later + Duration::from_secs(1)), Admission::Refused(_)), "paused again");
-        let after = later + Duration::from_secs(3);
-        assert!(matches!(t.admit(after), Admission::Call { probe: true }));
-        t.heard(&Err(RespondError::Transient("timeout".into())), true, after);
-        assert!(matches!(t.admit(after), Admission::Call { probe: false }), "any other answer opens it");
-    }
-
-    #[test]
-    fn a_pause_heard_while_the_probe_is_out_holds_and_a_past_one_changes_nothing() {
-        let t = Pause::default();
-        let now = Instant::now();
-        t.until(now, now);
-        t.until(now - Duration::from_secs(1), now);
-        assert!(matches!(t.admit(now), Admission::Call { probe: false }), "a pause already over is none");
-        t.heard(&slow_down(1), false, now);
-        let later = now + Duration::from_secs(1);
-        assert!(matches!(t.admit(later), Admission::Call { probe: true }));
-        t.until(later + Duration::from_secs(30), later);
-        let answered = Answer {
+    #[tokio::test(start_paused = true)]
+    async fn the_consume_loop_resumes_when_the_probe_answers() {
+        let pause = Arc::new(Pause::new(Breaker { failures: 1, cooldown: Duration::from_secs(5) }));
+        let failed = pause.heard(Err(RespondError::Transient("refused".into())), false);
+        assert!(matches!(failed, Err(RespondError::Down { .. })), "{failed:?}");
+        assert!(matches!(pause.standing(), Standing::Down { .. }));
+        let waiting = tokio::spawn({
+            let pause = pause.clone();
+            async move { pause.room().await }
+        });
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(!waiting.is_finished(), "nothing taken while the circuit is open");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        waiting.await.expect("the probe's delivery is let through");
+        let probe = pause.change(|state| state.admit(now()));
+        assert_eq!(probe, Admission::Call { probe: true });
+        let held = tokio::spawn({
+            let pause = pause.clone();
+            async move { pause.room().await }
+        });
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(!held.is_finished(), "none while the probe is out");
+        let answer = Answer {
             text: "hi".into(),
             handoff: false,
             confidence: 1.0,
             references: Vec::new(),
             usage: Default::default(),
         };
-        t.heard(&Ok(answered), true, later);
-        assert!(
-            matches!(t.admit(later), Admission::Refused(_)),
-            "the fleet's pause outlives the probe's answer"
-        );
-    }
-
-    #[test]
-    fn a_probe_dropped_before_its_answer_lets_the_next_call_probe() {
-        let t = Pause::default();
-        let now = Instant::now();
-        t.heard(&slow_down(1), false, now);
-        assert!(matches!(t.admit(now + Duration::from_secs(1)), Admission::Call { probe: true }));
-        drop(Unanswered(&t));
-        assert!(matches!(t.admit(Instant::now()), Admission::Call { probe: true }));
-    }
-
-    #[test]
-    fn the_longer_of_two_pauses_holds_and_none_exceeds_the_cap() {
-        let t = Pause::default();
-        let now = Instant::now();
-        t.heard(&slow_down(10), false, now);
-        t.heard(&slow_down(1), false, now);
-        assert!(matches!(t.admit(now + Duration::from_secs(5)), Admission::Refused(_)));
-        assert_eq!(pause_for(Some(Duration::from_secs(3600))), MAX_PAUSE);
-        assert_eq!(pause_for(None), DEFAULT_PAUSE);
-        assert_eq!(pause_for(Some(Duration::ZERO)), PROBE_WAIT, "Retry-After: 0 is no hot loop");
+        assert!(pause.heard(Ok(answer), true).is_ok());
+        held.await.expect("taken again");
+        assert_eq!(pause.standing(), Standing::Ok);
+        assert_eq!(pause.opened(), 1);
     }
 }

@@ -64,6 +64,9 @@ pub struct Metrics {
     pub commit_batches_split: Counter,
     /// 1 while this process calls its responder not at all: it asked to slow down.
     pub responder_paused: Gauge,
+    /// 1 while the responder's circuit is open (or its probe out): down for every message.
+    pub responder_down: Gauge,
+    pub responder_circuit_opened: Counter,
     /// Deliveries held in process now, waiting for their conversation's turn.
     pub turns_waiting: Gauge,
     pub turn_wait_seconds: Histogram,
@@ -113,6 +116,8 @@ impl Metrics {
             )),
             commit_batches_split: Counter::default(),
             responder_paused: Gauge::default(),
+            responder_down: Gauge::default(),
+            responder_circuit_opened: Counter::default(),
             turns_waiting: Gauge::default(),
             turn_wait_seconds: stage_histogram(),
             turns_parked: Counter::default(),
@@ -180,6 +185,17 @@ impl Metrics {
             "responder_paused",
             "1 while calls to the responder are paused, fleet-wide: it asked to slow down (429, or 503 with Retry-After)",
             m.responder_paused.clone(),
+        );
+        registry.register(
+            "responder_down",
+            "1 while the responder's circuit breaker is open: it failed responder.breaker_failures times in a row, \
+             no new deliveries are taken and held ones are parked until a probe answers",
+            m.responder_down.clone(),
+        );
+        registry.register(
+            "responder_circuit_opened",
+            "Times the responder's circuit breaker opened",
+            m.responder_circuit_opened.clone(),
         );
         registry.register(
             "turns_waiting",

@@ -134,18 +134,25 @@ pub(super) async fn heartbeat(dedup: Dedup, stop: CancellationToken) {
     }
 }
 
-/// Keeps `chat_worker_responder_paused` true to the responder's pause.
+/// Keeps `chat_worker_responder_paused`, `_down` and `_circuit_opened` true
+/// to the responder's gate.
 pub(super) async fn watch_pause(
     pause: std::sync::Arc<crate::respond::Pause>,
     metrics: std::sync::Arc<crate::telemetry::metrics::Metrics>,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    let mut opened = 0;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tick.tick() => { metrics.responder_paused.set(i64::from(pause.is_paused())); }
+            _ = tick.tick() => {}
         }
+        metrics.responder_paused.set(i64::from(pause.is_paused()));
+        metrics.responder_down.set(i64::from(pause.is_down()));
+        let now = pause.opened();
+        metrics.responder_circuit_opened.inc_by(now.saturating_sub(opened));
+        opened = now;
     }
 }
 

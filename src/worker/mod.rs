@@ -107,9 +107,12 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
     warn_if_stops_cut_answers(&config);
     let deadline = Instant::now() + config.startup_timeout();
     let metrics = Arc::new(Metrics::new());
+    let remote = config.responder.kind != crate::config::ResponderKind::Builtin;
+    let pause = Arc::new(respond::Pause::new(respond::Breaker::from_config(&config.responder)));
     let health = Arc::new(Health {
         consuming: tally.consuming.clone(),
         publishing: tally.publishing.clone(),
+        responder: remote.then(|| pause.clone()),
         ..Health::default()
     });
     let db =
@@ -122,7 +125,6 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
         broker.declare(config.worker.max_attempts).await.map_err(RunError::Topology)?;
     }
 
-    let pause = Arc::new(respond::Pause::default());
     let responder =
         respond::from_config(&config.responder, config.tracing.record_message_content, pause.clone())
             .map_err(RunError::Responder)?;
@@ -200,7 +202,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
             background.stop_token(),
         ),
     );
-    if config.responder.kind != crate::config::ResponderKind::Builtin {
+    if remote {
         let kind = format!("{:?}", config.responder.kind);
         background.spawn(
             "responder pause gauge",
@@ -213,7 +215,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
                 config.redis.url.clone(),
                 dedup.keys().clone(),
                 crate::dedup::pauses::endpoint(&kind, &config.responder.url),
-                pause,
+                pause.clone(),
                 background.stop_token(),
             ),
         );
@@ -232,8 +234,14 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
         let session_over = shutdown.child_token();
         pipeline.stopping = session_over.clone();
         let pipeline = Arc::new(pipeline.clone());
-        let session =
-            Session { config: &config, worker_id: &worker_id, pipeline, tally: tally.clone(), session_over };
+        let session = Session {
+            config: &config,
+            worker_id: &worker_id,
+            pipeline,
+            tally: tally.clone(),
+            session_over,
+            gate: remote.then(|| pause.clone()),
+        };
         session.consume(&broker, &shutdown).await;
         if tokio::time::timeout(CLOSING_STEP_TIMEOUT, broker.close()).await.is_err() {
             tracing::warn!("rabbitmq did not confirm closing the connection; dropping it");

@@ -34,6 +34,9 @@ pub(super) struct Session<'a> {
     /// deliveries, so that the ones waiting for their turn are parked at once
     /// (or, with the connection gone, given up: the broker has them back).
     pub(super) session_over: CancellationToken,
+    /// A remote responder's gate: while it is closed (asked to slow down, or
+    /// down), no new delivery is taken; they wait in the queue.
+    pub(super) gate: Option<Arc<crate::respond::Pause>>,
 }
 
 impl Session<'_> {
@@ -66,6 +69,16 @@ impl Session<'_> {
                 _ = shutdown.cancelled() => break,
                 permit = permits.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
             };
+            if let Some(gate) = &self.gate {
+                let through = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    through = through_gate(gate, &mut deliveries, self.config.amqp.prefetch) => through,
+                };
+                if let Err(e) = through {
+                    tracing::error!(error = %e, "rabbitmq connection lost; reconnecting");
+                    break;
+                }
+            }
             let delivery = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 next = deliveries.next() => next,
@@ -103,7 +116,7 @@ impl Session<'_> {
         }
 
         if shutdown.is_cancelled() {
-            match tokio::time::timeout(CLOSING_STEP_TIMEOUT, broker.stop_consuming(self.worker_id)).await {
+            match tokio::time::timeout(CLOSING_STEP_TIMEOUT, deliveries.suspend()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "could not cancel the consumer"),
                 Err(_) => tracing::warn!("rabbitmq did not confirm cancelling the consumer; going on"),
@@ -132,6 +145,24 @@ impl Session<'_> {
             tasks.wait().await;
         }
     }
+}
+
+/// Waits until the responder's gate lets another delivery be taken. While
+/// its circuit is open the consumer is stopped at the broker, so that new
+/// messages wait in `worker.inbound` (its depth shows them, and a worker that
+/// can reach the responder takes them); a probe's delivery is taken with a
+/// prefetch of one, and the configured prefetch comes back with the circuit
+/// closed.
+async fn through_gate(
+    gate: &crate::respond::Pause,
+    deliveries: &mut crate::broker::Deliveries,
+    prefetch: u16,
+) -> Result<(), crate::broker::BrokerError> {
+    if gate.is_down() {
+        deliveries.suspend().await?;
+    }
+    gate.room().await;
+    deliveries.prefetch(if gate.is_down() { 1 } else { prefetch }).await
 }
 
 /// The last delivery read of each conversation, so that the next one of it
