@@ -30,6 +30,7 @@
 //! | `<p>sweeper` | string | whose turn the fleet-wide sweep is |
 //! | `<p>pause:<endpoint>` | string | until when (ms) the fleet calls no responder at `<endpoint>` (a hash of its kind and URL): it asked to slow down |
 //! | `<p>pauses:<endpoint>` | pub/sub channel | such a pause, announced as it begins |
+//! | `<p>tokens:<tenant>:<period>` | string | tokens the tenant's messages spent on a paid responder in that period (`d20261203`, `h2026120314`, `m202612`), kept a day past its end |
 //! | `<p>cache:<kind>:<tenant>` | string | shared catalog cache entry |
 //! | `<p>stats:<tenant or all>:<minute>` | string | cached `worker stats` figures |
 
@@ -147,6 +148,11 @@ impl Keys {
     /// Where a pause of responder `endpoint` is announced to the fleet.
     pub fn pause_channel(&self, endpoint: &str) -> String {
         format!("{}pauses:{endpoint}", self.prefix)
+    }
+
+    /// Tokens tenant `tenant` spent in period `period` (see `model::budget`).
+    pub fn tokens(&self, tenant: &Uuid, period: &str) -> String {
+        format!("{}tokens:{tenant}:{period}", self.prefix)
     }
 
     pub fn alive(&self, instance: &str) -> String {

@@ -26,6 +26,7 @@ pub mod line;
 pub mod pauses;
 mod scripts;
 pub mod sweeper;
+mod tokens;
 pub mod wakes;
 
 pub use guard::Cut;

@@ -10,6 +10,7 @@
 //! - [`conversation`] — a message's direction and a conversation's status.
 
 pub mod answer;
+pub mod budget;
 pub mod catalog;
 pub mod conversation;
 pub mod envelope;

@@ -7,12 +7,13 @@ use std::time::Instant;
 use chrono::Utc;
 
 use super::Pipeline;
+use super::budget::{BUDGET_RESPONDER, Budget, HOLDING_REPLY};
 use super::stop::{Stop, foreign_conversation};
 use crate::dedup::Lease;
 use crate::model::catalog::TenantProfile;
 use crate::model::{Fingerprint, Inbound};
 use crate::references::{self, ListMemory};
-use crate::respond::Context;
+use crate::respond::{Answer, Context};
 use crate::store::Exchange;
 use crate::store::bursts::{self, BurstMessage};
 
@@ -61,7 +62,16 @@ impl Pipeline {
             latest_list: latest_list.as_ref(),
             burst: &burst,
         };
-        let answer = self.timed("respond", self.responder.respond(&ctx)).await?;
+        let (answer, responder) = match self.budget(&inbound.tenant_id, tenant).await? {
+            Budget::Spent => (Answer::plain(HOLDING_REPLY, true, 1.0), BUDGET_RESPONDER),
+            within => {
+                let answer = self.timed("respond", self.responder.respond(&ctx)).await?;
+                if let Budget::Within(window) = within {
+                    self.spent(&inbound.tenant_id, &window, &answer, &ctx).await;
+                }
+                (answer, self.responder.name())
+            }
+        };
 
         Ok(Exchange {
             inbound: inbound.clone(),
@@ -70,7 +80,7 @@ impl Pipeline {
             stored_at,
             answer,
             replied_at: Utc::now(),
-            responder: self.responder.name().to_owned(),
+            responder: responder.to_owned(),
             latency_ms: i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX),
             fence: lease.fence,
         })

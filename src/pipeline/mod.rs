@@ -10,6 +10,7 @@
 //! - `stop` — why work under the lock stopped, and what that makes the outcome.
 
 mod answer;
+mod budget;
 mod burst;
 mod deliver;
 mod stop;
@@ -101,6 +102,8 @@ pub struct PipelineSettings {
     /// How long since it was first read a message may be parked, no attempt
     /// spent, for a responder asking to slow down (half the message age limit).
     pub slow_down_for: Duration,
+    /// The responder is paid (`openai`, `http`): tenants' token budgets apply.
+    pub paid_responder: bool,
 }
 
 /// What a pipeline is built from besides its configuration.
@@ -149,6 +152,7 @@ impl Pipeline {
             coalesce: CoalesceDefaults::of(&config.turns),
             retry: config.retry_policy(),
             slow_down_for: Duration::from_secs(config.worker.max_message_age_secs / 2),
+            paid_responder: config.responder.kind != crate::config::ResponderKind::Builtin,
         };
         let waiting = Arc::new(Semaphore::new(config.turns.waiting_limit(config.amqp.prefetch)));
         let Parts { db, dedup, cache, responder, publisher, metrics } = parts;

@@ -53,6 +53,22 @@ struct AgentReply {
     /// Each read on its own: one malformed reference is dropped, not the answer.
     #[serde(default)]
     references: Option<Vec<Value>>,
+    /// Optional, OpenAI's shape (`{"prompt_tokens": …, "completion_tokens": …}`),
+    /// for tenants' token budgets; read leniently: a malformed one is none.
+    #[serde(default)]
+    usage: Option<Value>,
+}
+
+/// Token counts an agent reported, each a non-negative integer or left out.
+fn reported_usage(usage: Option<&Value>) -> Usage {
+    let count = |name: &str| {
+        usage.and_then(|u| u.get(name)).and_then(Value::as_u64).map(|n| i32::try_from(n).unwrap_or(i32::MAX))
+    };
+    Usage {
+        prompt_tokens: count("prompt_tokens"),
+        completion_tokens: count("completion_tokens"),
+        ..Usage::default()
+    }
 }
 
 /// A reference as an agent may send it: without a position (0: none given).
@@ -107,7 +123,7 @@ impl Responder for HttpAgent {
                 handoff: reply.handoff,
                 confidence: reply.confidence,
                 references,
-                usage: Usage::default(),
+                usage: reported_usage(reply.usage.as_ref()),
             })
         })
     }

@@ -2,10 +2,12 @@
 //!
 //! A responder sees the built [`Context`] and returns an [`Answer`]; it never
 //! touches the store or the broker. Its errors are transient (timeouts,
-//! connection errors, 5xx), a request to slow down ([`RespondError::SlowDown`]),
-//! or unusable ([`RespondError::Unusable`]: a 3xx, a 4xx, an answer too large or
-//! that cannot be read); each fails the attempt and the message is retried, then
-//! dead-lettered, so nothing is lost while an operator fixes the cause.
+//! connection errors, 5xx) or unusable ([`RespondError::Unusable`]: a 3xx, a 4xx,
+//! an answer too large or that cannot be read): each fails the attempt and the
+//! message is retried, then dead-lettered, so nothing is lost while an operator
+//! fixes the cause. A request to slow down ([`RespondError::SlowDown`]) and an
+//! endpoint whose circuit is open ([`RespondError::Down`]) park the message
+//! without spending an attempt ([`throttle`]).
 //!
 //! - [`builtin`] — offline, deterministic, answers from the context alone;
 //! - [`openai`], [`http`] — remote: they are shown a bounded part of the tenant

@@ -67,6 +67,8 @@ pub struct Metrics {
     /// 1 while the responder's circuit is open (or its probe out): down for every message.
     pub responder_down: Gauge,
     pub responder_circuit_opened: Counter,
+    /// Messages not sent to the responder: their tenant's token budget was spent.
+    pub budget_spent: Counter,
     /// Deliveries held in process now, waiting for their conversation's turn.
     pub turns_waiting: Gauge,
     pub turn_wait_seconds: Histogram,
@@ -118,6 +120,7 @@ impl Metrics {
             responder_paused: Gauge::default(),
             responder_down: Gauge::default(),
             responder_circuit_opened: Counter::default(),
+            budget_spent: Counter::default(),
             turns_waiting: Gauge::default(),
             turn_wait_seconds: stage_histogram(),
             turns_parked: Counter::default(),
@@ -196,6 +199,12 @@ impl Metrics {
             "responder_circuit_opened",
             "Times the responder's circuit breaker opened",
             m.responder_circuit_opened.clone(),
+        );
+        registry.register(
+            "budget_spent",
+            "Messages not sent to the responder because their tenant's token budget for the period was spent \
+             (answered with the holding reply and a handoff, or parked: the tenant's over_budget)",
+            m.budget_spent.clone(),
         );
         registry.register(
             "turns_waiting",

@@ -36,6 +36,7 @@ mod responders;
 mod retention;
 mod retries;
 mod shutdown;
+mod token_budgets;
 mod traces;
 mod turns;
 mod upgrade;
