@@ -90,37 +90,60 @@ pub struct Deliveries {
     /// A cancel was sent: the consumer's stream ends once the deliveries it
     /// holds are handed out, and a new consumer (of `wanted`) follows it.
     cancelled: bool,
+    /// The cancelled consumer's stream has ended: all it held is handed out.
+    ended: bool,
     /// No new consumer follows a cancelled one until [`Self::prefetch`] is called.
     suspended: bool,
 }
 
 impl Deliveries {
     /// The next delivery; `Ok(None)` when the broker cancelled the consumer,
-    /// an error when the connection is lost.
+    /// an error when the connection is lost. Not to be called while
+    /// suspended: it would wait until [`Self::prefetch`] is.
     pub async fn next(&mut self) -> Result<Option<Incoming>, BrokerError> {
         use futures_util::StreamExt;
         loop {
+            if self.cancelled && self.ended {
+                if self.suspended {
+                    std::future::pending::<()>().await;
+                }
+                self.started += 1;
+                let tag = format!("{}#{}", self.tag, self.started);
+                self.consumer = start(&self.channel, &self.queue, &tag, self.wanted).await?;
+                (self.current, self.prefetch, self.cancelled, self.ended) = (tag, self.wanted, false, false);
+            }
             match self.consumer.next().await {
                 Some(Ok(delivery)) => return Ok(Some(Incoming::new(delivery, &self.inbound_exchange))),
                 Some(Err(e)) => return Err(e.into()),
-                None if self.cancelled && !self.suspended => {
-                    self.started += 1;
-                    let tag = format!("{}#{}", self.tag, self.started);
-                    self.consumer = start(&self.channel, &self.queue, &tag, self.wanted).await?;
-                    self.current = tag;
-                    self.prefetch = self.wanted;
-                    self.cancelled = false;
-                }
-                // Suspended: nothing more until `prefetch` is called.
-                None if self.cancelled => std::future::pending::<()>().await,
+                None if self.cancelled => self.ended = true,
                 None => return Ok(None),
             }
         }
     }
 
+    /// A delivery the cancelled consumer still holds, if one is there now
+    /// (never waits): while suspended, these are handed out at once, so that
+    /// they go back to the queue (parked) for workers that can take them,
+    /// instead of waiting in this process.
+    pub fn held(&mut self) -> Result<Option<Incoming>, BrokerError> {
+        use futures_util::{FutureExt, StreamExt};
+        if !self.cancelled || self.ended {
+            return Ok(None);
+        }
+        match self.consumer.next().now_or_never() {
+            Some(Some(Ok(delivery))) => Ok(Some(Incoming::new(delivery, &self.inbound_exchange))),
+            Some(Some(Err(e))) => Err(e.into()),
+            Some(None) => {
+                self.ended = true;
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Stops the broker from pushing more deliveries (they wait in the
-    /// queue, visible in its depth): the ones already pushed are still handed
-    /// out by [`Self::next`], after which it waits for [`Self::prefetch`].
+    /// queue, visible in its depth); the ones already pushed are handed out
+    /// by [`Self::held`].
     pub async fn suspend(&mut self) -> Result<(), BrokerError> {
         self.suspended = true;
         self.cancel().await
@@ -137,8 +160,10 @@ impl Deliveries {
 
     async fn cancel(&mut self) -> Result<(), BrokerError> {
         if !self.cancelled {
-            self.channel.basic_cancel(self.current.as_str().into(), Default::default()).await?;
+            // Marked first: a cancel cut short (shutdown) is not sent again
+            // as if none had been.
             self.cancelled = true;
+            self.channel.basic_cancel(self.current.as_str().into(), Default::default()).await?;
         }
         Ok(())
     }
@@ -200,10 +225,10 @@ impl Broker {
         Publisher::new(self.publish_channel.clone(), &self.config)
     }
 
-    /// Starts consuming the inbound queue with manual acks and `prefetch` deliveries in flight.
-    pub async fn consume(&self, consumer_tag: &str) -> Result<Deliveries, BrokerError> {
+    /// Starts consuming the inbound queue with manual acks and `prefetch`
+    /// deliveries pushed ahead at most.
+    pub async fn consume(&self, consumer_tag: &str, prefetch: u16) -> Result<Deliveries, BrokerError> {
         let queue = self.config.inbound_queue.clone();
-        let prefetch = self.config.prefetch;
         let consumer = start(&self.consume_channel, &queue, consumer_tag, prefetch).await?;
         Ok(Deliveries {
             consumer,
@@ -216,6 +241,7 @@ impl Broker {
             prefetch,
             wanted: prefetch,
             cancelled: false,
+            ended: false,
             suspended: false,
         })
     }

@@ -9,7 +9,9 @@
 //! `hour`, `day` (the default) or `month`, calendar periods in UTC;
 //! `over_budget` says what a message gets once the period's tokens are spent:
 //! `handoff` (the default: the holding reply, and the conversation handed to
-//! a human) or `wait` (parked until the period ends). A setting that cannot be
+//! a human) or `wait` (parked until the period ends, when it ends within
+//! half of `worker.max_message_age_secs`; the holding reply otherwise, since
+//! no message waits longer than that). A setting that cannot be
 //! read is no budget, and is said so in the log: the admin app's typo must
 //! not stop a tenant's customers being answered.
 
@@ -53,14 +55,18 @@ impl TokenBudget {
                 v.as_u64().ok_or_else(|| format!("token_budget is {v}, not a whole number of tokens"))?
             }
         };
-        let period = match settings.get("token_budget_period").and_then(Value::as_str) {
-            None => Period::Day,
+        let word = |name: &str| match settings.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(word)) => Ok(Some(word.as_str())),
+            Some(other) => Err(format!("{name} is {other}, not a word")),
+        };
+        let period = match word("token_budget_period")? {
+            None | Some("day") => Period::Day,
             Some("hour") => Period::Hour,
-            Some("day") => Period::Day,
             Some("month") => Period::Month,
             Some(other) => return Err(format!("token_budget_period is {other:?}, not hour, day or month")),
         };
-        let over = match settings.get("over_budget").and_then(Value::as_str) {
+        let over = match word("over_budget")? {
             None | Some("handoff") => OverBudget::Handoff,
             Some("wait") => OverBudget::Wait,
             Some(other) => return Err(format!("over_budget is {other:?}, not handoff or wait")),
@@ -117,6 +123,8 @@ mod tests {
             json!({"token_budget": 1.5}),
             json!({"token_budget": 10, "token_budget_period": "week"}),
             json!({"token_budget": 10, "over_budget": "drop"}),
+            json!({"token_budget": 10, "token_budget_period": 1}),
+            json!({"token_budget": 10, "over_budget": true}),
         ] {
             assert!(TokenBudget::of(&bad).is_err(), "{bad}");
         }

@@ -198,8 +198,13 @@ impl State {
                 self.gate = Gate::Down { until: now + left };
                 Heard::Down { left, first: false }
             }
-            // A call sent before the circuit opened, failing as the others did.
-            Gate::Down { until } if now < until => Heard::Down { left: until - now, first: false },
+            // A call sent before the circuit opened, failing as the others
+            // did: parked like them, and it neither opens the circuit again
+            // nor decides in the probe's stead.
+            Gate::Down { until } => {
+                Heard::Down { left: until.saturating_duration_since(now).max(PROBE_WAIT), first: false }
+            }
+            Gate::Probing { down: true } => Heard::Down { left: PROBE_WAIT, first: false },
             _ if self.failures >= breaker.failures => {
                 let left = breaker.cooldown_after(0);
                 let until = match self.gate {

@@ -164,3 +164,25 @@ fn the_consume_loop_takes_nothing_while_closed_then_one_at_a_time_until_a_probe_
     t.heard(&answered(), true, BREAKER, out);
     assert_eq!(t.intake(out), Intake::Take);
 }
+
+#[test]
+fn a_late_failure_of_a_call_sent_before_the_circuit_opened_neither_reopens_it_nor_hides_the_probe() {
+    let mut t = State::default();
+    let now = Instant::now();
+    for _ in 0..3 {
+        t.heard(&down(), false, BREAKER, now);
+    }
+    let due = now + Duration::from_secs(5);
+    assert_eq!(
+        t.heard(&down(), false, BREAKER, due + Duration::from_millis(1)),
+        Heard::Down { left: PROBE_WAIT, first: false },
+        "past the cooldown, before any probe"
+    );
+    assert_eq!(t.admit(due), Admission::Call { probe: true });
+    assert_eq!(t.heard(&down(), false, BREAKER, due), Heard::Down { left: PROBE_WAIT, first: false });
+    assert_eq!(
+        t.heard(&answered(), true, BREAKER, due),
+        Heard::Closed(Duration::from_secs(5)),
+        "the probe decides"
+    );
+}

@@ -42,7 +42,10 @@ pub(super) struct Session<'a> {
 impl Session<'_> {
     /// Consumes until shutdown or until the broker connection is lost.
     pub(super) async fn consume(&self, broker: &Broker, shutdown: &CancellationToken) {
-        let mut deliveries = match broker.consume(self.worker_id).await {
+        // A circuit still open from the last session: start as its probe would.
+        let down = self.gate.as_ref().is_some_and(|gate| gate.is_down());
+        let prefetch = if down { 1 } else { self.config.amqp.prefetch };
+        let mut deliveries = match broker.consume(self.worker_id, prefetch).await {
             Ok(consumer) => consumer,
             Err(e) => {
                 tracing::error!(error = %e, "could not start consuming");
@@ -69,19 +72,20 @@ impl Session<'_> {
                 _ = shutdown.cancelled() => break,
                 permit = permits.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
             };
-            if let Some(gate) = &self.gate {
-                let through = tokio::select! {
+            let through = match &self.gate {
+                Some(gate) => tokio::select! {
                     _ = shutdown.cancelled() => break,
                     through = through_gate(gate, &mut deliveries, self.config.amqp.prefetch) => through,
-                };
-                if let Err(e) = through {
-                    tracing::error!(error = %e, "rabbitmq connection lost; reconnecting");
-                    break;
-                }
-            }
-            let delivery = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                next = deliveries.next() => next,
+                },
+                None => Ok(None),
+            };
+            let delivery = match through {
+                Ok(Some(held)) => Ok(Some(held)),
+                Ok(None) => tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    next = deliveries.next() => next,
+                },
+                Err(e) => Err(e),
             };
             let incoming = match delivery {
                 Ok(Some(incoming)) => incoming,
@@ -150,19 +154,31 @@ impl Session<'_> {
 /// Waits until the responder's gate lets another delivery be taken. While
 /// its circuit is open the consumer is stopped at the broker, so that new
 /// messages wait in `worker.inbound` (its depth shows them, and a worker that
-/// can reach the responder takes them); a probe's delivery is taken with a
-/// prefetch of one, and the configured prefetch comes back with the circuit
-/// closed.
+/// can reach the responder takes them), and the deliveries it had already
+/// pushed are handed out at once (`Some`): the pipeline parks them, so they
+/// go back to the queue too. A probe's delivery is taken with a prefetch of
+/// one, and the configured prefetch comes back with the circuit closed.
 async fn through_gate(
     gate: &crate::respond::Pause,
     deliveries: &mut crate::broker::Deliveries,
     prefetch: u16,
-) -> Result<(), crate::broker::BrokerError> {
-    if gate.is_down() {
-        deliveries.suspend().await?;
+) -> Result<Option<crate::broker::Incoming>, crate::broker::BrokerError> {
+    loop {
+        if gate.is_down() {
+            deliveries.suspend().await?;
+            if let Some(held) = deliveries.held()? {
+                return Ok(Some(held));
+            }
+        }
+        // Looked at again now and then: the cancel's confirmation, and what
+        // the consumer held with it, may come after the circuit opened.
+        tokio::select! {
+            () = gate.room() => break,
+            () = tokio::time::sleep(crate::respond::throttle::PROBE_WAIT) => {}
+        }
     }
-    gate.room().await;
-    deliveries.prefetch(if gate.is_down() { 1 } else { prefetch }).await
+    deliveries.prefetch(if gate.is_down() { 1 } else { prefetch }).await?;
+    Ok(None)
 }
 
 /// The last delivery read of each conversation, so that the next one of it
