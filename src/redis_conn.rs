@@ -7,10 +7,12 @@
 //! hash tag (see [`crate::keys`]), every other command names one key, and a
 //! pipeline stays within one slot.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClientBuilder;
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
@@ -20,11 +22,79 @@ use crate::config::{RedisConfig, RedisMode, seeds};
 #[derive(Clone)]
 pub enum RedisConn {
     Standalone(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(Arc<Cluster>),
 }
 
 /// How long one command may wait for its answer, and one connection attempt.
 const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A cluster connection on which every command has failed to reach Redis
+/// for this long is replaced by a new one.
+const REOPEN_AFTER: Duration = Duration::from_secs(10);
+
+/// A Redis Cluster connection that is opened again when it stays stuck: after
+/// a primary's restart, redis-rs's cluster client once answered every command
+/// of a process "timed out" for minutes while the cluster served the others
+/// (the fleet chaos run stalled on it). Each command takes the current
+/// connection (a clone: a channel's sender); the first failing one past
+/// [`REOPEN_AFTER`] of failures only opens a new one in the background.
+pub struct Cluster {
+    client: ClusterClient,
+    current: RwLock<ClusterConnection>,
+    /// Since when no command reached Redis (none since answered), if so.
+    failing_since: Mutex<Option<Instant>>,
+    reopening: AtomicBool,
+}
+
+impl Cluster {
+    fn connection(&self) -> ClusterConnection {
+        self.current.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    fn heard<T>(self: &Arc<Self>, result: &RedisResult<T>) {
+        let mut since = self.failing_since.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match result {
+            Err(e)
+                if e.is_timeout()
+                    || e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal() =>
+            {
+                let first = *since.get_or_insert_with(Instant::now);
+                if first.elapsed() >= REOPEN_AFTER && !self.reopening.swap(true, Ordering::AcqRel) {
+                    tokio::spawn(self.clone().reopen(first.elapsed()));
+                }
+            }
+            // An answer, even an error one (a script's, WRONGTYPE): Redis is reached.
+            _ => *since = None,
+        }
+    }
+
+    async fn reopen(self: Arc<Self>, failing_for: Duration) {
+        tracing::warn!(
+            failing_secs = failing_for.as_secs(),
+            "no redis command has got through the cluster connection for a while; opening a new one"
+        );
+        match tokio::time::timeout(4 * TIMEOUT, self.client.get_async_connection()).await {
+            Ok(Ok(connection)) => {
+                *self.current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = connection;
+                *self.failing_since.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+                tracing::info!("redis cluster connection opened again");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not open a new redis cluster connection; will try again")
+            }
+            Err(_) => tracing::warn!("opening a new redis cluster connection timed out; will try again"),
+        }
+        // Whether or not it worked, the next try waits another REOPEN_AFTER of failures.
+        if let Some(since) =
+            self.failing_since.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).as_mut()
+        {
+            *since = Instant::now();
+        }
+        self.reopening.store(false, Ordering::Release);
+    }
+}
 
 impl RedisConn {
     /// Connects once (the caller retries) to `redis.url`: the primary, or the
@@ -57,7 +127,13 @@ impl RedisConn {
                     // script is safe to run twice.
                     .retries(3)
                     .build()?;
-                Ok(Self::Cluster(client.get_async_connection().await?))
+                let current = RwLock::new(client.get_async_connection().await?);
+                Ok(Self::Cluster(Arc::new(Cluster {
+                    client,
+                    current,
+                    failing_since: Mutex::new(None),
+                    reopening: AtomicBool::new(false),
+                })))
             }
         }
     }
@@ -67,7 +143,11 @@ impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Standalone(c) => c.req_packed_command(cmd),
-            Self::Cluster(c) => c.req_packed_command(cmd),
+            Self::Cluster(cluster) => Box::pin(async move {
+                let result = cluster.connection().req_packed_command(cmd).await;
+                cluster.heard(&result);
+                result
+            }),
         }
     }
 
@@ -79,14 +159,18 @@ impl ConnectionLike for RedisConn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Self::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(cluster) => Box::pin(async move {
+                let result = cluster.connection().req_packed_commands(pipeline, offset, count).await;
+                cluster.heard(&result);
+                result
+            }),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Self::Standalone(c) => c.get_db(),
-            Self::Cluster(c) => c.get_db(),
+            Self::Cluster(cluster) => cluster.connection().get_db(),
         }
     }
 }
