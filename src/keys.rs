@@ -31,6 +31,7 @@
 //! | `<p>pause:<endpoint>` | string | until when (ms) the fleet calls no responder at `<endpoint>` (a hash of its kind and URL): it asked to slow down |
 //! | `<p>pauses:<endpoint>` | pub/sub channel | such a pause, announced as it begins |
 //! | `<p>tokens:<tenant>:<period>` | string | tokens the tenant's messages spent on a paid responder in that period (`d20261203`, `h2026120314`, `m202612`), kept a day past its end |
+//! | `<p>rate:<tenant>` | hash | the tenant's rate limit: `tat`, the theoretical arrival time (µs, Redis's clock) of its next message, and `tail`, when the last one turned away comes back |
 //! | `<p>cache:<kind>:<tenant>` | string | shared catalog cache entry |
 //! | `<p>stats:<tenant or all>:<minute>` | string | cached `worker stats` figures |
 
@@ -153,6 +154,11 @@ impl Keys {
     /// Tokens tenant `tenant` spent in period `period` (see `model::budget`).
     pub fn tokens(&self, tenant: &Uuid, period: &str) -> String {
         format!("{}tokens:{tenant}:{period}", self.prefix)
+    }
+
+    /// The tenant's rate limit state (see `dedup::rate`).
+    pub fn rate(&self, tenant: &Uuid) -> String {
+        format!("{}rate:{tenant}", self.prefix)
     }
 
     pub fn alive(&self, instance: &str) -> String {

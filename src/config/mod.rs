@@ -38,7 +38,7 @@ pub use self::cache::CacheConfig;
 pub use self::context::ContextConfig;
 pub use self::database::DatabaseConfig;
 pub use self::redis::{RedisConfig, RedisMode, seeds};
-pub use self::responder::{ResponderConfig, ResponderKind};
+pub use self::responder::{FallbackKind, ResponderConfig, ResponderKind};
 pub use self::telemetry::{ProducerContext, TracingConfig};
 pub use self::turns::{MAX_COALESCE_MS, MidGeneration, TurnsConfig};
 pub use self::worker::{MAX_CONCURRENCY, WorkerConfig, check_worker_id};

@@ -16,6 +16,16 @@ pub enum ResponderKind {
     Http,
 }
 
+/// Who answers when the responder cannot (LiteLLM's and OpenRouter's fallbacks).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FallbackKind {
+    /// Nobody: the message is retried, parked or waits (CONTRACT §3).
+    None,
+    /// The builtin responder answers from the context alone.
+    Builtin,
+}
+
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ResponderConfig {
@@ -49,6 +59,11 @@ pub struct ResponderConfig {
     /// The first cooldown before a probe; it doubles with each probe that
     /// fails, up to 30 s (or this, when longer).
     pub breaker_cooldown_secs: u64,
+    /// `openai`, `http`: who answers a message the responder could not
+    /// (a failure, a request to slow down, an open circuit). `builtin`: the
+    /// builtin responder, at once, and the worker never stops consuming for
+    /// the responder's sake; `none` (the default): retried, parked or held.
+    pub fallback: FallbackKind,
 }
 
 impl Default for ResponderConfig {
@@ -69,6 +84,7 @@ impl Default for ResponderConfig {
             // spends a message's attempt.
             breaker_failures: 5,
             breaker_cooldown_secs: 5,
+            fallback: FallbackKind::None,
         }
     }
 }

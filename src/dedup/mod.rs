@@ -24,6 +24,7 @@ mod guard;
 mod inspect;
 pub mod line;
 pub mod pauses;
+pub mod rate;
 mod scripts;
 pub mod sweeper;
 mod tokens;

@@ -16,6 +16,7 @@ pub mod conversation;
 pub mod envelope;
 pub mod fingerprint;
 pub mod inbound;
+pub mod rate;
 pub mod reference;
 
 pub use answer::{Answer, Usage};

@@ -17,6 +17,9 @@ use crate::respond::{Answer, Context};
 use crate::store::Exchange;
 use crate::store::bursts::{self, BurstMessage};
 
+/// `agent_interactions.responder` of an answer the fallback gave.
+const FALLBACK_RESPONDER: &str = "builtin (fallback)";
+
 impl Pipeline {
     pub(super) async fn answer(
         &self,
@@ -65,11 +68,20 @@ impl Pipeline {
         let (answer, responder) = match self.budget(&inbound.tenant_id, tenant).await? {
             Budget::Spent => (Answer::plain(HOLDING_REPLY, true, 1.0), BUDGET_RESPONDER),
             within => {
-                let answer = self.timed("respond", self.responder.respond(&ctx)).await?;
+                let answered = self.timed("respond", self.responder.respond(&ctx)).await;
+                let (answer, responder) = match (answered, &self.settings.fallback) {
+                    (Ok(answer), _) => (answer, self.responder.name()),
+                    (Err(e), Some(fallback)) => {
+                        tracing::warn!(error = %e, "the responder could not answer; the builtin responder answers instead");
+                        self.metrics.responder_fallbacks.inc();
+                        (fallback.answer(&ctx), FALLBACK_RESPONDER)
+                    }
+                    (Err(e), None) => return Err(e.into()),
+                };
                 if let Budget::Within(window) = within {
                     self.spent(&inbound.tenant_id, &window, &answer, &ctx).await;
                 }
-                (answer, self.responder.name())
+                (answer, responder)
             }
         };
 

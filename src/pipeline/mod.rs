@@ -13,6 +13,7 @@ mod answer;
 mod budget;
 mod burst;
 mod deliver;
+mod rate;
 mod stop;
 mod turn;
 
@@ -104,6 +105,8 @@ pub struct PipelineSettings {
     pub slow_down_for: Duration,
     /// The responder is paid (`openai`, `http`): tenants' token budgets apply.
     pub paid_responder: bool,
+    /// Who answers what the responder could not (`responder.fallback`).
+    pub fallback: Option<crate::respond::Builtin>,
 }
 
 /// What a pipeline is built from besides its configuration.
@@ -153,6 +156,9 @@ impl Pipeline {
             retry: config.retry_policy(),
             slow_down_for: Duration::from_secs(config.worker.max_message_age_secs / 2),
             paid_responder: config.responder.kind != crate::config::ResponderKind::Builtin,
+            fallback: (config.responder.fallback == crate::config::FallbackKind::Builtin
+                && config.responder.kind != crate::config::ResponderKind::Builtin)
+                .then_some(crate::respond::Builtin { handoff_threshold: config.responder.handoff_threshold }),
         };
         let waiting = Arc::new(Semaphore::new(config.turns.waiting_limit(config.amqp.prefetch)));
         let Parts { db, dedup, cache, responder, publisher, metrics } = parts;
@@ -212,6 +218,11 @@ impl Pipeline {
             let rejected = Outcome::Rejected(stop::unknown_tenant(&inbound, profile.tenant.is_some()));
             return self.give_up(&lease, rejected, envelope).await;
         };
+
+        // rate: where the tenant has a limit, its place at the rate.
+        if let Err(stop) = self.within_rate(&inbound.tenant_id, tenant, &lease).await {
+            return self.give_up(&lease, stop.into_outcome(fingerprint), envelope).await;
+        }
 
         // coalesce, where the tenant turns it on: wait for the burst to grow, or
         // pass the turn to the newer message that continues it. (A message that

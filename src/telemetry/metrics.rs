@@ -69,6 +69,10 @@ pub struct Metrics {
     pub responder_circuit_opened: Counter,
     /// Messages not sent to the responder: their tenant's token budget was spent.
     pub budget_spent: Counter,
+    /// Messages that waited for, or were parked until, their tenant's rate allowed them.
+    pub rate_limited: Counter,
+    /// Answers the fallback responder gave because the responder could not.
+    pub responder_fallbacks: Counter,
     /// Deliveries held in process now, waiting for their conversation's turn.
     pub turns_waiting: Gauge,
     pub turn_wait_seconds: Histogram,
@@ -121,6 +125,8 @@ impl Metrics {
             responder_down: Gauge::default(),
             responder_circuit_opened: Counter::default(),
             budget_spent: Counter::default(),
+            rate_limited: Counter::default(),
+            responder_fallbacks: Counter::default(),
             turns_waiting: Gauge::default(),
             turn_wait_seconds: stage_histogram(),
             turns_parked: Counter::default(),
@@ -205,6 +211,16 @@ impl Metrics {
             "Messages not sent to the responder because their tenant's token budget for the period was spent \
              (answered with the holding reply and a handoff, or parked: the tenant's over_budget)",
             m.budget_spent.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Messages that waited for their place at their tenant's rate_limit_per_sec, or were parked until one frees",
+            m.rate_limited.clone(),
+        );
+        registry.register(
+            "responder_fallbacks",
+            "Answers the builtin responder gave because the responder could not (responder.fallback = builtin)",
+            m.responder_fallbacks.clone(),
         );
         registry.register(
             "turns_waiting",

@@ -108,11 +108,14 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
     let deadline = Instant::now() + config.startup_timeout();
     let metrics = Arc::new(Metrics::new());
     let remote = config.responder.kind != crate::config::ResponderKind::Builtin;
+    // With a fallback, the worker never stops consuming for the responder's
+    // sake: what it cannot answer, the fallback does.
+    let gated = remote && config.responder.fallback == crate::config::FallbackKind::None;
     let pause = Arc::new(respond::Pause::new(respond::Breaker::from_config(&config.responder)));
     let health = Arc::new(Health {
         consuming: tally.consuming.clone(),
         publishing: tally.publishing.clone(),
-        responder: remote.then(|| pause.clone()),
+        responder: gated.then(|| pause.clone()),
         ..Health::default()
     });
     let db =
@@ -240,7 +243,7 @@ pub async fn run(config: Config, shutdown: CancellationToken, tally: Arc<Tally>)
             pipeline,
             tally: tally.clone(),
             session_over,
-            gate: remote.then(|| pause.clone()),
+            gate: gated.then(|| pause.clone()),
         };
         session.consume(&broker, &shutdown).await;
         if tokio::time::timeout(CLOSING_STEP_TIMEOUT, broker.close()).await.is_err() {

@@ -240,3 +240,51 @@ async fn a_responder_down_for_everyone_stops_consumption_and_everything_is_answe
     assert_eq!((replies.len(), answered.len()), (FIRST + LATER, FIRST + LATER), "one reply each");
     env.finish().await;
 }
+
+/// `responder.fallback = "builtin"`: what the responder cannot answer (here
+/// a 502 every time, which opens its circuit too), the builtin answers at
+/// once, no attempt spent, and the worker stays ready and consuming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_fallback_the_builtin_answers_what_the_responder_cannot() {
+    let mut env = TestEnv::new().await;
+    let (agent, down, failed_calls) = failing_agent().await;
+    down.store(true, Ordering::SeqCst);
+    env.config.responder.kind = ResponderKind::Http;
+    env.config.responder.url = agent.url.clone();
+    env.config.responder.breaker_failures = 2;
+    env.config.responder.fallback = chat_worker::config::FallbackKind::Builtin;
+    env.config.worker.max_attempts = 1;
+    let mut worker = env.spawn_worker("w-fallback");
+    env.ready(&mut worker).await;
+    let admin = *worker.tally.admin_addr.get().expect("admin address");
+    chat_worker::tls::install_crypto();
+    const MESSAGES: usize = 6;
+    for i in 0..MESSAGES {
+        env.publish_json(&env.message(&format!("m-fallback-{i}"), &format!("+2547000008{i:02}"), "hello"))
+            .await;
+    }
+    eventually("every message answered", || async {
+        worker.tally.processed.load(Ordering::Relaxed) == MESSAGES as u64
+    })
+    .await;
+    let (status, text) = get(format!("http://{admin}/readyz")).await;
+    let (_, metrics) = get(format!("http://{admin}/metrics")).await;
+    let tally = worker.tally.clone();
+    worker.stop().await.expect("stop");
+
+    assert_eq!(status, 200, "ready: the fallback answers ({text})");
+    assert_eq!(tally.failed.load(Ordering::Relaxed), 0);
+    assert!(env.dead_letters().await.is_empty());
+    assert!(failed_calls.load(Ordering::SeqCst) >= 2, "the responder was tried");
+    let by: Vec<String> = sqlx::query_scalar("SELECT responder FROM agent_interactions")
+        .fetch_all(&env.pool)
+        .await
+        .expect("interactions");
+    assert_eq!(by.len(), MESSAGES);
+    assert!(by.iter().all(|r| r == "builtin (fallback)"), "{by:?}");
+    assert!(
+        metrics.lines().any(|l| l == format!("chat_worker_responder_fallbacks_total {MESSAGES}")),
+        "{metrics}"
+    );
+    env.finish().await;
+}

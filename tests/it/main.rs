@@ -36,7 +36,7 @@ mod responders;
 mod retention;
 mod retries;
 mod shutdown;
-mod token_budgets;
+mod tenant_limits;
 mod traces;
 mod turns;
 mod upgrade;

@@ -1,15 +1,17 @@
-//! A tenant's token budget (issue 16, budgets): checked before a paid
-//! responder is called; once the period's tokens are spent the tenant's
-//! messages get the holding reply and a handoff, not calls.
+//! What a tenant may take of the shared capacity (issue 16): its token budget,
+//! checked before a paid responder is called (once the period's tokens are
+//! spent its messages get the holding reply and a handoff, not calls), and
+//! its message rate, fleet-wide.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use chat_worker::config::ResponderKind;
 use serde_json::{Value, json};
 use testkit::http_stub::{self, Answer};
 
-use crate::harness::TestEnv;
+use crate::harness::{TestEnv, eventually};
 
 /// An agent whose every answer reports 100 + 20 tokens, counting its calls.
 async fn paid_agent() -> (http_stub::Stub, Arc<AtomicU32>) {
@@ -110,5 +112,45 @@ async fn a_budget_of_zero_tokens_never_calls_the_responder() {
     worker.stop().await.expect("stop");
     assert_eq!(reply["handoff"], true);
     assert_eq!(calls.load(Ordering::SeqCst), 0);
+    env.finish().await;
+}
+
+/// A rate of 1 message a second, no burst: 8 messages published at once are
+/// answered at that rate (the first 6 waiting for their places, the others
+/// parked, no attempt spent, until theirs come), none lost, none failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_messages_are_answered_at_its_rate_limit_and_none_is_lost() {
+    let mut env = TestEnv::new().await;
+    sqlx::query("UPDATE tenants SET settings = $2 WHERE id = $1")
+        .bind(env.tenant_id)
+        .bind(json!({"rate_limit_per_sec": 1, "rate_limit_burst": 1}))
+        .execute(&env.pool)
+        .await
+        .expect("tenant settings");
+    env.config.worker.max_attempts = 1;
+    let mut worker = env.spawn_worker("w-rate");
+    env.ready(&mut worker).await;
+    const MESSAGES: u64 = 8;
+    for i in 0..MESSAGES {
+        env.publish_json(&env.message(&format!("m-rate-{i}"), &format!("+2547000007{i:02}"), "hello")).await;
+    }
+    eventually("every message answered", || async {
+        worker.tally.processed.load(Ordering::Relaxed) == MESSAGES
+    })
+    .await;
+    let tally = worker.tally.clone();
+    worker.stop().await.expect("stop");
+
+    let answered: Vec<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT created_at FROM messages WHERE direction = 'out' ORDER BY created_at")
+            .fetch_all(&env.pool)
+            .await
+            .expect("replies");
+    assert_eq!(answered.len() as u64, MESSAGES);
+    let span = (answered[answered.len() - 1] - answered[0]).to_std().unwrap_or_default();
+    assert!(span >= Duration::from_secs(6), "8 messages at 1 a second took {span:?}");
+    assert!(tally.deferred.load(Ordering::Relaxed) >= 1, "the ones beyond 5 s of waiting were parked");
+    assert_eq!(tally.failed.load(Ordering::Relaxed), 0, "no attempt spent");
+    assert!(env.dead_letters().await.is_empty());
     env.finish().await;
 }
