@@ -68,7 +68,7 @@ demo: ## Run the worker end to end on local services: a scripted conversation, a
 drain: services ## Measure how fast one `worker run` drains N messages (N=10000)
 	@scripts/loadtest.sh drain $(or $(N),10000)
 
-bench: services ## Throughput, latency, round trips, CPU vs the broker-only baseline; fails only on a broken guarantee (N=20000 WORKERS=1 CONCURRENCY=<worker.toml's concurrency, 1024> RESPONDER_DELAY_MS=0 PACED_SECONDS=10 PACED_RATE=<half the drain's> SKIP_BASELINE=1 to skip; BURST=5 BURST_GAP_MS=20: every customer sends bursts of 5 messages 20 ms apart, COALESCE_MS=100 COALESCE_MAX_MS=5000 the workers coalescing them; GROWN=10000000 on a database holding that many messages rows, grown once into a template by scripts/grow.sh)
+bench: services ## Throughput, latency, round trips, CPU vs the broker-only baseline; fails only on a broken guarantee (N=20000 WORKERS=1 CONCURRENCY=<worker.toml's concurrency, 1024> RESPONDER_DELAY_MS=0 PACED_SECONDS=10 PACED_RATE=<half the drain's> SKIP_BASELINE=1 to skip; BURST=5 BURST_GAP_MS=20: every customer sends bursts of 5 messages 20 ms apart, COALESCE_MS=100 COALESCE_MAX_MS=5000 the workers coalescing them; GROWN=10000000 on a database holding that many messages rows, grown once into a template by scripts/grow.sh; FLOOD=20000: the two-tenant flood instead, tenant A publishing that many at once beside tenant B's one every 100 ms, 2 workers, the http stub answering after 200 ms)
 	@N=$(N) WORKERS=$(WORKERS) CONCURRENCY=$(CONCURRENCY) RESPONDER_DELAY_MS=$(RESPONDER_DELAY_MS) \
 	  PACED_SECONDS=$(PACED_SECONDS) PACED_RATE=$(PACED_RATE) SKIP_BASELINE=$(SKIP_BASELINE) GROWN=$(GROWN) \
 	  BURST=$(BURST) BURST_GAP_MS=$(BURST_GAP_MS) COALESCE_MS=$(COALESCE_MS) COALESCE_MAX_MS=$(COALESCE_MAX_MS) \

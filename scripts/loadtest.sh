@@ -91,10 +91,13 @@ case "$command" in
     if [ -n "${CONCURRENCY:-}" ]; then
       export WORKER__WORKER__CONCURRENCY="$CONCURRENCY" WORKER__AMQP__PREFETCH="$CONCURRENCY"
     fi
-    args=(bench run --worker "$bin/worker" --n "${N:-20000}" --workers "${WORKERS:-1}"
+    # FLOOD=N: the two-tenant flood, on 2 workers unless WORKERS says.
+    workers="${WORKERS:-1}"
+    if [ "${FLOOD:-0}" != 0 ] && [ -z "${WORKERS:-}" ]; then workers=2; fi
+    args=(bench run --worker "$bin/worker" --n "${N:-20000}" --workers "$workers"
           --responder-delay-ms "${RESPONDER_DELAY_MS:-0}" --paced-seconds "${PACED_SECONDS:-10}"
           --paced-rate "${PACED_RATE:-0}" --burst "${BURST:-0}" --burst-gap-ms "${BURST_GAP_MS:-20}"
-          --log-dir "$target/bench")
+          --flood "${FLOOD:-0}" --log-dir "$target/bench")
     case "${SKIP_BASELINE:-}" in ""|0|false|no) ;; *) args+=(--skip-baseline) ;; esac
     ;;
   drain) args=(drain "$bin/worker" "${1:-10000}") ;;

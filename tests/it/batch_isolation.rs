@@ -49,9 +49,9 @@ async fn a_value_the_database_refuses_is_invalid_at_once_and_its_neighbours_are_
     .await;
     // Each commit takes a while, so the messages that arrive meanwhile share the next one.
     env.on_message_insert("PERFORM pg_sleep(0.2)").await;
-    let mut worker = env.spawn_worker("w-isolation");
-    env.ready(&mut worker).await;
-
+    // Published before the worker starts, so that they reach it together
+    // (published one by one to a running worker on a loaded machine, each
+    // could find a commit of its own free).
     let mut neighbours = Vec::new();
     for i in 0..30 {
         let (id, text) =
@@ -62,6 +62,8 @@ async fn a_value_the_database_refuses_is_invalid_at_once_and_its_neighbours_are_
         }
         env.publish_json(&message).await;
     }
+    let mut worker = env.spawn_worker("w-isolation");
+    env.ready(&mut worker).await;
     let mut replied = std::collections::HashMap::new();
     let started = std::time::Instant::now();
     while replied.len() < neighbours.len() {

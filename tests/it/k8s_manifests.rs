@@ -142,6 +142,8 @@ fn the_deployment_configures_the_worker_the_other_objects_expect() {
         .and_then(|ports| ports.iter().find(|p| p["name"] == "admin"))
         .expect("the Service's admin port");
     assert_eq!(port_number(&service_port["targetPort"], worker), admin);
+    // An unready worker (a service down, the responder's circuit open) is still scraped.
+    assert_eq!(service["spec"]["publishNotReadyAddresses"].as_bool(), Some(true));
     let monitor = manifest("servicemonitor.yaml");
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], "admin");
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");

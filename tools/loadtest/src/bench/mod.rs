@@ -32,6 +32,7 @@
 //! `loadtest bench run --help` lists the options.
 
 mod baseline;
+mod flood;
 mod ledger;
 mod phases;
 mod report;
@@ -94,6 +95,11 @@ pub struct RunArgs {
     burst_gap_ms: u64,
     #[arg(long)]
     skip_baseline: bool,
+    /// Above 0: instead of the usual run, the two-tenant flood (`flood`):
+    /// tenant A publishes this many messages at once while tenant B sends one
+    /// every 100 ms (the http stub answering after RESPONDER_DELAY_MS, 200 by default).
+    #[arg(long, default_value_t = 0)]
+    flood: usize,
     /// Where the workers' logs go.
     #[arg(long, default_value = "target/bench")]
     log_dir: PathBuf,
@@ -141,6 +147,20 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         .await
         .context("connecting to redis")?;
 
+    if args.flood > 0 {
+        let delay = if args.responder_delay_ms > 0 { args.responder_delay_ms } else { 200 };
+        let stub = wiring::agent(delay).await?;
+        let env = wiring::http_responder_env(&config, &stub.url, delay)?;
+        let setup = flood::Setup {
+            config: &config,
+            worker: &args.worker,
+            workers: args.workers,
+            env,
+            log_dir: &args.log_dir,
+            flood: args.flood,
+        };
+        return flood::run(setup, &pool).await;
+    }
     let seeding = Instant::now();
     let customers = seed::seed(&pool).await.context("seeding the workload (did `worker migrate` run?)")?;
     println!(
