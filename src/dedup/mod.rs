@@ -354,6 +354,11 @@ impl Dedup {
         Ok(!locked && !matches!(status.as_deref(), Some("failed" | "released" | "waiting")))
     }
 
+    /// Whether message `fp`'s lock is held (by anyone).
+    pub async fn is_locked(&self, shard: Shard, fp: &Fingerprint) -> Result<bool, DedupError> {
+        Ok(redis::cmd("EXISTS").arg(self.keys.lock(shard, fp)).query_async(&mut self.redis.clone()).await?)
+    }
+
     /// This process's instance id (its wake channel's name).
     pub fn instance(&self) -> &str {
         &self.instance

@@ -305,6 +305,19 @@ impl Pipeline {
         };
         let age_ms = crate::dedup::now_ms().saturating_sub(entry.since_ms);
         let lock_ttl_ms = i64::try_from(self.dedup.lock_ttl().as_millis()).unwrap_or(i64::MAX);
+        // Answered, but its end never reached the line (Redis failed as it
+        // finished, and the sweeper then released its lock as a dead
+        // holder's, so its state reads `released`, as for one whose delivery
+        // comes back: this one's never does). Its committed reply, and no
+        // lock, say it is over; the chaos run through a cluster stalled on it.
+        if entry.status == EntryStatus::Taken
+            && age_ms > lock_ttl_ms
+            && matches!(self.dedup.is_locked(line.shard, ahead).await, Ok(false))
+            && matches!(crate::store::has_reply(&self.db, ahead).await, Ok(true))
+        {
+            self.skipped(ahead, "answered, its end unrecorded");
+            return Some(entry.skip_token(ahead.as_str()));
+        }
         if entry.status == EntryStatus::Taken
             && age_ms > lock_ttl_ms
             && matches!(self.dedup.ended_unrecorded(line.shard, ahead).await, Ok(true))

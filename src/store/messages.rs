@@ -257,6 +257,17 @@ where
     Ok(existing)
 }
 
+/// Whether a reply to `fp` is committed (what a waiter asks of a message
+/// ahead in line whose end its line never heard).
+pub async fn has_reply(db: &Db, fp: &Fingerprint) -> Result<bool, StoreError> {
+    let found: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM messages WHERE fingerprint = $1 AND direction = 'out' LIMIT 1")
+            .bind(fp.as_str())
+            .fetch_optional(db)
+            .await?;
+    Ok(found.is_some())
+}
+
 type StoredReplyRow = (Uuid, String, Option<bool>, Option<f32>, Option<Value>, DateTime<Utc>, Vec<String>);
 
 /// The reply committed for `fp`, with the messages it answers (a burst's

@@ -29,7 +29,8 @@ pub use conversations::Conversation;
 pub use db::{Conn, Db, DbSettings, Tx};
 pub use history::{HistoryPage, customer_conversation, history_page};
 pub use messages::{
-    Exchange, Recorded, StoredReply, record_burst_reply, record_exchange, register_fence, stored_reply,
+    Exchange, Recorded, StoredReply, has_reply, record_burst_reply, record_exchange, register_fence,
+    stored_reply,
 };
 pub use migrate::{create_database_if_missing, migrate};
 pub use writer::{Writer, WriterMetrics, WriterSettings};

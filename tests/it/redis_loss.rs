@@ -178,3 +178,47 @@ async fn a_message_read_after_one_waiting_in_a_lost_line_does_not_take_the_turn_
     assert_eq!(seen.last(), Some(&("third".to_owned(), vec!["first".to_owned(), "second".to_owned()])));
     env.finish().await;
 }
+
+/// A message answered whose end never reached Redis (it failed as the
+/// holder finished), and whose lock the sweeper then released as a dead
+/// holder's (state `released`, as for one whose delivery comes back — this
+/// one's never does): its conversation's next message does not wait for it
+/// for ever, once it has been a lock's lifetime (the fleet chaos stalled on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answered_message_whose_end_redis_never_heard_does_not_hold_its_conversation() {
+    let mut env = TestEnv::new().await;
+    env.config.redis.lock_ttl_secs = 3;
+    env.config.redis.state_ttl_secs = 3_600;
+    env.config.worker.message_deadline_secs = 2;
+    env.config.responder.timeout_ms = 1_000;
+    let mut worker = env.spawn_worker("w-unheard");
+    env.ready(&mut worker).await;
+    let first = env.message("m-unheard-1", "+254700000900", "hello");
+    env.publish_json(&first).await;
+    env.reply_to("m-unheard-1").await;
+
+    // Put its line back as the failed finish and the sweeper left it.
+    let inbound = chat_worker::decode::decode(first.to_string().as_bytes()).expect("valid");
+    let fp = inbound.fingerprint();
+    let keys = chat_worker::keys::Keys::new(&env.config.redis.key_prefix);
+    let line = keys.conversation(&inbound);
+    let long_ago = chrono::Utc::now().timestamp_millis() - 10_000;
+    let mut redis = env.redis.clone();
+    let _: () = redis::pipe()
+        .zadd(&line.line, fp.as_str(), chrono::Utc::now().timestamp_micros() - 10_000_000)
+        .hset(&line.turns, fp.as_str(), format!("taken|someone|w-unheard|{long_ago}"))
+        .hset(&line.turns, ".current", fp.as_str())
+        .hset(keys.state(line.shard, &fp), "status", "released")
+        .del(keys.lock(line.shard, &fp))
+        .query_async(&mut redis)
+        .await
+        .expect("the stuck line");
+
+    env.publish_json(&env.message("m-unheard-2", "+254700000900", "and shoes?")).await;
+    env.reply_to("m-unheard-2").await;
+    let skipped = worker.tally.clone();
+    worker.stop().await.expect("stop");
+    assert_eq!(skipped.failed.load(Ordering::Relaxed), 0);
+    assert!(env.dead_letters().await.is_empty());
+    env.finish().await;
+}
