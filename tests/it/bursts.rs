@@ -26,12 +26,7 @@ async fn agent(delay: Duration) -> http_stub::Stub {
 }
 
 async fn coalescing(env: &mut TestEnv, settings: Value, agent: &http_stub::Stub) {
-    sqlx::query("UPDATE tenants SET settings = $2 WHERE id = $1")
-        .bind(env.tenant_id)
-        .bind(settings)
-        .execute(&env.pool)
-        .await
-        .expect("tenant settings");
+    env.set_tenant_settings(settings).await;
     env.config.responder.kind = ResponderKind::Http;
     env.config.responder.url = agent.url.clone();
 }

@@ -33,12 +33,7 @@ async fn paid_agent() -> (http_stub::Stub, Arc<AtomicU32>) {
 }
 
 async fn with_settings(env: &mut TestEnv, settings: Value, agent: &http_stub::Stub) {
-    sqlx::query("UPDATE tenants SET settings = $2 WHERE id = $1")
-        .bind(env.tenant_id)
-        .bind(settings)
-        .execute(&env.pool)
-        .await
-        .expect("tenant settings");
+    env.set_tenant_settings(settings).await;
     env.config.responder.kind = ResponderKind::Http;
     env.config.responder.url = agent.url.clone();
 }
@@ -121,12 +116,7 @@ async fn a_budget_of_zero_tokens_never_calls_the_responder() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenants_messages_are_answered_at_its_rate_limit_and_none_is_lost() {
     let mut env = TestEnv::new().await;
-    sqlx::query("UPDATE tenants SET settings = $2 WHERE id = $1")
-        .bind(env.tenant_id)
-        .bind(json!({"rate_limit_per_sec": 1, "rate_limit_burst": 1}))
-        .execute(&env.pool)
-        .await
-        .expect("tenant settings");
+    env.set_tenant_settings(json!({"rate_limit_per_sec": 1, "rate_limit_burst": 1})).await;
     env.config.worker.max_attempts = 1;
     let mut worker = env.spawn_worker("w-rate");
     env.ready(&mut worker).await;

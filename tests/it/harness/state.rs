@@ -13,6 +13,17 @@ use super::TestEnv;
 
 impl TestEnv {
     /// A small shop: four products, one service, two FAQ entries. Returns product ids by name.
+    /// Replaces the test tenant's `settings` (before its workers start: the
+    /// profile is cached).
+    pub async fn set_tenant_settings(&self, settings: Value) {
+        sqlx::query("UPDATE tenants SET settings = $2 WHERE id = $1")
+            .bind(self.tenant_id)
+            .bind(settings)
+            .execute(&self.pool)
+            .await
+            .expect("tenant settings");
+    }
+
     pub async fn seed_catalog(&self, tenant: Uuid) -> HashMap<String, Uuid> {
         testkit::seed::small_shop(&self.pool, tenant).await.expect("seed catalog")
     }
