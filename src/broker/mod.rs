@@ -96,54 +96,58 @@ pub struct Deliveries {
     suspended: bool,
 }
 
+/// What [`Deliveries::next`] found (a delivery, nearly always: not boxed).
+#[allow(clippy::large_enum_variant)]
+pub enum Next {
+    Delivery(Incoming),
+    /// The consumer this process cancelled handed out all it held: call
+    /// [`Deliveries::restart`] before reading on.
+    Restart,
+    /// The broker cancelled the consumer (its queue was deleted, say).
+    Cancelled,
+}
+
 impl Deliveries {
-    /// The next delivery; `Ok(None)` when the broker cancelled the consumer,
-    /// an error when the connection is lost. Not to be called while
-    /// suspended: it would wait until [`Self::prefetch`] is.
-    pub async fn next(&mut self) -> Result<Option<Incoming>, BrokerError> {
+    /// The next delivery; an error when the connection is lost. Cancel-safe
+    /// (it only reads the consumer's stream), so it can be raced against
+    /// other work; while suspended it waits until [`Self::prefetch`] and
+    /// [`Self::restart`] are called.
+    pub async fn next(&mut self) -> Result<Next, BrokerError> {
         use futures_util::StreamExt;
-        loop {
-            if self.cancelled && self.ended {
-                if self.suspended {
-                    std::future::pending::<()>().await;
-                }
-                self.started += 1;
-                let tag = format!("{}#{}", self.tag, self.started);
-                self.consumer = start(&self.channel, &self.queue, &tag, self.wanted).await?;
-                (self.current, self.prefetch, self.cancelled, self.ended) = (tag, self.wanted, false, false);
+        if self.cancelled && self.ended {
+            if self.suspended {
+                std::future::pending::<()>().await;
             }
-            match self.consumer.next().await {
-                Some(Ok(delivery)) => return Ok(Some(Incoming::new(delivery, &self.inbound_exchange))),
-                Some(Err(e)) => return Err(e.into()),
-                None if self.cancelled => self.ended = true,
-                None => return Ok(None),
+            return Ok(Next::Restart);
+        }
+        match self.consumer.next().await {
+            Some(Ok(delivery)) => Ok(Next::Delivery(Incoming::new(delivery, &self.inbound_exchange))),
+            Some(Err(e)) => Err(e.into()),
+            None if self.cancelled => {
+                self.ended = true;
+                Ok(Next::Restart)
             }
+            None => Ok(Next::Cancelled),
         }
     }
 
-    /// A delivery the cancelled consumer still holds, if one is there now
-    /// (never waits): while suspended, these are handed out at once, so that
-    /// they go back to the queue (parked) for workers that can take them,
-    /// instead of waiting in this process.
-    pub fn held(&mut self) -> Result<Option<Incoming>, BrokerError> {
-        use futures_util::{FutureExt, StreamExt};
-        if !self.cancelled || self.ended {
-            return Ok(None);
+    /// Starts the consumer that follows a cancelled one, once that one has
+    /// handed out all it held, unless suspended. Not cancel-safe: call it
+    /// outside any race (a consumer started at the broker whose start was
+    /// dropped half-way would take deliveries no one reads).
+    pub async fn restart(&mut self) -> Result<(), BrokerError> {
+        if self.cancelled && self.ended && !self.suspended {
+            self.started += 1;
+            let tag = format!("{}#{}", self.tag, self.started);
+            self.consumer = start(&self.channel, &self.queue, &tag, self.wanted).await?;
+            (self.current, self.prefetch, self.cancelled, self.ended) = (tag, self.wanted, false, false);
         }
-        match self.consumer.next().now_or_never() {
-            Some(Some(Ok(delivery))) => Ok(Some(Incoming::new(delivery, &self.inbound_exchange))),
-            Some(Some(Err(e))) => Err(e.into()),
-            Some(None) => {
-                self.ended = true;
-                Ok(None)
-            }
-            None => Ok(None),
-        }
+        Ok(())
     }
 
     /// Stops the broker from pushing more deliveries (they wait in the
-    /// queue, visible in its depth); the ones already pushed are handed out
-    /// by [`Self::held`].
+    /// queue, visible in its depth); the ones already pushed are still
+    /// handed out by [`Self::next`].
     pub async fn suspend(&mut self) -> Result<(), BrokerError> {
         self.suspended = true;
         self.cancel().await

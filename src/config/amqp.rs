@@ -12,8 +12,13 @@ use super::{ConfigError, debug_redacted};
 #[serde(default, deny_unknown_fields)]
 pub struct AmqpConfig {
     pub url: String,
-    /// Unacknowledged deliveries the broker pushes to one process.
+    /// Unacknowledged deliveries the broker pushes to one process: those in
+    /// flight and the read-ahead behind them, where a tenant's flood waits
+    /// while the other tenants' messages, read past it, are answered.
     pub prefetch: u16,
+    /// Most bytes of message bodies the read-ahead holds: past it the
+    /// consumer is stopped at the broker until half of it is answered.
+    pub read_ahead_mib: u32,
     pub inbound_exchange: String,
     pub inbound_queue: String,
     pub outbound_exchange: String,
@@ -39,7 +44,8 @@ impl Default for AmqpConfig {
     fn default() -> Self {
         Self {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
-            prefetch: 1_024,
+            prefetch: 16_384,
+            read_ahead_mib: 64,
             inbound_exchange: "chat.inbound".into(),
             inbound_queue: "worker.inbound".into(),
             outbound_exchange: "chat.outbound".into(),
@@ -75,7 +81,9 @@ impl AmqpConfig {
             ("amqp.consumer_timeout_secs", self.consumer_timeout_secs, MAX_SECS),
             ("amqp.delivery_limit", u64::from(self.delivery_limit), 1_000_000),
             ("amqp.heartbeat_secs", u64::from(self.heartbeat_secs), MAX_HEARTBEAT_SECS),
+            ("amqp.read_ahead_mib", u64::from(self.read_ahead_mib), 65_536),
         ])?;
+        require(self.read_ahead_mib > 0, "amqp.read_ahead_mib", "must be at least 1")?;
         require(self.prefetch > 0, "amqp.prefetch", "must be at least 1")?;
         // 0 would not turn heartbeats off: lapin then takes the broker's value.
         require(self.heartbeat_secs > 0, "amqp.heartbeat_secs", "must be at least 1")?;
@@ -92,6 +100,10 @@ impl AmqpConfig {
 }
 
 impl AmqpConfig {
+    pub fn read_ahead_bytes(&self) -> usize {
+        usize::try_from(self.read_ahead_mib).unwrap_or(usize::MAX).saturating_mul(1 << 20)
+    }
+
     /// The heartbeat timeout asked of the broker: the URL's `heartbeat` when it
     /// names one, else `heartbeat_secs`; `None` for a URL's 0, which leaves it
     /// to the broker (lapin then takes the broker's value).

@@ -13,6 +13,11 @@ pub struct WorkerConfig {
     pub id: String,
     /// Messages handled at the same time by one process.
     pub concurrency: usize,
+    /// Most of those one tenant may hold at once (a tenant's `max_concurrency`
+    /// setting overrides it): a tenant's flood waits in the read-ahead, and
+    /// the other tenants' messages take the slots it leaves. 0: no cap but
+    /// `concurrency`.
+    pub tenant_concurrency: usize,
     /// How long `run` waits for RabbitMQ, Redis and PostgreSQL at start.
     pub startup_timeout_secs: u64,
     /// How long a stopping worker lets in-flight messages finish before handing them back.
@@ -37,6 +42,7 @@ impl Default for WorkerConfig {
         Self {
             id: String::new(),
             concurrency: 1_024,
+            tenant_concurrency: 128,
             startup_timeout_secs: 10,
             shutdown_timeout_secs: 50,
             max_attempts: 5,
@@ -64,9 +70,18 @@ pub fn check_worker_id(id: &str) -> Result<(), String> {
 }
 
 impl WorkerConfig {
+    /// The slots a tenant may hold when its settings do not say.
+    pub fn tenant_cap(&self) -> usize {
+        match self.tenant_concurrency {
+            0 => self.concurrency,
+            cap => cap.min(self.concurrency),
+        }
+    }
+
     pub(super) fn check(&self) -> Result<(), ConfigError> {
         within(&[
             ("worker.concurrency", self.concurrency as u64, MAX_CONCURRENCY as u64),
+            ("worker.tenant_concurrency", self.tenant_concurrency as u64, MAX_CONCURRENCY as u64),
             ("worker.startup_timeout_secs", self.startup_timeout_secs, MAX_SECS),
             ("worker.shutdown_timeout_secs", self.shutdown_timeout_secs, MAX_SECS),
             ("worker.max_attempts", u64::from(self.max_attempts), 100),

@@ -227,6 +227,58 @@ impl Dedup {
         }
     }
 
+    /// Takes message `fp`'s place in line at `intake_us` as its delivery is
+    /// read, ahead of its claim (see `scripts::JOIN`); whether it joined.
+    pub async fn join(
+        &self,
+        line: &ConversationKeys,
+        fp: &Fingerprint,
+        intake_us: i64,
+    ) -> Result<bool, DedupError> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let entry = format!("waiting|{}|{}|{}", self.instance, self.worker_id, now_ms());
+        let joined: i32 = self
+            .line_script(&scripts::JOIN, line, fp)
+            .arg(fp.as_str())
+            .arg(intake_us)
+            .arg(entry)
+            .arg(millis(self.line_ttl))
+            .arg(self.keys.wake_channel(""))
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        Ok(joined == 1)
+    }
+
+    /// Takes message `fp` out of the line it joined (see [`Self::join`]) when
+    /// its delivery will not come back without ever having been claimed.
+    pub async fn unjoin(&self, line: &ConversationKeys, fp: &Fingerprint) -> Result<(), DedupError> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let _left: i32 = self
+            .line_script(&scripts::UNJOIN, line, fp)
+            .arg(fp.as_str())
+            .arg(&self.instance)
+            .arg(self.keys.wake_channel(""))
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// A script invocation on CLAIM's first five keys.
+    fn line_script<'s>(
+        &self,
+        script: &'s redis::Script,
+        line: &ConversationKeys,
+        fp: &Fingerprint,
+    ) -> redis::ScriptInvocation<'s> {
+        let mut invocation = script.key(self.keys.state(line.shard, fp));
+        invocation
+            .key(self.keys.lock(line.shard, fp))
+            .key(self.keys.inflight(line.shard))
+            .key(&line.line)
+            .key(&line.turns);
+        invocation
+    }
+
     /// Whether process `instance` is alive.
     pub async fn instance_alive(&self, instance: &str) -> Result<bool, DedupError> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);

@@ -78,6 +78,11 @@ pub(super) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
 local fp = ARGV[6]
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'completed' or status == 'coalesced' then
+  -- A copy that joined the line as it was read (see JOIN) leaves it.
+  if redis.call('ZSCORE', KEYS[4], fp) and redis.call('HGET', KEYS[5], '.current') ~= fp then
+    leave_line(fp)
+    wake_next(ARGV[13], fp)
+  end
   return {'completed', redis.call('HGET', KEYS[1], 'worker_id') or '', 0, false, 0, '', 0, 0}
 end
 local function entry(st) return st .. '|' .. ARGV[7] .. '|' .. ARGV[2] .. '|' .. ARGV[5] end
@@ -243,6 +248,51 @@ redis.call('ZADD', KEYS[4], 'NX', ARGV[4], ARGV[3])
 redis.call('HSET', KEYS[5], '.current', ARGV[3], ARGV[3], 'taken|' .. ARGV[7] .. '|' .. ARGV[6] .. '|' .. ARGV[5])
 keep_line(ARGV[9])
 return 2
+"#
+    ))
+});
+
+/// Takes a message's place in its conversation's line as its delivery is
+/// read, before it is claimed (it may wait in its process's read-ahead for
+/// its tenant's turn): the conversation's later messages, read after it by
+/// any process, then wait behind it. KEYS as CLAIM's first five. ARGV:
+/// 1 fingerprint, 2 intake time µs, 3 the entry (`waiting|<instance>|<worker
+/// id>|<now ms>`), 4 line TTL ms, 5 the wake channels' prefix. Nothing for a
+/// message already done or already in line. Like a claim, tells the process
+/// answering the conversation (`+<fp>`) that a newer message joined, so that
+/// it may coalesce it. Returns 1 if it joined.
+pub(super) static JOIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{LINE}{}",
+        r#"
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'completed' or status == 'coalesced' then return 0 end
+if redis.call('ZADD', KEYS[4], 'NX', ARGV[2], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[5], ARGV[1], ARGV[3])
+keep_line(ARGV[4])
+local current = redis.call('HGET', KEYS[5], '.current')
+if current then
+  local st, inst = string.match(redis.call('HGET', KEYS[5], current) or '', '^([^|]*)|([^|]*)|')
+  if st == 'taken' and inst then redis.call('PUBLISH', ARGV[5] .. inst, '+' .. current) end
+end
+return 1
+"#
+    ))
+});
+
+/// Takes a message that joined its line but was never claimed out of it
+/// again (its delivery will not come back: dead-lettered before its claim),
+/// if its entry is still this process's `waiting` one. KEYS as CLAIM's first
+/// five. ARGV: 1 fingerprint, 2 instance, 3 the wake channels' prefix.
+pub(super) static UNJOIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{LINE}{}",
+        r#"
+local st, inst = string.match(redis.call('HGET', KEYS[5], ARGV[1]) or '', '^([^|]*)|([^|]*)|')
+if st ~= 'waiting' or inst ~= ARGV[2] then return 0 end
+leave_line(ARGV[1])
+if redis.call('EXISTS', KEYS[4]) == 1 then wake_next(ARGV[3], ARGV[1]) end
+return 1
 "#
     ))
 });

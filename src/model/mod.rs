@@ -18,6 +18,7 @@ pub mod fingerprint;
 pub mod inbound;
 pub mod rate;
 pub mod reference;
+pub mod share;
 
 pub use answer::{Answer, Usage};
 pub use conversation::{ConversationStatus, Direction, HistoryItem};

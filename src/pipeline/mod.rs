@@ -18,7 +18,7 @@ mod stop;
 mod turn;
 
 pub use burst::{CoalesceDefaults, Coalescing};
-pub use turn::{Slot, TurnSettings, Waiting};
+pub use turn::{Order, Share, Slot, TurnSettings, Waiting};
 
 use std::future::Future;
 use std::sync::Arc;

@@ -61,6 +61,25 @@ pub struct Slot {
     /// The previous delivery's fingerprint while it waits in line, and this one's.
     before: Option<Arc<Waiting>>,
     own: Option<Arc<Waiting>>,
+    /// Another share handed back and taken again with the slot (the tenant's).
+    share: Option<Box<dyn Share>>,
+    /// A claim of this delivery was answered: it stood in its conversation's line.
+    stood_in_line: bool,
+}
+
+/// A share of capacity that a delivery holds beside its concurrency slot,
+/// handed back while it waits for its turn as the slot is.
+pub trait Share: Send + Sync {
+    fn hand_back(&mut self);
+    fn take_again(&mut self);
+}
+
+/// Where a delivery stands in its process's order of its conversation (see
+/// [`Slot::ordered`]), decided as it is read.
+pub struct Order {
+    pub after: Option<(oneshot::Receiver<()>, Arc<Waiting>)>,
+    pub in_line: oneshot::Sender<()>,
+    pub own: Arc<Waiting>,
 }
 
 /// Which message a delivery is, while it waits in line (for the next delivery
@@ -87,23 +106,41 @@ impl Slot {
             in_line: None,
             before: None,
             own: None,
+            share: None,
+            stood_in_line: false,
         }
+    }
+
+    /// Holds `share` beside the slot.
+    pub fn sharing(mut self, share: Box<dyn Share>) -> Self {
+        self.share = Some(share);
+        self
+    }
+
+    /// Whether a claim of this delivery was answered (it stood in its line).
+    pub fn stood_in_line(&self) -> bool {
+        self.stood_in_line
     }
 
     /// No slot to hand back (a test driving one envelope at a time).
     pub fn unbounded() -> Self {
-        Self { semaphore: None, permit: None, after: None, in_line: None, before: None, own: None }
+        Self {
+            semaphore: None,
+            permit: None,
+            after: None,
+            in_line: None,
+            before: None,
+            own: None,
+            share: None,
+            stood_in_line: false,
+        }
     }
 
     /// Orders this delivery after `after` (the previous one of its
     /// conversation read by this process); `in_line` tells the next one.
     /// `before`: what the previous one shows while it waits; `own`: this one's.
-    pub fn ordered(
-        mut self,
-        after: Option<(oneshot::Receiver<()>, Arc<Waiting>)>,
-        in_line: oneshot::Sender<()>,
-        own: Arc<Waiting>,
-    ) -> Self {
+    pub fn ordered(mut self, order: Order) -> Self {
+        let Order { after, in_line, own } = order;
         (self.after, self.before) = after.map_or((None, None), |(rx, before)| (Some(rx), Some(before)));
         self.in_line = Some(in_line);
         self.own = Some(own);
@@ -128,6 +165,7 @@ impl Slot {
     }
 
     fn now_in_line(&mut self) {
+        self.stood_in_line = true;
         if let Some(tx) = self.in_line.take() {
             let _ = tx.send(());
         }
@@ -135,11 +173,17 @@ impl Slot {
 
     pub(super) fn hand_back(&mut self) {
         self.permit = None;
+        if let Some(share) = &mut self.share {
+            share.hand_back();
+        }
     }
 
     pub(super) async fn take_again(&mut self) {
         if let (None, Some(semaphore)) = (&self.permit, &self.semaphore) {
             self.permit = semaphore.clone().acquire_owned().await.ok();
+        }
+        if let Some(share) = &mut self.share {
+            share.take_again();
         }
     }
 }

@@ -11,6 +11,7 @@
 //! never a worker that lingers after SIGTERM.
 
 mod background;
+mod fair;
 mod session;
 
 use std::sync::Arc;

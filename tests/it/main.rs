@@ -15,6 +15,7 @@ mod conversation;
 mod corpus;
 mod crash;
 mod deploy_files;
+mod fairness;
 mod fencing;
 mod group_commit;
 mod happy_path;

@@ -51,7 +51,7 @@ fn debug_of_a_config_prints_no_secret() {
     ] {
         assert!(printed.contains(kept), "{kept} in {printed}");
     }
-    assert!(printed.contains("AmqpConfig { ") && printed.contains("prefetch: 1024"), "{printed}");
+    assert!(printed.contains("AmqpConfig { ") && printed.contains("prefetch: 16384"), "{printed}");
     let json = config.redacted().to_string();
     assert!(!json.contains("secret"), "{json}");
     assert_eq!(config.clone(), config, "PartialEq is untouched");

@@ -1,0 +1,230 @@
+//! The read-ahead: deliveries read off the broker wait here for a
+//! concurrency slot, each tenant in a line of its own, and the slots go round
+//! the tenants with work waiting, each tenant holding at most its cap of them
+//! (`worker.tenant_concurrency`, or `max_concurrency` in its settings).
+//!
+//! So a tenant that floods the queue fills the read-ahead, not the slots: the
+//! next tenant's message, read behind the flood, takes the next free slot, and
+//! the flood's messages in flight stay few enough that the process answers
+//! every one of them promptly. The order of one tenant's deliveries is kept
+//! (a conversation's messages are one tenant's), and each one's place in its
+//! conversation's line is taken as it is read (`Dedup::join`), so that no
+//! process answers a later message of the conversation first.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+/// Deliveries waiting for a slot, by tenant, and the slots each tenant holds.
+pub(super) struct Fair<T> {
+    tenants: HashMap<Uuid, Tenant<T>>,
+    /// Tenants with deliveries waiting, in the order they get the next slot.
+    ring: VecDeque<Uuid>,
+    waiting: usize,
+    /// Told whenever a tenant's slot is given back.
+    freed: Arc<Notify>,
+}
+
+struct Tenant<T> {
+    queue: VecDeque<T>,
+    taken: Arc<AtomicUsize>,
+    cap: usize,
+}
+
+impl<T> Default for Fair<T> {
+    fn default() -> Self {
+        Self { tenants: HashMap::new(), ring: VecDeque::new(), waiting: 0, freed: Arc::new(Notify::new()) }
+    }
+}
+
+impl<T> Fair<T> {
+    /// Past this many tenants known, the idle ones (nothing waiting, no slot
+    /// taken) are forgotten.
+    const PRUNE_AT: usize = 1024;
+
+    /// Deliveries waiting.
+    pub(super) fn waiting(&self) -> usize {
+        self.waiting
+    }
+
+    /// Told whenever a tenant gives a slot back (one may have room again).
+    pub(super) fn freed(&self) -> Arc<Notify> {
+        self.freed.clone()
+    }
+
+    /// Whether a delivery of `tenant` would be given a slot at once: none of
+    /// its deliveries waits, and it holds fewer than `cap` slots.
+    pub(super) fn has_room(&self, tenant: Uuid, cap: usize) -> bool {
+        self.tenants.get(&tenant).is_none_or(|t| t.queue.is_empty() && t.taken.load(Ordering::Relaxed) < cap)
+    }
+
+    /// Puts `item` in `tenant`'s line; `cap` is the most slots it may hold.
+    pub(super) fn push(&mut self, tenant: Uuid, cap: usize, item: T) {
+        if self.tenants.len() >= Self::PRUNE_AT && !self.tenants.contains_key(&tenant) {
+            self.tenants.retain(|_, t| !t.queue.is_empty() || t.taken.load(Ordering::Relaxed) > 0);
+        }
+        let entry = self.tenants.entry(tenant).or_insert_with(|| Tenant {
+            queue: VecDeque::new(),
+            taken: Arc::new(AtomicUsize::new(0)),
+            cap,
+        });
+        entry.cap = cap.max(1);
+        if entry.queue.is_empty() {
+            self.ring.push_back(tenant);
+        }
+        entry.queue.push_back(item);
+        self.waiting += 1;
+    }
+
+    /// The next delivery to get a slot: the first tenant in turn that has
+    /// room takes one (and goes to the back of the turn). `ignore_caps`
+    /// hands out whatever waits (to be parked: the responder is down).
+    pub(super) fn pop(&mut self, ignore_caps: bool) -> Option<(T, TenantSlot)> {
+        for _ in 0..self.ring.len() {
+            let tenant = self.ring.pop_front()?;
+            let Some(t) = self.tenants.get_mut(&tenant) else { continue };
+            if !ignore_caps && t.taken.load(Ordering::Relaxed) >= t.cap {
+                self.ring.push_back(tenant);
+                continue;
+            }
+            let Some(item) = t.queue.pop_front() else { continue };
+            if !t.queue.is_empty() {
+                self.ring.push_back(tenant);
+            }
+            self.waiting -= 1;
+            return Some((item, TenantSlot::take(t.taken.clone(), self.freed.clone())));
+        }
+        None
+    }
+
+    /// Everything still waiting, taken out (the session is over: the broker
+    /// has these deliveries back once the channel closes).
+    pub(super) fn drain(&mut self) -> Vec<T> {
+        self.ring.clear();
+        self.waiting = 0;
+        self.tenants.values_mut().flat_map(|t| t.queue.drain(..)).collect()
+    }
+}
+
+/// One of a tenant's slots, held while its delivery is worked on; given back
+/// while the delivery waits for its conversation's turn, as the concurrency
+/// slot is (so that a tenant's waiting deliveries never hold its own others back).
+pub(super) struct TenantSlot {
+    taken: Arc<AtomicUsize>,
+    freed: Arc<Notify>,
+    held: bool,
+}
+
+impl TenantSlot {
+    fn take(taken: Arc<AtomicUsize>, freed: Arc<Notify>) -> Self {
+        taken.fetch_add(1, Ordering::Relaxed);
+        Self { taken, freed, held: true }
+    }
+
+    pub(super) fn hand_back(&mut self) {
+        if std::mem::take(&mut self.held) {
+            self.taken.fetch_sub(1, Ordering::Relaxed);
+            self.freed.notify_one();
+        }
+    }
+
+    /// Taken again after a wait, at once: a delivery whose turn came is not
+    /// made to wait behind its tenant's newer ones.
+    pub(super) fn take_again(&mut self) {
+        if !self.held {
+            self.taken.fetch_add(1, Ordering::Relaxed);
+            self.held = true;
+        }
+    }
+}
+
+impl crate::pipeline::Share for TenantSlot {
+    fn hand_back(&mut self) {
+        TenantSlot::hand_back(self);
+    }
+
+    fn take_again(&mut self) {
+        TenantSlot::take_again(self);
+    }
+}
+
+impl Drop for TenantSlot {
+    fn drop(&mut self) {
+        self.hand_back();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    #[test]
+    fn slots_go_round_the_tenants_with_work_waiting() {
+        let mut fair = Fair::default();
+        for i in 0..5 {
+            fair.push(tenant(1), 100, ("a", i));
+        }
+        fair.push(tenant(2), 100, ("b", 0));
+        fair.push(tenant(2), 100, ("b", 1));
+        let order: Vec<_> = std::iter::from_fn(|| fair.pop(false)).map(|(item, _slot)| item).collect();
+        assert_eq!(order, [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("a", 3), ("a", 4)]);
+        assert_eq!(fair.waiting(), 0);
+    }
+
+    #[test]
+    fn a_tenant_at_its_cap_waits_while_the_others_go_on() {
+        let mut fair = Fair::default();
+        for i in 0..4 {
+            fair.push(tenant(1), 2, ("a", i));
+        }
+        let (first, slot_a0) = fair.pop(false).expect("a has room");
+        let (second, _slot_a1) = fair.pop(false).expect("a has room");
+        assert_eq!((first, second), (("a", 0), ("a", 1)));
+        assert!(fair.pop(false).is_none(), "a holds its 2 slots");
+        assert!(!fair.has_room(tenant(1), 2));
+        fair.push(tenant(2), 2, ("b", 0));
+        assert_eq!(fair.pop(false).map(|(item, _)| item), Some(("b", 0)), "b is not held behind a");
+        drop(slot_a0);
+        assert_eq!(fair.pop(false).map(|(item, _)| item), Some(("a", 2)), "a slot given back is taken again");
+        assert_eq!(fair.pop(true).map(|(item, _)| item), Some(("a", 3)), "caps ignored: all is handed out");
+    }
+
+    #[test]
+    fn a_slot_handed_back_while_waiting_makes_room_and_is_taken_again() {
+        let mut fair = Fair::default();
+        fair.push(tenant(1), 1, 0);
+        fair.push(tenant(1), 1, 1);
+        let (_, mut slot) = fair.pop(false).expect("room");
+        assert!(fair.pop(false).is_none());
+        slot.hand_back();
+        slot.hand_back();
+        let (_, _second) = fair.pop(false).expect("the waiting one's slot is free");
+        slot.take_again();
+        assert!(!fair.has_room(tenant(1), 1));
+        drop(slot);
+        drop(_second);
+        assert!(fair.has_room(tenant(1), 1), "both given back, once each");
+    }
+
+    #[test]
+    fn room_at_once_only_with_nothing_of_the_tenant_waiting() {
+        let mut fair = Fair::default();
+        assert!(fair.has_room(tenant(3), 1));
+        fair.push(tenant(3), 1, 0);
+        assert!(!fair.has_room(tenant(3), 1), "one waits already: it goes first");
+        let (_, slot) = fair.pop(false).expect("room");
+        assert!(!fair.has_room(tenant(3), 1), "its one slot is taken");
+        drop(slot);
+        assert!(fair.has_room(tenant(3), 1));
+        fair.push(tenant(3), 1, 1);
+        assert_eq!(fair.drain(), [1]);
+        assert_eq!(fair.waiting(), 0);
+    }
+}
