@@ -27,6 +27,9 @@ pub struct InLine {
     /// process, while it waits in line: should it have no place (Redis lost
     /// the line), this one does not take the turn ahead of it either.
     pub before: Option<crate::model::Fingerprint>,
+    /// Its first claim, after it took its place as it was read (`Dedup::join`):
+    /// the one answering the conversation hears of it now (it may coalesce it).
+    pub joined_at_read: bool,
 }
 
 /// One entry of a line, as the hash holds it: `<status>|<instance>|<worker id>|<since ms>`.

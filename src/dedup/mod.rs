@@ -194,6 +194,7 @@ impl Dedup {
                 .arg(self.keys.wake_channel(""))
                 .arg(place.ahead.as_ref().map_or("", |a| a.as_str()))
                 .arg(place.before.as_ref().map_or("", |b| b.as_str()))
+                .arg(if place.joined_at_read { "1" } else { "0" })
                 .invoke_async(&mut self.redis.clone())
                 .await?;
             return Ok(match verdict.as_str() {
@@ -243,7 +244,6 @@ impl Dedup {
             .arg(intake_us)
             .arg(entry)
             .arg(millis(self.line_ttl))
-            .arg(self.keys.wake_channel(""))
             .invoke_async(&mut self.redis.clone())
             .await?;
         Ok(joined == 1)

@@ -51,7 +51,8 @@ end
 /// TTL ms, 11 '1' if this delivery stood in line before, 12 an entry the caller
 /// found abandoned, `<fp>|<since>`, to remove if unchanged ('' for none), 13
 /// the wake channels' prefix, 14 the fingerprint KEYS[6] is the state of ('' for none),
-/// 15 the delivery read before this one by its process, still waiting ('' for none).
+/// 15 the delivery read before this one by its process, still waiting ('' for none),
+/// 16 '1' for the first claim of a delivery that took its place as it was read (JOIN).
 /// Safe to run twice with the same ARGV (a cluster client re-sends a request
 /// whose connection dropped before the answer came): a lock already holding
 /// ARGV[1] is this very claim's, and its acquisition is answered again.
@@ -105,6 +106,9 @@ if redis.call('ZADD', KEYS[4], 'NX', ARGV[9], fp) == 1 then
   local before = ARGV[15] or ''
   lost = ARGV[11] == '1' or (before ~= '' and not redis.call('ZSCORE', KEYS[4], before))
   joined = not lost
+elseif ARGV[16] == '1' then
+  -- Its place was taken as it was read (JOIN): this first claim is its arrival.
+  joined = true
 end
 local turn = redis.call('HMGET', KEYS[5], '.current', '.burst')
 local current = turn[1]
@@ -257,10 +261,10 @@ return 2
 /// its tenant's turn): the conversation's later messages, read after it by
 /// any process, then wait behind it. KEYS as CLAIM's first five. ARGV:
 /// 1 fingerprint, 2 intake time µs, 3 the entry (`waiting|<instance>|<worker
-/// id>|<now ms>`), 4 line TTL ms, 5 the wake channels' prefix. Nothing for a
-/// message already done or already in line. Like a claim, tells the process
-/// answering the conversation (`+<fp>`) that a newer message joined, so that
-/// it may coalesce it. Returns 1 if it joined.
+/// id>|<now ms>`), 4 line TTL ms. Nothing for a message already done or
+/// already in line. The process answering the conversation is told of it
+/// (for coalescing) by its first claim, not here: it may wait in the
+/// read-ahead for long. Returns 1 if it joined.
 pub(super) static JOIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{LINE}{}",
@@ -270,11 +274,6 @@ if status == 'completed' or status == 'coalesced' then return 0 end
 if redis.call('ZADD', KEYS[4], 'NX', ARGV[2], ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[5], ARGV[1], ARGV[3])
 keep_line(ARGV[4])
-local current = redis.call('HGET', KEYS[5], '.current')
-if current then
-  local st, inst = string.match(redis.call('HGET', KEYS[5], current) or '', '^([^|]*)|([^|]*)|')
-  if st == 'taken' and inst then redis.call('PUBLISH', ARGV[5] .. inst, '+' .. current) end
-end
 return 1
 "#
     ))

@@ -65,6 +65,8 @@ pub struct Slot {
     share: Option<Box<dyn Share>>,
     /// A claim of this delivery was answered: it stood in its conversation's line.
     stood_in_line: bool,
+    /// It took its place in line as it was read, before its claim.
+    joined: bool,
 }
 
 /// A share of capacity that a delivery holds beside its concurrency slot,
@@ -108,12 +110,19 @@ impl Slot {
             own: None,
             share: None,
             stood_in_line: false,
+            joined: false,
         }
     }
 
     /// Holds `share` beside the slot.
     pub fn sharing(mut self, share: Box<dyn Share>) -> Self {
         self.share = Some(share);
+        self
+    }
+
+    /// Says it took its place in line as it was read (`Dedup::join`).
+    pub fn joined(mut self, joined: bool) -> Self {
+        self.joined = joined;
         self
     }
 
@@ -133,6 +142,7 @@ impl Slot {
             own: None,
             share: None,
             stood_in_line: false,
+            joined: false,
         }
     }
 
@@ -215,12 +225,15 @@ impl Pipeline {
         list_key: &ListKey,
         slot: &mut Slot,
     ) -> Result<Claim, Outcome> {
+        // A delivery that took its place as it was read stood in line: should
+        // its place be gone (Redis lost its data), it lets the others find theirs.
         let mut place = InLine {
             intake_us: envelope.intake_us,
-            stood_before: false,
+            stood_before: slot.joined,
             skip: None,
             ahead: None,
             before: None,
+            joined_at_read: slot.joined,
         };
         let mut room: Option<OwnedSemaphorePermit> = None;
         let mut waiting_since: Option<Instant> = None;
@@ -238,6 +251,7 @@ impl Pipeline {
             // take the turn first as Redis came back).
             if claim.is_ok() {
                 slot.now_in_line();
+                place.joined_at_read = false;
             }
             let mut unreachable: Option<DedupError> = None;
             let (ahead, pause_for) = match claim {
@@ -385,11 +399,14 @@ impl Pipeline {
         if age_ms < i64::try_from(self.settings.turns.stale.as_millis()).unwrap_or(i64::MAX) {
             return None;
         }
+        // A waiting delivery renews its entry at every look (at most 5 s
+        // apart), and one in a read-ahead is parked long before `stale`
+        // (see `worker::intake`): a waiting entry this old is no one's, even
+        // if its process lives (its delivery was dead-lettered by the broker,
+        // say, before its claim).
         let gone = match entry.status {
-            EntryStatus::Parked => true,
-            EntryStatus::Waiting | EntryStatus::Taken => {
-                matches!(self.dedup.instance_alive(&entry.instance).await, Ok(false))
-            }
+            EntryStatus::Parked | EntryStatus::Waiting => true,
+            EntryStatus::Taken => matches!(self.dedup.instance_alive(&entry.instance).await, Ok(false)),
         };
         gone.then(|| {
             self.skipped(ahead, entry.status.as_str());

@@ -73,6 +73,10 @@ pub struct Metrics {
     pub rate_limited: Counter,
     /// Answers the fallback responder gave because the responder could not.
     pub responder_fallbacks: Counter,
+    /// Deliveries read ahead, waiting for a slot (their tenant's turn, or room under its cap).
+    pub read_ahead: Gauge,
+    /// Deliveries deferred after waiting in the read-ahead for half of `turns.stale_secs`.
+    pub read_ahead_deferred: Counter,
     /// Deliveries held in process now, waiting for their conversation's turn.
     pub turns_waiting: Gauge,
     pub turn_wait_seconds: Histogram,
@@ -127,6 +131,8 @@ impl Metrics {
             budget_spent: Counter::default(),
             rate_limited: Counter::default(),
             responder_fallbacks: Counter::default(),
+            read_ahead: Gauge::default(),
+            read_ahead_deferred: Counter::default(),
             turns_waiting: Gauge::default(),
             turn_wait_seconds: stage_histogram(),
             turns_parked: Counter::default(),
@@ -221,6 +227,16 @@ impl Metrics {
             "responder_fallbacks",
             "Answers the builtin responder gave because the responder could not (responder.fallback = builtin)",
             m.responder_fallbacks.clone(),
+        );
+        registry.register(
+            "read_ahead",
+            "Deliveries read ahead, waiting for a slot: their tenant's turn, or room under its cap",
+            m.read_ahead.clone(),
+        );
+        registry.register(
+            "read_ahead_deferred",
+            "Deliveries deferred (acked, back a second later, place in line kept) after waiting too long in the read-ahead",
+            m.read_ahead_deferred.clone(),
         );
         registry.register(
             "turns_waiting",

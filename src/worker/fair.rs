@@ -31,7 +31,8 @@ pub(super) struct Fair<T> {
 struct Tenant<T> {
     queue: VecDeque<T>,
     taken: Arc<AtomicUsize>,
-    cap: usize,
+    /// Unknown until its settings are read: nothing of it goes out before.
+    cap: Option<usize>,
 }
 
 impl<T> Default for Fair<T> {
@@ -42,7 +43,7 @@ impl<T> Default for Fair<T> {
 
 impl<T> Fair<T> {
     /// Past this many tenants known, the idle ones (nothing waiting, no slot
-    /// taken) are forgotten.
+    /// out, held or handed back) are forgotten.
     const PRUNE_AT: usize = 1024;
 
     /// Deliveries waiting.
@@ -55,28 +56,40 @@ impl<T> Fair<T> {
         self.freed.clone()
     }
 
-    /// Whether a delivery of `tenant` would be given a slot at once: none of
-    /// its deliveries waits, and it holds fewer than `cap` slots.
-    pub(super) fn has_room(&self, tenant: Uuid, cap: usize) -> bool {
-        self.tenants.get(&tenant).is_none_or(|t| t.queue.is_empty() && t.taken.load(Ordering::Relaxed) < cap)
+    /// Whether a delivery of `tenant` would be given a slot at once: its cap
+    /// is known, none of its deliveries waits, and it holds fewer slots than that.
+    pub(super) fn has_room(&self, tenant: Uuid) -> bool {
+        self.tenants.get(&tenant).is_some_and(|t| {
+            t.queue.is_empty() && t.cap.is_some_and(|cap| t.taken.load(Ordering::Relaxed) < cap)
+        })
     }
 
-    /// Puts `item` in `tenant`'s line; `cap` is the most slots it may hold.
-    pub(super) fn push(&mut self, tenant: Uuid, cap: usize, item: T) {
-        if self.tenants.len() >= Self::PRUNE_AT && !self.tenants.contains_key(&tenant) {
-            self.tenants.retain(|_, t| !t.queue.is_empty() || t.taken.load(Ordering::Relaxed) > 0);
-        }
-        let entry = self.tenants.entry(tenant).or_insert_with(|| Tenant {
-            queue: VecDeque::new(),
-            taken: Arc::new(AtomicUsize::new(0)),
-            cap,
-        });
-        entry.cap = cap.max(1);
-        if entry.queue.is_empty() {
+    /// The most slots `tenant` may hold.
+    pub(super) fn set_cap(&mut self, tenant: Uuid, cap: usize) {
+        self.tenant(tenant).cap = Some(cap.max(1));
+    }
+
+    /// Puts `item` at the back of `tenant`'s line.
+    pub(super) fn push(&mut self, tenant: Uuid, item: T) {
+        let t = self.tenant(tenant);
+        let was_empty = t.queue.is_empty();
+        t.queue.push_back(item);
+        if was_empty {
             self.ring.push_back(tenant);
         }
-        entry.queue.push_back(item);
         self.waiting += 1;
+    }
+
+    fn tenant(&mut self, tenant: Uuid) -> &mut Tenant<T> {
+        if self.tenants.len() >= Self::PRUNE_AT && !self.tenants.contains_key(&tenant) {
+            // A slot out (held, or handed back while its delivery waits) holds the counter.
+            self.tenants.retain(|_, t| !t.queue.is_empty() || Arc::strong_count(&t.taken) > 1);
+        }
+        self.tenants.entry(tenant).or_insert_with(|| Tenant {
+            queue: VecDeque::new(),
+            taken: Arc::new(AtomicUsize::new(0)),
+            cap: None,
+        })
     }
 
     /// The next delivery to get a slot: the first tenant in turn that has
@@ -86,7 +99,8 @@ impl<T> Fair<T> {
         for _ in 0..self.ring.len() {
             let tenant = self.ring.pop_front()?;
             let Some(t) = self.tenants.get_mut(&tenant) else { continue };
-            if !ignore_caps && t.taken.load(Ordering::Relaxed) >= t.cap {
+            let room = t.cap.is_some_and(|cap| t.taken.load(Ordering::Relaxed) < cap);
+            if !ignore_caps && !room {
                 self.ring.push_back(tenant);
                 continue;
             }
@@ -98,6 +112,27 @@ impl<T> Fair<T> {
             return Some((item, TenantSlot::take(t.taken.clone(), self.freed.clone())));
         }
         None
+    }
+
+    /// A slot of `tenant`'s for a delivery given one at once ([`Self::has_room`]).
+    pub(super) fn slot_now(&mut self, tenant: Uuid) -> TenantSlot {
+        let freed = self.freed.clone();
+        TenantSlot::take(self.tenant(tenant).taken.clone(), freed)
+    }
+
+    /// Takes out, from the front of each tenant's line, the deliveries `old`
+    /// says have waited too long.
+    pub(super) fn take_old(&mut self, old: impl Fn(&T) -> bool) -> Vec<T> {
+        let mut taken = Vec::new();
+        for t in self.tenants.values_mut() {
+            while t.queue.front().is_some_and(&old) {
+                taken.extend(t.queue.pop_front());
+            }
+        }
+        self.waiting -= taken.len();
+        let tenants = &self.tenants;
+        self.ring.retain(|tenant| tenants.get(tenant).is_some_and(|t| !t.queue.is_empty()));
+        taken
     }
 
     /// Everything still waiting, taken out (the session is over: the broker
@@ -165,14 +200,22 @@ mod tests {
         Uuid::from_u128(n)
     }
 
+    fn with_caps<T>(caps: &[(u128, usize)]) -> Fair<T> {
+        let mut fair = Fair::default();
+        for (t, cap) in caps {
+            fair.set_cap(tenant(*t), *cap);
+        }
+        fair
+    }
+
     #[test]
     fn slots_go_round_the_tenants_with_work_waiting() {
-        let mut fair = Fair::default();
+        let mut fair = with_caps(&[(1, 100), (2, 100)]);
         for i in 0..5 {
-            fair.push(tenant(1), 100, ("a", i));
+            fair.push(tenant(1), ("a", i));
         }
-        fair.push(tenant(2), 100, ("b", 0));
-        fair.push(tenant(2), 100, ("b", 1));
+        fair.push(tenant(2), ("b", 0));
+        fair.push(tenant(2), ("b", 1));
         let order: Vec<_> = std::iter::from_fn(|| fair.pop(false)).map(|(item, _slot)| item).collect();
         assert_eq!(order, [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("a", 3), ("a", 4)]);
         assert_eq!(fair.waiting(), 0);
@@ -180,16 +223,15 @@ mod tests {
 
     #[test]
     fn a_tenant_at_its_cap_waits_while_the_others_go_on() {
-        let mut fair = Fair::default();
+        let mut fair = with_caps(&[(1, 2), (2, 2)]);
         for i in 0..4 {
-            fair.push(tenant(1), 2, ("a", i));
+            fair.push(tenant(1), ("a", i));
         }
         let (first, slot_a0) = fair.pop(false).expect("a has room");
         let (second, _slot_a1) = fair.pop(false).expect("a has room");
         assert_eq!((first, second), (("a", 0), ("a", 1)));
         assert!(fair.pop(false).is_none(), "a holds its 2 slots");
-        assert!(!fair.has_room(tenant(1), 2));
-        fair.push(tenant(2), 2, ("b", 0));
+        fair.push(tenant(2), ("b", 0));
         assert_eq!(fair.pop(false).map(|(item, _)| item), Some(("b", 0)), "b is not held behind a");
         drop(slot_a0);
         assert_eq!(fair.pop(false).map(|(item, _)| item), Some(("a", 2)), "a slot given back is taken again");
@@ -197,34 +239,71 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_handed_back_while_waiting_makes_room_and_is_taken_again() {
+    fn nothing_of_a_tenant_goes_out_before_its_cap_is_known() {
         let mut fair = Fair::default();
-        fair.push(tenant(1), 1, 0);
-        fair.push(tenant(1), 1, 1);
+        fair.push(tenant(1), 0);
+        assert!(fair.pop(false).is_none());
+        assert!(!fair.has_room(tenant(1)));
+        fair.set_cap(tenant(1), 1);
+        assert_eq!(fair.pop(false).map(|(item, _)| item), Some(0));
+    }
+
+    #[test]
+    fn a_slot_handed_back_while_waiting_makes_room_and_is_taken_again() {
+        let mut fair = with_caps(&[(1, 1)]);
+        fair.push(tenant(1), 0);
+        fair.push(tenant(1), 1);
         let (_, mut slot) = fair.pop(false).expect("room");
         assert!(fair.pop(false).is_none());
         slot.hand_back();
         slot.hand_back();
-        let (_, _second) = fair.pop(false).expect("the waiting one's slot is free");
+        let (_, second) = fair.pop(false).expect("the waiting one's slot is free");
         slot.take_again();
-        assert!(!fair.has_room(tenant(1), 1));
+        assert!(!fair.has_room(tenant(1)));
         drop(slot);
-        drop(_second);
-        assert!(fair.has_room(tenant(1), 1), "both given back, once each");
+        drop(second);
+        assert!(fair.has_room(tenant(1)), "both given back, once each");
     }
 
     #[test]
     fn room_at_once_only_with_nothing_of_the_tenant_waiting() {
-        let mut fair = Fair::default();
-        assert!(fair.has_room(tenant(3), 1));
-        fair.push(tenant(3), 1, 0);
-        assert!(!fair.has_room(tenant(3), 1), "one waits already: it goes first");
+        let mut fair = with_caps(&[(3, 1)]);
+        assert!(fair.has_room(tenant(3)));
+        fair.push(tenant(3), 0);
+        assert!(!fair.has_room(tenant(3)), "one waits already: it goes first");
         let (_, slot) = fair.pop(false).expect("room");
-        assert!(!fair.has_room(tenant(3), 1), "its one slot is taken");
+        assert!(!fair.has_room(tenant(3)), "its one slot is taken");
         drop(slot);
-        assert!(fair.has_room(tenant(3), 1));
-        fair.push(tenant(3), 1, 1);
+        assert!(fair.has_room(tenant(3)));
+        fair.push(tenant(3), 1);
         assert_eq!(fair.drain(), [1]);
         assert_eq!(fair.waiting(), 0);
+    }
+
+    #[test]
+    fn deliveries_that_waited_too_long_are_taken_from_the_fronts() {
+        let mut fair = with_caps(&[(1, 1), (2, 1)]);
+        for i in [1, 2, 9, 3] {
+            fair.push(tenant(1), i);
+        }
+        fair.push(tenant(2), 7);
+        let mut old = fair.take_old(|i| *i < 5);
+        old.sort();
+        assert_eq!(old, [1, 2], "only from the front: 3 waits behind 9");
+        assert_eq!(fair.waiting(), 3);
+        assert_eq!(fair.drain().len(), 3);
+    }
+
+    #[test]
+    fn a_tenant_with_slots_handed_back_is_not_forgotten() {
+        let mut fair = with_caps(&[(0, 1)]);
+        fair.push(tenant(0), 0);
+        let (_, mut slot) = fair.pop(false).expect("room");
+        slot.hand_back();
+        for t in 1..=Fair::<u32>::PRUNE_AT as u128 + 1 {
+            fair.set_cap(tenant(t), 1);
+        }
+        slot.take_again();
+        assert!(!fair.has_room(tenant(0)), "the slot taken again counts against the cap");
     }
 }

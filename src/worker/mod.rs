@@ -12,6 +12,7 @@
 
 mod background;
 mod fair;
+mod intake;
 mod session;
 
 use std::sync::Arc;

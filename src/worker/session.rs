@@ -9,26 +9,20 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures_util::stream::FuturesOrdered;
-use futures_util::{FutureExt, StreamExt};
-use std::collections::HashMap;
-
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
-use uuid::Uuid;
 
-use super::fair::Fair;
+use super::intake::Intake;
 use super::{CLOSING_STEP_TIMEOUT, Tally};
-use crate::broker::Disposition;
-use crate::broker::{Broker, Incoming, Next};
-use crate::config::{Config, ProducerContext};
+use crate::broker::{Broker, Disposition, Incoming, Next};
+use crate::config::Config;
 use crate::keys::ConversationKeys;
 use crate::model::Fingerprint;
 use crate::outcome::event::Settled;
 use crate::outcome::{Failure, Outcome, RetryPolicy};
-use crate::pipeline::{Order, Pipeline, Slot, Waiting};
+use crate::pipeline::{Pipeline, Slot};
 use crate::telemetry::spans;
 
 pub(super) struct Session<'a> {
@@ -72,22 +66,27 @@ impl Session<'_> {
             .await;
         let tasks = TaskTracker::new();
         let hard_stop = CancellationToken::new();
-        let mut intake = Intake::new(self);
+        let mut intake = Intake::new(self, tasks.clone(), hard_stop.clone());
         let mut gate = GateState { suspended: false, probe_pending: false, down_before: down };
+        let metrics = self.pipeline.metrics.clone();
         loop {
-            let (down, paused) = self.gate.as_ref().map_or((false, false), |g| (g.is_down(), g.is_paused()));
             if let Err(e) = deliveries.restart().await {
                 tracing::error!(error = %e, "rabbitmq connection lost; reconnecting");
                 break;
             }
+            let (down, paused) = self.gate.as_ref().map_or((false, false), |g| (g.is_down(), g.is_paused()));
+            // While the circuit is open, whatever was read goes out at once,
+            // caps or not: the pipeline parks it, back to the queue. While the
+            // responder asks to slow down, nothing goes out (it would only be parked).
+            if down || !paused {
+                intake.dispatch(down);
+            }
+            metrics.read_ahead.set(i64::try_from(intake.fair.waiting()).unwrap_or(i64::MAX));
             let full = intake.full();
             if let Err(e) = gate.keep(&mut deliveries, down, full, self.config.amqp.prefetch).await {
                 tracing::error!(error = %e, "rabbitmq connection lost; reconnecting");
                 break;
             }
-            // While the circuit is open, whatever was read goes out at once,
-            // caps or not: the pipeline parks it, back to the queue.
-            intake.dispatch(down, &tasks, &hard_stop);
             // Held deliveries are still read while the circuit is open (they
             // are parked); nothing new while the responder asks to slow down.
             let reading = down || !paused;
@@ -101,11 +100,7 @@ impl Session<'_> {
                         Err(_) => break,
                     }
                 }
-                read = intake.joins.next(), if !intake.joins.is_empty() => {
-                    if let Some(read) = read {
-                        intake.fair.push(read.tenant, read.cap, read);
-                    }
-                }
+                Some((tenant, cap)) = intake.caps_rx.recv() => intake.cap_read(tenant, cap),
                 () = intake.freed.notified(), if waiting => {}
                 next = deliveries.next(), if reading => match next {
                     Ok(Next::Delivery(incoming)) => {
@@ -123,7 +118,7 @@ impl Session<'_> {
                     }
                 },
                 () = room(self.gate.as_deref()), if gate.suspended && !full || paused => {
-                    if gate.suspended {
+                    if gate.suspended && !full {
                         let resumed = deliveries.prefetch(if down { 1 } else { self.config.amqp.prefetch }).await;
                         if let Err(e) = resumed {
                             tracing::error!(error = %e, "rabbitmq connection lost; reconnecting");
@@ -134,8 +129,11 @@ impl Session<'_> {
                     }
                 }
                 // Looked at again now and then: the cancel's confirmation, and
-                // what the consumer held with it, may come after the circuit opened.
-                () = tokio::time::sleep(crate::respond::throttle::PROBE_WAIT), if down || paused => {}
+                // what the consumer held with it, may come after the circuit
+                // opened; and what waited too long in the read-ahead is deferred.
+                () = tokio::time::sleep(crate::respond::throttle::PROBE_WAIT), if down || paused || waiting => {
+                    intake.defer_old();
+                }
             }
         }
 
@@ -148,7 +146,7 @@ impl Session<'_> {
         }
         // What waits in the read-ahead is not answered here: the broker has
         // it back once the channel closes (each one keeps its place in line).
-        let unanswered = intake.fair.drain().len() + intake.joins.len();
+        let unanswered = intake.fair.drain().len();
         if unanswered > 0 {
             tracing::info!(deliveries = unanswered, "handing the read-ahead back to the broker");
         }
@@ -225,222 +223,10 @@ impl GateState {
     }
 }
 
-/// A delivery read off the broker, in the read-ahead.
-struct Read {
-    incoming: Incoming,
-    tenant: Uuid,
-    /// The most slots its tenant may hold.
-    cap: usize,
-    order: Option<Order>,
-    /// Its place in its conversation's line, taken as it was read.
-    joined: Option<(ConversationKeys, Fingerprint)>,
-}
-
-type Joining = std::pin::Pin<Box<dyn std::future::Future<Output = Read> + Send>>;
-
-/// What the consume loop reads into, and hands slots out from.
-struct Intake<'s> {
-    session: &'s Session<'s>,
-    permits: Arc<Semaphore>,
-    /// A concurrency slot taken, not yet given to a delivery.
-    permit: Option<OwnedSemaphorePermit>,
-    fair: Fair<Read>,
-    freed: Arc<tokio::sync::Notify>,
-    /// Deliveries taking their place in line, in the order read.
-    joins: FuturesOrdered<Joining>,
-    order: LocalOrder,
-    /// Tenants' caps as last read from their settings, and since when.
-    caps: HashMap<Uuid, usize>,
-    caps_since: Instant,
-    policy: RetryPolicy,
-    /// Bytes of the bodies read and not yet given a slot, and the most it may be.
-    bytes: usize,
-    max_bytes: usize,
-    /// Stopped reading at `max_bytes`: read again below half of it.
-    filled: bool,
-}
-
-/// How long a tenant's cap read from its settings is used before it is read again.
-const CAPS_FOR: Duration = Duration::from_secs(30);
-
-impl<'s> Intake<'s> {
-    fn new(session: &'s Session<'s>) -> Self {
-        let fair = Fair::default();
-        let freed = fair.freed();
-        Self {
-            session,
-            permits: Arc::new(Semaphore::new(session.config.worker.concurrency)),
-            permit: None,
-            fair,
-            freed,
-            joins: FuturesOrdered::new(),
-            order: LocalOrder::default(),
-            caps: HashMap::new(),
-            caps_since: Instant::now(),
-            policy: session.config.retry_policy(),
-            bytes: 0,
-            max_bytes: session.config.amqp.read_ahead_bytes(),
-            filled: false,
-        }
-    }
-
-    /// Whether the read-ahead holds all it may (until half of it is answered).
-    fn full(&mut self) -> bool {
-        if self.filled {
-            self.filled = self.bytes > self.max_bytes / 2;
-        } else if self.bytes > self.max_bytes {
-            self.filled = true;
-            tracing::info!(
-                bytes = self.bytes,
-                "the read-ahead is full; consuming again once half of it is answered"
-            );
-        }
-        self.filled
-    }
-
-    /// Takes a delivery in: straight to a slot when its tenant has room and
-    /// nothing waits before it; otherwise into the read-ahead, once it has
-    /// taken its place in its conversation's line.
-    fn read(&mut self, incoming: Incoming) {
-        let pipeline = &self.session.pipeline;
-        let envelope = incoming.envelope();
-        let intake_us = envelope.intake_us;
-        let peeked = crate::decode::decode(envelope.body)
-            .ok()
-            .filter(|inbound| crate::decode::check_route(inbound, envelope.routing_key).is_ok());
-        let tenant = peeked.as_ref().map_or(Uuid::nil(), |inbound| inbound.tenant_id);
-        let line =
-            peeked.map(|inbound| (pipeline.dedup.keys().conversation(&inbound), inbound.fingerprint()));
-        let order = self.order.place(incoming.body());
-        self.bytes += incoming.body().len();
-        if self.caps_since.elapsed() >= CAPS_FOR {
-            self.caps.clear();
-            self.caps_since = Instant::now();
-        }
-        let known = self.caps.get(&tenant).copied();
-        let free = self.permit.is_some() || self.permits.available_permits() > 0;
-        if let Some(cap) = known
-            && free
-            && self.joins.is_empty()
-            && self.fair.has_room(tenant, cap)
-        {
-            self.fair.push(tenant, cap, Read { incoming, tenant, cap, order, joined: None });
-            return;
-        }
-        let pipeline = pipeline.clone();
-        let worker = &self.session.config.worker;
-        let (default_cap, concurrency) = (worker.tenant_cap(), worker.concurrency);
-        self.joins.push_back(Box::pin(async move {
-            let cap = match known {
-                Some(cap) => cap,
-                None => tenant_cap(&pipeline, tenant, default_cap, concurrency).await,
-            };
-            let joined = match line {
-                Some((line, fp)) => match pipeline.dedup.join(&line, &fp, intake_us).await {
-                    Ok(true) => Some((line, fp)),
-                    Ok(false) => None,
-                    // The claim meets Redis's trouble, and says what it does about it.
-                    Err(e) => {
-                        tracing::debug!(error = %e, "could not take a place in line as the delivery was read");
-                        None
-                    }
-                },
-                None => None,
-            };
-            Read { incoming, tenant, cap, order, joined }
-        }));
-    }
-
-    /// Gives every free slot to the next delivery in turn.
-    fn dispatch(&mut self, ignore_caps: bool, tasks: &TaskTracker, hard_stop: &CancellationToken) {
-        loop {
-            if self.permit.is_none() {
-                self.permit = self.permits.clone().try_acquire_owned().ok();
-            }
-            let Some(permit) = self.permit.take() else { return };
-            let Some((read, share)) = self.fair.pop(ignore_caps) else {
-                self.permit = Some(permit);
-                return;
-            };
-            self.caps.insert(read.tenant, read.cap);
-            self.bytes = self.bytes.saturating_sub(read.incoming.body().len());
-            let mut slot = Slot::held(self.permits.clone(), permit).sharing(Box::new(share));
-            if let Some(order) = read.order {
-                slot = slot.ordered(order);
-            }
-            let session = self.session;
-            let (pipeline, tally, policy) = (session.pipeline.clone(), session.tally.clone(), self.policy);
-            let hard_stop = hard_stop.clone();
-            let span = spans::consumer(
-                &session.config.amqp.inbound_queue,
-                &read.incoming.envelope(),
-                read.incoming.delivery_tag(),
-                session.config.tracing.producer_context == ProducerContext::Link,
-            );
-            let (incoming, joined) = (read.incoming, read.joined);
-            tasks.spawn(
-                async move {
-                    tokio::select! {
-                        _ = hard_stop.cancelled() => {}
-                        _ = handle(&pipeline, incoming, slot, joined, &policy, &tally) => {}
-                    }
-                }
-                .instrument(span),
-            );
-        }
-    }
-}
-
-/// The slots `tenant` may hold, as its settings say (the default when they
-/// do not, or cannot be read now: the pipeline says why, with the message).
-async fn tenant_cap(pipeline: &Pipeline, tenant: Uuid, default: usize, concurrency: usize) -> usize {
-    if tenant.is_nil() {
-        return default;
-    }
-    let Ok(profile) = pipeline.cache.profile(tenant).await else { return default };
-    let Some(settings) = profile.tenant.as_ref().map(|t| &t.settings) else { return default };
-    crate::model::share::tenant_cap(settings, default, concurrency).unwrap_or_else(|problem| {
-        tracing::warn!(tenant = %tenant, problem, "ignoring the tenant's max_concurrency setting");
-        default
-    })
-}
-
-/// The last delivery read of each conversation, so that the next one of it
-/// takes its place in line after it (see [`Slot::ordered`]).
-struct LocalOrder {
-    last: HashMap<u64, (oneshot::Receiver<()>, Arc<Waiting>)>,
-    prune_at: usize,
-}
-
-impl Default for LocalOrder {
-    fn default() -> Self {
-        Self { last: HashMap::new(), prune_at: Self::PRUNE_AT }
-    }
-}
-
-impl LocalOrder {
-    /// Past this many conversations, the ones whose last delivery is in line
-    /// already are forgotten.
-    const PRUNE_AT: usize = 4096;
-
-    fn place(&mut self, body: &[u8]) -> Option<Order> {
-        let conversation = crate::decode::conversation_key(body)?;
-        if self.last.len() >= self.prune_at {
-            self.last.retain(|_, (rx, _)| matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
-            // Conversations still in line all: prune again only once as many more came.
-            self.prune_at = (self.last.len() * 2).max(Self::PRUNE_AT);
-        }
-        let (in_line, rx) = oneshot::channel();
-        let own = Arc::new(Waiting::default());
-        let after = self.last.insert(conversation, (rx, own.clone()));
-        Some(Order { after, in_line, own })
-    }
-}
-
 /// One delivery, start to settle. A panic while processing fails that message
 /// (retry, then dead letter), never the process. `slot` is held until the
 /// delivery is settled, except while it waits for its conversation's turn.
-async fn handle(
+pub(super) async fn handle(
     pipeline: &Pipeline,
     incoming: Incoming,
     mut slot: Slot,

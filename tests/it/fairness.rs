@@ -110,9 +110,10 @@ async fn a_tenant_never_holds_more_slots_than_its_cap() {
 }
 
 /// Two workers, one giving the tenant 1 slot and the other 6, read 15
-/// conversations of 5 messages published at once (an odd number, so that
+/// conversations of 5 messages (an odd number, so that
 /// the broker, going round its two consumers, gives each conversation's
-/// messages to both). Most wait in the read-ahead, and the second worker
+/// messages to both), a round of each every 50 ms. Most wait in the
+/// read-ahead, for a second and more, and the second worker
 /// gets through its share far sooner than the first. Each conversation is
 /// still answered in order, each turn shown every earlier message: a
 /// message takes its place in line as it is read, not when a slot frees.
@@ -140,6 +141,10 @@ async fn conversations_keep_their_order_while_their_tenant_waits_for_slots() {
             let message = env.message(&format!("c{c}-m{i}"), &format!("+2547{c:08}"), &text(c, i));
             env.publish_json(&message).await;
         }
+        // A conversation's next message comes a moment after: two workers
+        // reading one conversation's messages within the same few
+        // milliseconds take them in the order they read them (README, Turns).
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let replies = replies(&env, CUSTOMERS * MESSAGES).await;
     for worker in workers {

@@ -1,0 +1,335 @@
+//! What the consume loop reads into and hands slots out from: the
+//! read-ahead ([`super::fair`]), each delivery's place in its conversation's
+//! line taken as it is read, the tenants' caps, and the bound on what the
+//! read-ahead may hold (bytes, and time).
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use super::fair::Fair;
+use super::session::{Session, handle};
+use crate::broker::{Disposition, Incoming};
+use crate::config::ProducerContext;
+use crate::keys::ConversationKeys;
+use crate::model::Fingerprint;
+use crate::outcome::RetryPolicy;
+use crate::pipeline::{Order, Pipeline, Slot, Waiting};
+use crate::telemetry::spans;
+
+/// A delivery read off the broker, in the read-ahead.
+pub(super) struct Read {
+    incoming: Incoming,
+    order: Option<Order>,
+    /// Its conversation's line, and whether it took its place there as it was read.
+    joined: Option<Joined>,
+    read_at: Instant,
+}
+
+/// A place in line taken as the delivery was read (set once `Dedup::join` answered).
+#[derive(Clone)]
+pub(super) struct Joined {
+    pub line: ConversationKeys,
+    pub fingerprint: Fingerprint,
+    pub done: Arc<AtomicBool>,
+}
+
+/// How long a tenant's cap read from its settings is used before it is read again.
+const CAPS_FOR: Duration = Duration::from_secs(30);
+/// How long a deferred delivery of the read-ahead stays away before it is read again.
+const PARK_FOR: Duration = Duration::from_secs(1);
+
+pub(super) struct Intake<'s> {
+    session: &'s Session<'s>,
+    tasks: TaskTracker,
+    hard_stop: CancellationToken,
+    pub(super) permits: Arc<Semaphore>,
+    /// A concurrency slot taken, not yet given to a delivery.
+    pub(super) permit: Option<OwnedSemaphorePermit>,
+    pub(super) fair: Fair<Read>,
+    pub(super) freed: Arc<tokio::sync::Notify>,
+    order: LocalOrder,
+    /// Tenants' caps as last read from their settings, and since when; the
+    /// tenants whose settings are being read, and where their caps come back.
+    caps: HashMap<Uuid, usize>,
+    caps_since: Instant,
+    asked: HashSet<Uuid>,
+    caps_tx: mpsc::UnboundedSender<(Uuid, usize)>,
+    pub(super) caps_rx: mpsc::UnboundedReceiver<(Uuid, usize)>,
+    policy: RetryPolicy,
+    /// Bytes of the bodies read and not yet given a slot, and the most it may be.
+    bytes: usize,
+    max_bytes: usize,
+    /// Stopped reading at `max_bytes`: read again below half of it.
+    filled: bool,
+    /// The longest a delivery waits in the read-ahead before it is deferred
+    /// (acked, back in a second, its place in line kept): well within the
+    /// broker's `consumer_timeout`, and within `turns.stale`, so that its
+    /// place is never taken for an abandoned one's.
+    max_age: Duration,
+}
+
+impl<'s> Intake<'s> {
+    pub(super) fn new(session: &'s Session<'s>, tasks: TaskTracker, hard_stop: CancellationToken) -> Self {
+        let fair = Fair::default();
+        let freed = fair.freed();
+        let (caps_tx, caps_rx) = mpsc::unbounded_channel();
+        let config = session.config;
+        let max_age =
+            Duration::from_secs((config.turns.stale_secs / 2).min(config.amqp.consumer_timeout_secs / 2));
+        Self {
+            session,
+            tasks,
+            hard_stop,
+            permits: Arc::new(Semaphore::new(config.worker.concurrency)),
+            permit: None,
+            fair,
+            freed,
+            order: LocalOrder::default(),
+            caps: HashMap::new(),
+            caps_since: Instant::now(),
+            asked: HashSet::new(),
+            caps_tx,
+            caps_rx,
+            policy: config.retry_policy(),
+            bytes: 0,
+            max_bytes: config.amqp.read_ahead_bytes(),
+            filled: false,
+            max_age,
+        }
+    }
+
+    /// Whether the read-ahead holds all it may (until half of it is given slots).
+    pub(super) fn full(&mut self) -> bool {
+        if self.filled {
+            self.filled = self.bytes > self.max_bytes / 2;
+        } else if self.bytes > self.max_bytes {
+            self.filled = true;
+            tracing::info!(
+                bytes = self.bytes,
+                "the read-ahead is full; consuming again once half of it is out"
+            );
+        }
+        self.filled
+    }
+
+    /// Records `tenant`'s cap, as its settings were read.
+    pub(super) fn cap_read(&mut self, tenant: Uuid, cap: usize) {
+        self.asked.remove(&tenant);
+        self.caps.insert(tenant, cap);
+        self.fair.set_cap(tenant, cap);
+    }
+
+    /// Takes a delivery in, at the back of its tenant's line. One that cannot
+    /// be given a slot at once (its tenant has others waiting, or is at its
+    /// cap, or no slot is free) takes its place in its conversation's line
+    /// now, so that no later message of the conversation, read by any
+    /// process, is answered first.
+    pub(super) fn read(&mut self, incoming: Incoming) {
+        let pipeline = &self.session.pipeline;
+        let envelope = incoming.envelope();
+        let intake_us = envelope.intake_us;
+        let peeked = crate::decode::decode(envelope.body)
+            .ok()
+            .filter(|inbound| crate::decode::check_route(inbound, envelope.routing_key).is_ok());
+        // An unreadable message waits in a line of its own and is rejected on
+        // its turn, claiming nothing: it takes no place in its conversation's order.
+        let (tenant, order, line) = match peeked {
+            Some(inbound) => (
+                inbound.tenant_id,
+                self.order.place(incoming.body()),
+                Some((pipeline.dedup.keys().conversation(&inbound), inbound.fingerprint())),
+            ),
+            None => (Uuid::nil(), None, None),
+        };
+        self.bytes += incoming.body().len();
+        self.know_cap(tenant);
+        if self.permit.is_none() {
+            self.permit = self.permits.clone().try_acquire_owned().ok();
+        }
+        let read_at = Instant::now();
+        if self.fair.has_room(tenant)
+            && let Some(permit) = self.permit.take()
+        {
+            let share = self.fair.slot_now(tenant);
+            self.bytes = self.bytes.saturating_sub(incoming.body().len());
+            self.start(Read { incoming, order, joined: None, read_at }, share, permit);
+            return;
+        }
+        let joined = line.map(|(line, fingerprint)| {
+            let joined = Joined { line, fingerprint, done: Arc::default() };
+            let (pipeline, place) = (pipeline.clone(), joined.clone());
+            let mut join = Box::pin(async move {
+                match pipeline.dedup.join(&place.line, &place.fingerprint, intake_us).await {
+                    Ok(joined) => place.done.store(joined, Ordering::Release),
+                    // The claim meets Redis's trouble, and says what it does about it.
+                    Err(e) => {
+                        tracing::debug!(error = %e, "could not take a place in line as the delivery was read")
+                    }
+                }
+            });
+            // Polled once here, so that the request is on its way now (a
+            // later message of the conversation, read by another process,
+            // must find this one in line), not when a spawned task first
+            // runs; and before this delivery's claim can be, on the same
+            // connection, so Redis runs it first. Between deliveries of a
+            // conversation, order is their intake time, whatever the order
+            // their joins land in.
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            if join.as_mut().poll(&mut cx).is_pending() {
+                tokio::spawn(join);
+            }
+            joined
+        });
+        self.fair.push(tenant, Read { incoming, order, joined, read_at });
+    }
+
+    /// Makes sure `tenant`'s cap is known (or being read): nothing of it is
+    /// given a slot before.
+    fn know_cap(&mut self, tenant: Uuid) {
+        if self.caps_since.elapsed() >= CAPS_FOR {
+            self.caps.clear();
+            self.caps_since = Instant::now();
+        }
+        if self.caps.contains_key(&tenant) || !self.asked.insert(tenant) {
+            return;
+        }
+        let worker = &self.session.config.worker;
+        let (default, concurrency) = (worker.tenant_cap(), worker.concurrency);
+        if tenant.is_nil() {
+            self.cap_read(tenant, default);
+            return;
+        }
+        let (pipeline, caps) = (self.session.pipeline.clone(), self.caps_tx.clone());
+        tokio::spawn(async move {
+            let cap = tenant_cap(&pipeline, tenant, default, concurrency).await;
+            let _ = caps.send((tenant, cap));
+        });
+    }
+
+    /// Gives every free slot to the next delivery in turn.
+    pub(super) fn dispatch(&mut self, ignore_caps: bool) {
+        loop {
+            if self.permit.is_none() {
+                self.permit = self.permits.clone().try_acquire_owned().ok();
+            }
+            let Some(permit) = self.permit.take() else { return };
+            let Some((read, share)) = self.fair.pop(ignore_caps) else {
+                self.permit = Some(permit);
+                return;
+            };
+            self.bytes = self.bytes.saturating_sub(read.incoming.body().len());
+            self.start(read, share, permit);
+        }
+    }
+
+    /// Runs a delivery in a task of its own, holding its slots.
+    fn start(&self, read: Read, share: super::fair::TenantSlot, permit: OwnedSemaphorePermit) {
+        let joined = read.joined.filter(|j| j.done.load(Ordering::Acquire));
+        let mut slot =
+            Slot::held(self.permits.clone(), permit).sharing(Box::new(share)).joined(joined.is_some());
+        if let Some(order) = read.order {
+            slot = slot.ordered(order);
+        }
+        let session = self.session;
+        let (pipeline, tally, policy) = (session.pipeline.clone(), session.tally.clone(), self.policy);
+        let hard_stop = self.hard_stop.clone();
+        let span = spans::consumer(
+            &session.config.amqp.inbound_queue,
+            &read.incoming.envelope(),
+            read.incoming.delivery_tag(),
+            session.config.tracing.producer_context == ProducerContext::Link,
+        );
+        let incoming = read.incoming;
+        let place = joined.map(|j| (j.line, j.fingerprint));
+        self.tasks.spawn(
+            async move {
+                tokio::select! {
+                    _ = hard_stop.cancelled() => {}
+                    _ = handle(&pipeline, incoming, slot, place, &policy, &tally) => {}
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Defers the deliveries that have waited in the read-ahead for
+    /// `max_age` (their tenant's flood drains slower than that): acked, back
+    /// in the queue a second later, keeping their place in line, so that no
+    /// delivery is held past the broker's `consumer_timeout`.
+    pub(super) fn defer_old(&mut self) {
+        let max_age = self.max_age;
+        let old = self.fair.take_old(|read| read.read_at.elapsed() >= max_age);
+        if old.is_empty() {
+            return;
+        }
+        tracing::info!(
+            deliveries = old.len(),
+            waited_secs = max_age.as_secs(),
+            "deferring what waited too long in the read-ahead"
+        );
+        for read in old {
+            self.bytes = self.bytes.saturating_sub(read.incoming.body().len());
+            let publisher = self.session.pipeline.publisher.clone();
+            let metrics = self.session.pipeline.metrics.clone();
+            self.tasks.spawn(async move {
+                metrics.read_ahead_deferred.inc();
+                let deferred = read.incoming.settle(&publisher, &Disposition::Defer { delay: PARK_FOR }).await;
+                if let Err(e) = deferred {
+                    tracing::warn!(error = %e, "could not defer a delivery of the read-ahead; the broker will redeliver it");
+                }
+            });
+        }
+    }
+}
+
+/// The slots `tenant` may hold, as its settings say (the default when they
+/// do not, or cannot be read now: the pipeline says why, with the message).
+async fn tenant_cap(pipeline: &Pipeline, tenant: Uuid, default: usize, concurrency: usize) -> usize {
+    let Ok(profile) = pipeline.cache.profile(tenant).await else { return default };
+    let Some(settings) = profile.tenant.as_ref().map(|t| &t.settings) else { return default };
+    crate::model::share::tenant_cap(settings, default, concurrency).unwrap_or_else(|problem| {
+        tracing::warn!(tenant = %tenant, problem, "ignoring the tenant's max_concurrency setting");
+        default
+    })
+}
+
+/// The last delivery read of each conversation, so that the next one of it
+/// takes its place in line after it (see [`Slot::ordered`]).
+struct LocalOrder {
+    last: HashMap<u64, (oneshot::Receiver<()>, Arc<Waiting>)>,
+    prune_at: usize,
+}
+
+impl Default for LocalOrder {
+    fn default() -> Self {
+        Self { last: HashMap::new(), prune_at: Self::PRUNE_AT }
+    }
+}
+
+impl LocalOrder {
+    /// Past this many conversations, the ones whose last delivery is in line
+    /// already are forgotten.
+    const PRUNE_AT: usize = 4096;
+
+    fn place(&mut self, body: &[u8]) -> Option<Order> {
+        let conversation = crate::decode::conversation_key(body)?;
+        if self.last.len() >= self.prune_at {
+            self.last.retain(|_, (rx, _)| matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
+            // Conversations still in line all: prune again only once as many more came.
+            self.prune_at = (self.last.len() * 2).max(Self::PRUNE_AT);
+        }
+        let (in_line, rx) = oneshot::channel();
+        let own = Arc::new(Waiting::default());
+        let after = self.last.insert(conversation, (rx, own.clone()));
+        Some(Order { after, in_line, own })
+    }
+}
