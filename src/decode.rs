@@ -17,36 +17,6 @@ pub const MAX_CUSTOMER_NAME: usize = 256;
 pub const CHANNELS: [&str; 7] = ["whatsapp", "sms", "web", "telegram", "instagram", "messenger", "email"];
 
 /// Decodes and validates one delivery body.
-/// Which conversation a body names, as a hash of its tenant, channel and
-/// customer, read without validating anything else: the delivery loop uses it
-/// to keep one process's deliveries of a conversation in the order they were
-/// read (the full decode, and its rejections, come later, in the pipeline).
-pub fn conversation_key(body: &[u8]) -> Option<u64> {
-    use std::borrow::Cow;
-    use std::hash::{Hash, Hasher};
-    #[derive(serde::Deserialize)]
-    struct Customer<'a> {
-        #[serde(borrow)]
-        external_id: Cow<'a, str>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Peek<'a> {
-        #[serde(borrow)]
-        tenant_id: Cow<'a, str>,
-        #[serde(borrow)]
-        channel: Cow<'a, str>,
-        #[serde(borrow)]
-        customer: Customer<'a>,
-    }
-    if body.len() > MAX_BODY_BYTES {
-        return None;
-    }
-    let peek: Peek<'_> = serde_json::from_slice(body).ok()?;
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (peek.tenant_id.as_ref(), peek.channel.as_ref(), peek.customer.external_id.as_ref()).hash(&mut hasher);
-    Some(hasher.finish())
-}
-
 pub fn decode(body: &[u8]) -> Result<Inbound, Rejection> {
     if body.len() > MAX_BODY_BYTES {
         return Err(malformed(format!("body is {} bytes, over the limit of {MAX_BODY_BYTES}", body.len())));

@@ -186,8 +186,13 @@ impl Pipeline {
     /// One envelope to its outcome; `slot` is handed back while the message
     /// waits for its conversation's turn.
     pub async fn process_in(&self, envelope: &Envelope<'_>, slot: &mut Slot) -> Outcome {
-        // decode: malformed or invalid messages are rejected.
-        let inbound = match self.decode(envelope) {
+        // decode: malformed or invalid messages are rejected (a delivery read
+        // into the read-ahead was decoded there already).
+        let decoded = match slot.take_decoded() {
+            Some(inbound) => Ok(inbound),
+            None => self.decode(envelope),
+        };
+        let inbound = match decoded {
             Ok(inbound) => inbound,
             Err(rejection) => return Outcome::Rejected(rejection),
         };

@@ -67,6 +67,8 @@ pub struct Slot {
     stood_in_line: bool,
     /// It took its place in line as it was read, before its claim.
     joined: bool,
+    /// The message, decoded (and its route checked) as it was read.
+    decoded: Option<crate::model::Inbound>,
 }
 
 /// A share of capacity that a delivery holds beside its concurrency slot,
@@ -111,6 +113,7 @@ impl Slot {
             share: None,
             stood_in_line: false,
             joined: false,
+            decoded: None,
         }
     }
 
@@ -124,6 +127,16 @@ impl Slot {
     pub fn joined(mut self, joined: bool) -> Self {
         self.joined = joined;
         self
+    }
+
+    /// Carries the message as it was decoded when read, so that it is not decoded twice.
+    pub fn decoded(mut self, inbound: Option<crate::model::Inbound>) -> Self {
+        self.decoded = inbound;
+        self
+    }
+
+    pub(super) fn take_decoded(&mut self) -> Option<crate::model::Inbound> {
+        self.decoded.take()
     }
 
     /// Whether a claim of this delivery was answered (it stood in its line).
@@ -143,6 +156,7 @@ impl Slot {
             share: None,
             stood_in_line: false,
             joined: false,
+            decoded: None,
         }
     }
 

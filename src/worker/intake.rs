@@ -20,7 +20,7 @@ use super::session::{Session, handle};
 use crate::broker::{Disposition, Incoming};
 use crate::config::ProducerContext;
 use crate::keys::ConversationKeys;
-use crate::model::Fingerprint;
+use crate::model::{Fingerprint, Inbound};
 use crate::outcome::RetryPolicy;
 use crate::pipeline::{Order, Pipeline, Slot, Waiting};
 use crate::telemetry::spans;
@@ -28,6 +28,9 @@ use crate::telemetry::spans;
 /// A delivery read off the broker, in the read-ahead.
 pub(super) struct Read {
     incoming: Incoming,
+    /// The message as decoded when read (none for one that cannot be: the
+    /// pipeline says why).
+    inbound: Option<Inbound>,
     order: Option<Order>,
     /// Its conversation's line, and whether it took its place there as it was read.
     joined: Option<Joined>,
@@ -137,16 +140,18 @@ impl<'s> Intake<'s> {
         let pipeline = &self.session.pipeline;
         let envelope = incoming.envelope();
         let intake_us = envelope.intake_us;
-        let peeked = crate::decode::decode(envelope.body)
+        let started = Instant::now();
+        let inbound = crate::decode::decode(envelope.body)
             .ok()
             .filter(|inbound| crate::decode::check_route(inbound, envelope.routing_key).is_ok());
+        pipeline.metrics.stage("decode", started);
         // An unreadable message waits in a line of its own and is rejected on
         // its turn, claiming nothing: it takes no place in its conversation's order.
-        let (tenant, order, line) = match peeked {
+        let (tenant, order, line) = match &inbound {
             Some(inbound) => (
                 inbound.tenant_id,
-                self.order.place(incoming.body()),
-                Some((pipeline.dedup.keys().conversation(&inbound), inbound.fingerprint())),
+                Some(self.order.place(inbound)),
+                Some((pipeline.dedup.keys().conversation(inbound), inbound.fingerprint())),
             ),
             None => (Uuid::nil(), None, None),
         };
@@ -161,7 +166,7 @@ impl<'s> Intake<'s> {
         {
             let share = self.fair.slot_now(tenant);
             self.bytes = self.bytes.saturating_sub(incoming.body().len());
-            self.start(Read { incoming, order, joined: None, read_at }, share, permit);
+            self.start(Read { incoming, inbound, order, joined: None, read_at }, share, permit);
             return;
         }
         let joined = line.map(|(line, fingerprint)| {
@@ -189,7 +194,7 @@ impl<'s> Intake<'s> {
             }
             joined
         });
-        self.fair.push(tenant, Read { incoming, order, joined, read_at });
+        self.fair.push(tenant, Read { incoming, inbound, order, joined, read_at });
     }
 
     /// Makes sure `tenant`'s cap is known (or being read): nothing of it is
@@ -234,8 +239,10 @@ impl<'s> Intake<'s> {
     /// Runs a delivery in a task of its own, holding its slots.
     fn start(&self, read: Read, share: super::fair::TenantSlot, permit: OwnedSemaphorePermit) {
         let joined = read.joined.filter(|j| j.done.load(Ordering::Acquire));
-        let mut slot =
-            Slot::held(self.permits.clone(), permit).sharing(Box::new(share)).joined(joined.is_some());
+        let mut slot = Slot::held(self.permits.clone(), permit)
+            .sharing(Box::new(share))
+            .joined(joined.is_some())
+            .decoded(read.inbound);
         if let Some(order) = read.order {
             slot = slot.ordered(order);
         }
@@ -320,8 +327,12 @@ impl LocalOrder {
     /// already are forgotten.
     const PRUNE_AT: usize = 4096;
 
-    fn place(&mut self, body: &[u8]) -> Option<Order> {
-        let conversation = crate::decode::conversation_key(body)?;
+    fn place(&mut self, inbound: &Inbound) -> Order {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (inbound.tenant_id, inbound.channel.as_str(), inbound.customer_external_id.as_str())
+            .hash(&mut hasher);
+        let conversation = hasher.finish();
         if self.last.len() >= self.prune_at {
             self.last.retain(|_, (rx, _)| matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
             // Conversations still in line all: prune again only once as many more came.
@@ -330,6 +341,6 @@ impl LocalOrder {
         let (in_line, rx) = oneshot::channel();
         let own = Arc::new(Waiting::default());
         let after = self.last.insert(conversation, (rx, own.clone()));
-        Some(Order { after, in_line, own })
+        Order { after, in_line, own }
     }
 }

@@ -150,9 +150,15 @@ pub async fn run(setup: Setup<'_>, pool: &sqlx::PgPool) -> anyhow::Result<bool> 
         }
         publisher.finish().await
     });
+    let publishing = Instant::now();
     for i in 0..setup.flood {
         send(&shared, &mut publisher, Who::A, 3, a, &format!("a3-{i}")).await?;
     }
+    println!(
+        "round 3: A's {} messages published in {:.1} s",
+        setup.flood,
+        publishing.elapsed().as_secs_f64()
+    );
     // B keeps sending until A's flood is answered.
     wait_for(&shared, 3, Some(Who::A), &mut fleet).await?;
     flooding.store(false, std::sync::atomic::Ordering::Relaxed);
@@ -310,6 +316,23 @@ async fn wait_round(shared: &Shared, round: u8, fleet: &mut Fleet) -> anyhow::Re
     b_latency.sort();
     let first = of(Who::A).map(|s| s.published).min();
     let last = of(Who::A).filter_map(|s| s.replied).max();
+    // The slowest of B's, with when they were published in the round (from
+    // A's first publish): where in the flood B's tail comes from.
+    if let Some(first) = first {
+        let mut slowest: Vec<(Duration, f64)> = of(Who::B)
+            .filter_map(|s| {
+                let latency = s.replied?.saturating_duration_since(s.published);
+                let at = s.published.checked_duration_since(first).map_or(0.0, |d| d.as_secs_f64());
+                Some((latency, at))
+            })
+            .collect();
+        slowest.sort_by(|a, b| b.0.cmp(&a.0));
+        let shown: Vec<String> =
+            slowest.iter().take(8).map(|(l, at)| format!("{} ms at {at:.1} s", l.as_millis())).collect();
+        if !shown.is_empty() {
+            println!("round {round}: B's slowest: {}", shown.join(", "));
+        }
+    }
     let count = of(Who::A).count();
     let a_rate = match (first, last) {
         (Some(first), Some(last)) => {
