@@ -162,6 +162,11 @@ impl Deliveries {
         if self.prefetch != prefetch { self.cancel().await } else { Ok(()) }
     }
 
+    /// The prefetch asked for last (of the consumer running, or the one to follow it).
+    pub fn wanted(&self) -> u16 {
+        self.wanted
+    }
+
     async fn cancel(&mut self) -> Result<(), BrokerError> {
         if !self.cancelled {
             // Marked first: a cancel cut short (shutdown) is not sent again

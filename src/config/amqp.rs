@@ -16,8 +16,10 @@ pub struct AmqpConfig {
     /// flight and the read-ahead behind them, where a tenant's flood waits
     /// while the other tenants' messages, read past it, are answered.
     pub prefetch: u16,
-    /// Most bytes of message bodies the read-ahead holds: past it the
-    /// consumer is stopped at the broker until half of it is answered.
+    /// Bytes of message bodies the read-ahead holds: the prefetch shrinks
+    /// while the bodies are large (to this over their mean size, at least
+    /// 64), and past it the consumer is stopped at the broker until half of
+    /// it has gone out (what was on the wire still comes in).
     pub read_ahead_mib: u32,
     pub inbound_exchange: String,
     pub inbound_queue: String,

@@ -47,6 +47,8 @@ pub(super) struct Joined {
 
 /// How long a tenant's cap read from its settings is used before it is read again.
 const CAPS_FOR: Duration = Duration::from_secs(30);
+/// How often the prefetch may move with the bodies' size.
+const PREFETCH_EVERY: Duration = Duration::from_secs(5);
 /// How long a deferred delivery of the read-ahead stays away before it is read again.
 const PARK_FOR: Duration = Duration::from_secs(1);
 
@@ -73,6 +75,11 @@ pub(super) struct Intake<'s> {
     max_bytes: usize,
     /// Stopped reading at `max_bytes`: read again below half of it.
     filled: bool,
+    /// The bodies' mean size (moving), and the prefetch that keeps
+    /// `max_bytes` of them at most on the wire and in the read-ahead.
+    mean_body: f64,
+    prefetch: u16,
+    prefetch_since: Instant,
     /// The longest a delivery waits in the read-ahead before it is deferred
     /// (acked, back in a second, its place in line kept): well within the
     /// broker's `consumer_timeout`, and within `turns.stale`, so that its
@@ -106,6 +113,9 @@ impl<'s> Intake<'s> {
             bytes: 0,
             max_bytes: config.amqp.read_ahead_bytes(),
             filled: false,
+            mean_body: 1024.0,
+            prefetch: config.amqp.prefetch,
+            prefetch_since: Instant::now(),
             max_age,
         }
     }
@@ -122,6 +132,28 @@ impl<'s> Intake<'s> {
             );
         }
         self.filled
+    }
+
+    /// The prefetch to consume with: the configured one, lowered while the
+    /// bodies are large, so that a prefetch's worth of them stays within
+    /// `amqp.read_ahead_mib` (at least 64). Moved only when it would change by
+    /// half or double, at most every 5 s (each move restarts the consumer).
+    pub(super) fn prefetch(&mut self) -> u16 {
+        let configured = self.session.config.amqp.prefetch;
+        let (now, current) = (fitting_prefetch(self.max_bytes, self.mean_body, configured), self.prefetch);
+        let moved = now <= current / 2
+            || now >= current.saturating_mul(2)
+            || (now == configured) != (current == configured);
+        if moved && self.prefetch_since.elapsed() >= PREFETCH_EVERY && now != current {
+            tracing::info!(
+                from = current,
+                to = now,
+                mean_body_bytes = self.mean_body as u64,
+                "consuming with another prefetch, for the bodies' size"
+            );
+            (self.prefetch, self.prefetch_since) = (now, Instant::now());
+        }
+        self.prefetch
     }
 
     /// Records `tenant`'s cap, as its settings were read.
@@ -156,6 +188,7 @@ impl<'s> Intake<'s> {
             None => (Uuid::nil(), None, None),
         };
         self.bytes += incoming.body().len();
+        self.mean_body += (incoming.body().len() as f64 - self.mean_body) / 64.0;
         self.know_cap(tenant);
         if self.permit.is_none() {
             self.permit = self.permits.clone().try_acquire_owned().ok();
@@ -298,6 +331,13 @@ impl<'s> Intake<'s> {
     }
 }
 
+/// How many bodies of `mean_body` bytes fit in `max_bytes`: at least 64 (or
+/// `configured`, if lower), at most `configured`.
+fn fitting_prefetch(max_bytes: usize, mean_body: f64, configured: u16) -> u16 {
+    let fits = max_bytes as f64 / mean_body.max(1.0);
+    fits.clamp(64.0_f64.min(f64::from(configured)), f64::from(configured)) as u16
+}
+
 /// The slots `tenant` may hold, as its settings say (the default when they
 /// do not, or cannot be read now: the pipeline says why, with the message).
 async fn tenant_cap(pipeline: &Pipeline, tenant: Uuid, default: usize, concurrency: usize) -> usize {
@@ -342,5 +382,24 @@ impl LocalOrder {
         let own = Arc::new(Waiting::default());
         let after = self.last.insert(conversation, (rx, own.clone()));
         Order { after, in_line, own }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fitting_prefetch;
+
+    #[test]
+    fn the_prefetch_shrinks_with_large_bodies_and_stays_within_bounds() {
+        let mib = 1 << 20;
+        assert_eq!(
+            fitting_prefetch(64 * mib, 1024.0, 16_384),
+            16_384,
+            "small bodies: the configured prefetch"
+        );
+        assert_eq!(fitting_prefetch(64 * mib, 256.0 * 1024.0, 16_384), 256, "64 MiB of 256 KiB bodies");
+        assert_eq!(fitting_prefetch(mib, 256.0 * 1024.0, 16_384), 64, "never below 64");
+        assert_eq!(fitting_prefetch(mib, 256.0 * 1024.0, 10), 10, "nor above the configured one");
+        assert_eq!(fitting_prefetch(64 * mib, 0.0, 500), 500);
     }
 }

@@ -83,7 +83,8 @@ impl Session<'_> {
             }
             metrics.read_ahead.set(i64::try_from(intake.fair.waiting()).unwrap_or(i64::MAX));
             let full = intake.full();
-            if let Err(e) = gate.keep(&mut deliveries, down, full, self.config.amqp.prefetch).await {
+            let prefetch = intake.prefetch();
+            if let Err(e) = gate.keep(&mut deliveries, down, full, prefetch).await {
                 tracing::error!(error = %e, "rabbitmq connection lost; reconnecting");
                 break;
             }
@@ -119,7 +120,7 @@ impl Session<'_> {
                 },
                 () = room(self.gate.as_deref()), if gate.suspended && !full || paused => {
                     if gate.suspended && !full {
-                        let resumed = deliveries.prefetch(if down { 1 } else { self.config.amqp.prefetch }).await;
+                        let resumed = deliveries.prefetch(if down { 1 } else { prefetch }).await;
                         if let Err(e) = resumed {
                             tracing::error!(error = %e, "rabbitmq connection lost; reconnecting");
                             break;
@@ -215,7 +216,10 @@ impl GateState {
         if self.suspended && !down && !full {
             deliveries.prefetch(prefetch).await?;
             self.suspended = false;
-        } else if self.down_before && !down && !self.suspended {
+        } else if !down && !self.suspended && (self.down_before || deliveries.wanted() != prefetch) {
+            // Back from a probe, or the bodies' size moved the prefetch (a
+            // consumer of the new prefetch follows once the current one has
+            // handed out what it holds).
             deliveries.prefetch(prefetch).await?;
         }
         self.down_before = down;
