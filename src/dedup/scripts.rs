@@ -102,7 +102,9 @@ local lost = false
 local joined = false
 -- A place taken anew is a place Redis lost if this delivery stood in line
 -- before, or if the one read before it by its process, waiting, has none.
-if redis.call('ZADD', KEYS[4], 'NX', ARGV[9], fp) == 1 then
+-- LT: a place already taken by a later copy of this message (one read after
+-- it, that joined the line as it was read) moves up to this one's.
+if redis.call('ZADD', KEYS[4], 'LT', ARGV[9], fp) == 1 then
   local before = ARGV[15] or ''
   lost = ARGV[11] == '1' or (before ~= '' and not redis.call('ZSCORE', KEYS[4], before))
   joined = not lost
@@ -271,7 +273,8 @@ pub(super) static JOIN: LazyLock<Script> = LazyLock::new(|| {
         r#"
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'completed' or status == 'coalesced' then return 0 end
-if redis.call('ZADD', KEYS[4], 'NX', ARGV[2], ARGV[1]) == 0 then return 0 end
+-- LT: a copy read earlier, whose place a later copy took, moves it up.
+if redis.call('ZADD', KEYS[4], 'LT', ARGV[2], ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[5], ARGV[1], ARGV[3])
 keep_line(ARGV[4])
 return 1

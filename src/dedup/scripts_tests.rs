@@ -256,3 +256,51 @@ async fn a_coalesced_turn_passes_on_with_its_burst_and_its_copy_is_a_duplicate()
     assert_eq!(burst, None, "the burst ends with its reply");
     clean_up(&mut redis, &keys, &[&m1, &m2]).await;
 }
+
+async fn join_at(redis: &mut RedisConn, keys: &Keys, fp: &Fingerprint, intake_us: i64) -> i32 {
+    let (line, turns) = line(keys);
+    JOIN.key(keys.state(shard(), fp))
+        .key(keys.lock(shard(), fp))
+        .key(keys.inflight(shard()))
+        .key(line)
+        .key(turns)
+        .arg(fp.as_str())
+        .arg(intake_us)
+        .arg("waiting|inst-j|w-j|1")
+        .arg(3_600_000)
+        .invoke_async(redis)
+        .await
+        .expect("join")
+}
+
+/// A message read ahead takes its place as it is read; a later copy of a
+/// message (read after the next one) that joins before the first copy's
+/// claim does not push the message back behind the next one: the first
+/// copy's claim moves it up to its own intake time. A message answered
+/// takes no place again.
+#[tokio::test]
+async fn a_place_taken_by_a_later_copy_moves_up_to_the_first_copys() {
+    let mut redis = redis().await;
+    let keys = Keys::new(&format!("t:scripts:{}:", uuid::Uuid::new_v4().simple()));
+    let m1 = Fingerprint::of("t", "sms", "+1", "m1", "hello");
+    let m2 = Fingerprint::of("t", "sms", "+1", "m2", "shoes?");
+
+    // m1's first copy was read at 100, m2 at 200, a copy of m1 at 300: the
+    // two later ones joined as they were read, before m1's first copy claimed.
+    assert_eq!(join_at(&mut redis, &keys, &m2, 200).await, 1);
+    assert_eq!(join_at(&mut redis, &keys, &m1, 300).await, 1);
+    assert_eq!(join_at(&mut redis, &keys, &m2, 250).await, 0, "in line already");
+    let first = claim_at(&mut redis, &keys, &m1, "a|inst-a|w-a", "", 100).await;
+    assert_eq!(first.0, "acquired", "m1 is first in line, by its first copy's intake: {first:?}");
+    let m2_asks = claim_at(&mut redis, &keys, &m2, "b|inst-b|w-b", "", 200).await;
+    assert_eq!((m2_asks.0.as_str(), m2_asks.1.as_str()), ("wait", m1.as_str()));
+
+    finish(&mut redis, &keys, &m1, "a|inst-a|w-a", "completed", "leave").await;
+    assert_eq!(join_at(&mut redis, &keys, &m1, 400).await, 0, "an answered message joins no more");
+    let (line, _) = line(&keys);
+    let in_line: Vec<String> =
+        redis::cmd("ZRANGE").arg(&line).arg(0).arg(-1).query_async(&mut redis).await.expect("line");
+    assert_eq!(in_line, vec![m2.to_string()]);
+    assert_eq!(claim_at(&mut redis, &keys, &m2, "b|inst-b|w-b", "", 200).await.0, "acquired");
+    clean_up(&mut redis, &keys, &[&m1, &m2]).await;
+}
