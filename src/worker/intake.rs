@@ -35,6 +35,8 @@ pub(super) struct Read {
     /// Its conversation's line, and whether it took its place there as it was read.
     joined: Option<Joined>,
     read_at: Instant,
+    /// Its consumer span, from the moment it was read (its wait in the read-ahead included).
+    span: tracing::Span,
 }
 
 /// A place in line taken as the delivery was read (set once `Dedup::join` answered).
@@ -172,10 +174,21 @@ impl<'s> Intake<'s> {
         let pipeline = &self.session.pipeline;
         let envelope = incoming.envelope();
         let intake_us = envelope.intake_us;
+        let config = self.session.config;
+        let span = spans::consumer(
+            &config.amqp.inbound_queue,
+            &envelope,
+            incoming.delivery_tag(),
+            config.tracing.producer_context == ProducerContext::Link,
+        );
         let started = Instant::now();
-        let inbound = crate::decode::decode(envelope.body)
-            .ok()
-            .filter(|inbound| crate::decode::check_route(inbound, envelope.routing_key).is_ok());
+        let inbound = span.in_scope(|| {
+            spans::stage("decode").in_scope(|| {
+                crate::decode::decode(envelope.body)
+                    .ok()
+                    .filter(|inbound| crate::decode::check_route(inbound, envelope.routing_key).is_ok())
+            })
+        });
         pipeline.metrics.stage("decode", started);
         // An unreadable message waits in a line of its own and is rejected on
         // its turn, claiming nothing: it takes no place in its conversation's order.
@@ -199,7 +212,7 @@ impl<'s> Intake<'s> {
         {
             let share = self.fair.slot_now(tenant);
             self.bytes = self.bytes.saturating_sub(incoming.body().len());
-            self.start(Read { incoming, inbound, order, joined: None, read_at }, share, permit);
+            self.start(Read { incoming, inbound, order, joined: None, read_at, span }, share, permit);
             return;
         }
         let joined = line.map(|(line, fingerprint)| {
@@ -227,7 +240,7 @@ impl<'s> Intake<'s> {
             }
             joined
         });
-        self.fair.push(tenant, Read { incoming, inbound, order, joined, read_at });
+        self.fair.push(tenant, Read { incoming, inbound, order, joined, read_at, span });
     }
 
     /// Makes sure `tenant`'s cap is known (or being read): nothing of it is
@@ -282,12 +295,7 @@ impl<'s> Intake<'s> {
         let session = self.session;
         let (pipeline, tally, policy) = (session.pipeline.clone(), session.tally.clone(), self.policy);
         let hard_stop = self.hard_stop.clone();
-        let span = spans::consumer(
-            &session.config.amqp.inbound_queue,
-            &read.incoming.envelope(),
-            read.incoming.delivery_tag(),
-            session.config.tracing.producer_context == ProducerContext::Link,
-        );
+        let span = read.span;
         let incoming = read.incoming;
         let place = joined.map(|j| (j.line, j.fingerprint));
         self.tasks.spawn(
