@@ -326,7 +326,7 @@ async fn wait_round(shared: &Shared, round: u8, fleet: &mut Fleet) -> anyhow::Re
                 Some((latency, at))
             })
             .collect();
-        slowest.sort_by(|a, b| b.0.cmp(&a.0));
+        slowest.sort_by_key(|s| std::cmp::Reverse(s.0));
         let shown: Vec<String> =
             slowest.iter().take(8).map(|(l, at)| format!("{} ms at {at:.1} s", l.as_millis())).collect();
         if !shown.is_empty() {
