@@ -103,18 +103,7 @@ impl Waiting {
 
 impl Slot {
     pub fn held(semaphore: Arc<Semaphore>, permit: OwnedSemaphorePermit) -> Self {
-        Self {
-            semaphore: Some(semaphore),
-            permit: Some(permit),
-            after: None,
-            in_line: None,
-            before: None,
-            own: None,
-            share: None,
-            stood_in_line: false,
-            joined: false,
-            decoded: None,
-        }
+        Self { semaphore: Some(semaphore), permit: Some(permit), ..Self::unbounded() }
     }
 
     /// Holds `share` beside the slot.

@@ -12,7 +12,7 @@ use testkit::http_stub::{self, Answer};
 use uuid::Uuid;
 
 use crate::harness::TestEnv;
-use crate::turns::{echo_agent, replies, seen_by_agent};
+use crate::turns::{assert_answered_in_order, echo_agent, replies};
 
 /// An agent that answers "re: <text>" after `delay`, noting which tenant
 /// each call was for and when it came.
@@ -154,20 +154,8 @@ async fn conversations_keep_their_order_while_their_tenant_waits_for_slots() {
     }
 
     for c in 0..CUSTOMERS {
-        let customer = format!("+2547{c:08}");
         let expected: Vec<String> = (0..MESSAGES).map(|i| text(c, i)).collect();
-        let seen = seen_by_agent(&agent, &customer);
-        let asked: Vec<&String> = seen.iter().map(|(t, _)| t).collect();
-        assert_eq!(asked, expected.iter().collect::<Vec<_>>(), "the agent saw {customer}'s turns in order");
-        for (i, (_, history)) in seen.iter().enumerate() {
-            assert_eq!(history, &expected[..i], "turn {i} of {customer} was shown every earlier message");
-        }
-        let answered: Vec<String> = replies
-            .iter()
-            .filter(|r| r["customer"]["external_id"] == customer.as_str())
-            .map(|r| r["text"].as_str().unwrap_or_default().trim_start_matches("re: ").to_owned())
-            .collect();
-        assert_eq!(answered, expected, "{customer}'s replies reached chat.outbound in order, once each");
+        assert_answered_in_order(&agent, &replies, &format!("+2547{c:08}"), &expected);
     }
     env.finish().await;
 }

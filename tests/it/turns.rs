@@ -90,22 +90,33 @@ async fn three_workers_answer_every_conversation_in_order_each_turn_seeing_all_e
     }
 
     for c in 0..CUSTOMERS {
-        let customer = format!("+2547{c:08}");
         let expected: Vec<String> = (0..MESSAGES).map(|i| text(c, i)).collect();
-        let seen = seen_by_agent(&agent, &customer);
-        let asked: Vec<&String> = seen.iter().map(|(t, _)| t).collect();
-        assert_eq!(asked, expected.iter().collect::<Vec<_>>(), "the agent saw {customer}'s turns in order");
-        for (i, (_, history)) in seen.iter().enumerate() {
-            assert_eq!(history, &expected[..i], "turn {i} of {customer} was shown every earlier message");
-        }
-        let answered: Vec<String> = replies
-            .iter()
-            .filter(|r| r["customer"]["external_id"] == customer.as_str())
-            .map(|r| r["text"].as_str().unwrap_or_default().trim_start_matches("re: ").to_owned())
-            .collect();
-        assert_eq!(answered, expected, "{customer}'s replies reached chat.outbound in order, once each");
+        assert_answered_in_order(&agent, &replies, &format!("+2547{c:08}"), &expected);
     }
     env.finish().await;
+}
+
+/// `customer`'s messages (texts `expected`, in publish order) reached the
+/// agent in order, each turn shown every earlier one, and their replies
+/// reached chat.outbound in order, once each.
+pub(crate) fn assert_answered_in_order(
+    agent: &http_stub::Stub,
+    replies: &[Value],
+    customer: &str,
+    expected: &[String],
+) {
+    let seen = seen_by_agent(agent, customer);
+    let asked: Vec<&String> = seen.iter().map(|(t, _)| t).collect();
+    assert_eq!(asked, expected.iter().collect::<Vec<_>>(), "the agent saw {customer}'s turns in order");
+    for (i, (_, history)) in seen.iter().enumerate() {
+        assert_eq!(history, &expected[..i], "turn {i} of {customer} was shown every earlier message");
+    }
+    let answered: Vec<String> = replies
+        .iter()
+        .filter(|r| r["customer"]["external_id"] == customer)
+        .map(|r| r["text"].as_str().unwrap_or_default().trim_start_matches("re: ").to_owned())
+        .collect();
+    assert_eq!(answered, expected, "{customer}'s replies reached chat.outbound in order, once each");
 }
 
 /// The first message fails once at the agent and is retried; the second, sent
