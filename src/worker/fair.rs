@@ -21,6 +21,8 @@ use uuid::Uuid;
 /// Deliveries waiting for a slot, by tenant, and the slots each tenant holds.
 pub(super) struct Fair<T> {
     tenants: HashMap<Uuid, Tenant<T>>,
+    /// This process's deliveries out (in flight, or waiting for their turn), by conversation.
+    out: HashMap<u64, Arc<AtomicUsize>>,
     /// Tenants with deliveries waiting, in the order they get the next slot.
     ring: VecDeque<Uuid>,
     waiting: usize,
@@ -29,15 +31,30 @@ pub(super) struct Fair<T> {
 }
 
 struct Tenant<T> {
-    queue: VecDeque<T>,
+    /// Each delivery with its conversation (none for one that cannot be read).
+    queue: VecDeque<(Option<u64>, T)>,
     taken: Arc<AtomicUsize>,
     /// Unknown until its settings are read: nothing of it goes out before.
     cap: Option<usize>,
+    /// One delivery of a conversation out at a time (unless the tenant
+    /// coalesces bursts: a burst's next message must reach its claim while
+    /// the one before is answered).
+    one_at_a_time: bool,
 }
+
+/// How far into a tenant's line the next delivery is looked for, past the
+/// ones whose conversation has one out already.
+const LOOK_PAST: usize = 64;
 
 impl<T> Default for Fair<T> {
     fn default() -> Self {
-        Self { tenants: HashMap::new(), ring: VecDeque::new(), waiting: 0, freed: Arc::new(Notify::new()) }
+        Self {
+            tenants: HashMap::new(),
+            out: HashMap::new(),
+            ring: VecDeque::new(),
+            waiting: 0,
+            freed: Arc::new(Notify::new()),
+        }
     }
 }
 
@@ -58,22 +75,30 @@ impl<T> Fair<T> {
 
     /// Whether a delivery of `tenant` would be given a slot at once: its cap
     /// is known, none of its deliveries waits, and it holds fewer slots than that.
-    pub(super) fn has_room(&self, tenant: Uuid) -> bool {
+    pub(super) fn has_room(&self, tenant: Uuid, conversation: Option<u64>) -> bool {
         self.tenants.get(&tenant).is_some_and(|t| {
-            t.queue.is_empty() && t.cap.is_some_and(|cap| t.taken.load(Ordering::Relaxed) < cap)
+            t.queue.is_empty()
+                && t.cap.is_some_and(|cap| t.taken.load(Ordering::Relaxed) < cap)
+                && !(t.one_at_a_time && self.is_out(conversation))
         })
     }
 
-    /// The most slots `tenant` may hold.
-    pub(super) fn set_cap(&mut self, tenant: Uuid, cap: usize) {
-        self.tenant(tenant).cap = Some(cap.max(1));
+    fn is_out(&self, conversation: Option<u64>) -> bool {
+        conversation.and_then(|c| self.out.get(&c)).is_some_and(|n| n.load(Ordering::Relaxed) > 0)
     }
 
-    /// Puts `item` at the back of `tenant`'s line.
-    pub(super) fn push(&mut self, tenant: Uuid, item: T) {
+    /// The most slots `tenant` may hold, and whether its conversations go one delivery at a time.
+    pub(super) fn set_cap(&mut self, tenant: Uuid, cap: usize, one_at_a_time: bool) {
+        let t = self.tenant(tenant);
+        t.cap = Some(cap.max(1));
+        t.one_at_a_time = one_at_a_time;
+    }
+
+    /// Puts `item` (of `conversation`) at the back of `tenant`'s line.
+    pub(super) fn push(&mut self, tenant: Uuid, conversation: Option<u64>, item: T) {
         let t = self.tenant(tenant);
         let was_empty = t.queue.is_empty();
-        t.queue.push_back(item);
+        t.queue.push_back((conversation, item));
         if was_empty {
             self.ring.push_back(tenant);
         }
@@ -89,35 +114,66 @@ impl<T> Fair<T> {
             queue: VecDeque::new(),
             taken: Arc::new(AtomicUsize::new(0)),
             cap: None,
+            one_at_a_time: true,
         })
+    }
+
+    /// A hold on `conversation` for a delivery going out now.
+    fn hold(&mut self, conversation: Option<u64>) -> Option<OutSlot> {
+        let conversation = conversation?;
+        if self.out.len() >= Self::PRUNE_AT * 4 && !self.out.contains_key(&conversation) {
+            self.out.retain(|_, n| Arc::strong_count(n) > 1);
+        }
+        let n = self.out.entry(conversation).or_default().clone();
+        n.fetch_add(1, Ordering::Relaxed);
+        Some(OutSlot { n, freed: self.freed.clone() })
     }
 
     /// The next delivery to get a slot: the first tenant in turn that has
     /// room takes one (and goes to the back of the turn). `ignore_caps`
     /// hands out whatever waits (to be parked: the responder is down).
-    pub(super) fn pop(&mut self, ignore_caps: bool) -> Option<(T, TenantSlot)> {
+    pub(super) fn pop(&mut self, ignore_caps: bool) -> Option<(T, TenantSlot, Option<OutSlot>)> {
         for _ in 0..self.ring.len() {
             let tenant = self.ring.pop_front()?;
-            let Some(t) = self.tenants.get_mut(&tenant) else { continue };
+            let Some(t) = self.tenants.get(&tenant) else { continue };
             let room = t.cap.is_some_and(|cap| t.taken.load(Ordering::Relaxed) < cap);
-            if !ignore_caps && !room {
-                self.ring.push_back(tenant);
+            // The first delivery whose conversation has none out (or the first, caps ignored).
+            let next = if ignore_caps {
+                Some(0)
+            } else if !room {
+                None
+            } else if t.one_at_a_time {
+                t.queue.iter().take(LOOK_PAST).position(|(conversation, _)| !self.is_out(*conversation))
+            } else {
+                Some(0)
+            };
+            let Some(t) = self.tenants.get_mut(&tenant) else { continue };
+            let Some((conversation, item)) = next.and_then(|i| t.queue.remove(i)) else {
+                if !t.queue.is_empty() {
+                    self.ring.push_back(tenant);
+                }
                 continue;
-            }
-            let Some(item) = t.queue.pop_front() else { continue };
+            };
             if !t.queue.is_empty() {
                 self.ring.push_back(tenant);
             }
             self.waiting -= 1;
-            return Some((item, TenantSlot::take(t.taken.clone(), self.freed.clone())));
+            let slot = TenantSlot::take(t.taken.clone(), self.freed.clone());
+            let out = self.hold(conversation);
+            return Some((item, slot, out));
         }
         None
     }
 
-    /// A slot of `tenant`'s for a delivery given one at once ([`Self::has_room`]).
-    pub(super) fn slot_now(&mut self, tenant: Uuid) -> TenantSlot {
+    /// The slots of a delivery given one at once ([`Self::has_room`]).
+    pub(super) fn slot_now(
+        &mut self,
+        tenant: Uuid,
+        conversation: Option<u64>,
+    ) -> (TenantSlot, Option<OutSlot>) {
         let freed = self.freed.clone();
-        TenantSlot::take(self.tenant(tenant).taken.clone(), freed)
+        let slot = TenantSlot::take(self.tenant(tenant).taken.clone(), freed);
+        (slot, self.hold(conversation))
     }
 
     /// Takes out, from the front of each tenant's line, the deliveries `old`
@@ -125,8 +181,8 @@ impl<T> Fair<T> {
     pub(super) fn take_old(&mut self, old: impl Fn(&T) -> bool) -> Vec<T> {
         let mut taken = Vec::new();
         for t in self.tenants.values_mut() {
-            while t.queue.front().is_some_and(&old) {
-                taken.extend(t.queue.pop_front());
+            while t.queue.front().is_some_and(|(_, item)| old(item)) {
+                taken.extend(t.queue.pop_front().map(|(_, item)| item));
             }
         }
         self.waiting -= taken.len();
@@ -140,7 +196,21 @@ impl<T> Fair<T> {
     pub(super) fn drain(&mut self) -> Vec<T> {
         self.ring.clear();
         self.waiting = 0;
-        self.tenants.values_mut().flat_map(|t| t.queue.drain(..)).collect()
+        self.tenants.values_mut().flat_map(|t| t.queue.drain(..).map(|(_, item)| item)).collect()
+    }
+}
+
+/// A delivery out (in flight, or waiting for its turn) of its conversation:
+/// the conversation's next delivery in the read-ahead waits until it is settled.
+pub(super) struct OutSlot {
+    n: Arc<AtomicUsize>,
+    freed: Arc<Notify>,
+}
+
+impl Drop for OutSlot {
+    fn drop(&mut self) {
+        self.n.fetch_sub(1, Ordering::Relaxed);
+        self.freed.notify_one();
     }
 }
 
@@ -203,7 +273,7 @@ mod tests {
     fn with_caps<T>(caps: &[(u128, usize)]) -> Fair<T> {
         let mut fair = Fair::default();
         for (t, cap) in caps {
-            fair.set_cap(tenant(*t), *cap);
+            fair.set_cap(tenant(*t), *cap, false);
         }
         fair
     }
@@ -212,11 +282,11 @@ mod tests {
     fn slots_go_round_the_tenants_with_work_waiting() {
         let mut fair = with_caps(&[(1, 100), (2, 100)]);
         for i in 0..5 {
-            fair.push(tenant(1), ("a", i));
+            fair.push(tenant(1), None, ("a", i));
         }
-        fair.push(tenant(2), ("b", 0));
-        fair.push(tenant(2), ("b", 1));
-        let order: Vec<_> = std::iter::from_fn(|| fair.pop(false)).map(|(item, _slot)| item).collect();
+        fair.push(tenant(2), None, ("b", 0));
+        fair.push(tenant(2), None, ("b", 1));
+        let order: Vec<_> = std::iter::from_fn(|| fair.pop(false)).map(|(item, _slot, _)| item).collect();
         assert_eq!(order, [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("a", 3), ("a", 4)]);
         assert_eq!(fair.waiting(), 0);
     }
@@ -225,57 +295,65 @@ mod tests {
     fn a_tenant_at_its_cap_waits_while_the_others_go_on() {
         let mut fair = with_caps(&[(1, 2), (2, 2)]);
         for i in 0..4 {
-            fair.push(tenant(1), ("a", i));
+            fair.push(tenant(1), None, ("a", i));
         }
-        let (first, slot_a0) = fair.pop(false).expect("a has room");
-        let (second, _slot_a1) = fair.pop(false).expect("a has room");
+        let (first, slot_a0, _) = fair.pop(false).expect("a has room");
+        let (second, _slot_a1, _) = fair.pop(false).expect("a has room");
         assert_eq!((first, second), (("a", 0), ("a", 1)));
         assert!(fair.pop(false).is_none(), "a holds its 2 slots");
-        fair.push(tenant(2), ("b", 0));
-        assert_eq!(fair.pop(false).map(|(item, _)| item), Some(("b", 0)), "b is not held behind a");
+        fair.push(tenant(2), None, ("b", 0));
+        assert_eq!(fair.pop(false).map(|(item, _, _)| item), Some(("b", 0)), "b is not held behind a");
         drop(slot_a0);
-        assert_eq!(fair.pop(false).map(|(item, _)| item), Some(("a", 2)), "a slot given back is taken again");
-        assert_eq!(fair.pop(true).map(|(item, _)| item), Some(("a", 3)), "caps ignored: all is handed out");
+        assert_eq!(
+            fair.pop(false).map(|(item, _, _)| item),
+            Some(("a", 2)),
+            "a slot given back is taken again"
+        );
+        assert_eq!(
+            fair.pop(true).map(|(item, _, _)| item),
+            Some(("a", 3)),
+            "caps ignored: all is handed out"
+        );
     }
 
     #[test]
     fn nothing_of_a_tenant_goes_out_before_its_cap_is_known() {
         let mut fair = Fair::default();
-        fair.push(tenant(1), 0);
+        fair.push(tenant(1), None, 0);
         assert!(fair.pop(false).is_none());
-        assert!(!fair.has_room(tenant(1)));
-        fair.set_cap(tenant(1), 1);
-        assert_eq!(fair.pop(false).map(|(item, _)| item), Some(0));
+        assert!(!fair.has_room(tenant(1), None));
+        fair.set_cap(tenant(1), 1, false);
+        assert_eq!(fair.pop(false).map(|(item, _, _)| item), Some(0));
     }
 
     #[test]
     fn a_slot_handed_back_while_waiting_makes_room_and_is_taken_again() {
         let mut fair = with_caps(&[(1, 1)]);
-        fair.push(tenant(1), 0);
-        fair.push(tenant(1), 1);
-        let (_, mut slot) = fair.pop(false).expect("room");
+        fair.push(tenant(1), None, 0);
+        fair.push(tenant(1), None, 1);
+        let (_, mut slot, _) = fair.pop(false).expect("room");
         assert!(fair.pop(false).is_none());
         slot.hand_back();
         slot.hand_back();
-        let (_, second) = fair.pop(false).expect("the waiting one's slot is free");
+        let (_, second, _) = fair.pop(false).expect("the waiting one's slot is free");
         slot.take_again();
-        assert!(!fair.has_room(tenant(1)));
+        assert!(!fair.has_room(tenant(1), None));
         drop(slot);
         drop(second);
-        assert!(fair.has_room(tenant(1)), "both given back, once each");
+        assert!(fair.has_room(tenant(1), None), "both given back, once each");
     }
 
     #[test]
     fn room_at_once_only_with_nothing_of_the_tenant_waiting() {
         let mut fair = with_caps(&[(3, 1)]);
-        assert!(fair.has_room(tenant(3)));
-        fair.push(tenant(3), 0);
-        assert!(!fair.has_room(tenant(3)), "one waits already: it goes first");
-        let (_, slot) = fair.pop(false).expect("room");
-        assert!(!fair.has_room(tenant(3)), "its one slot is taken");
+        assert!(fair.has_room(tenant(3), None));
+        fair.push(tenant(3), None, 0);
+        assert!(!fair.has_room(tenant(3), None), "one waits already: it goes first");
+        let (_, slot, _) = fair.pop(false).expect("room");
+        assert!(!fair.has_room(tenant(3), None), "its one slot is taken");
         drop(slot);
-        assert!(fair.has_room(tenant(3)));
-        fair.push(tenant(3), 1);
+        assert!(fair.has_room(tenant(3), None));
+        fair.push(tenant(3), None, 1);
         assert_eq!(fair.drain(), [1]);
         assert_eq!(fair.waiting(), 0);
     }
@@ -284,9 +362,9 @@ mod tests {
     fn deliveries_that_waited_too_long_are_taken_from_the_fronts() {
         let mut fair = with_caps(&[(1, 1), (2, 1)]);
         for i in [1, 2, 9, 3] {
-            fair.push(tenant(1), i);
+            fair.push(tenant(1), None, i);
         }
-        fair.push(tenant(2), 7);
+        fair.push(tenant(2), None, 7);
         let mut old = fair.take_old(|i| *i < 5);
         old.sort();
         assert_eq!(old, [1, 2], "only from the front: 3 waits behind 9");
@@ -297,13 +375,36 @@ mod tests {
     #[test]
     fn a_tenant_with_slots_handed_back_is_not_forgotten() {
         let mut fair = with_caps(&[(0, 1)]);
-        fair.push(tenant(0), 0);
-        let (_, mut slot) = fair.pop(false).expect("room");
+        fair.push(tenant(0), None, 0);
+        let (_, mut slot, _) = fair.pop(false).expect("room");
         slot.hand_back();
         for t in 1..=Fair::<u32>::PRUNE_AT as u128 + 1 {
-            fair.set_cap(tenant(t), 1);
+            fair.set_cap(tenant(t), 1, false);
         }
         slot.take_again();
-        assert!(!fair.has_room(tenant(0)), "the slot taken again counts against the cap");
+        assert!(!fair.has_room(tenant(0), None), "the slot taken again counts against the cap");
+    }
+
+    #[test]
+    fn a_conversation_with_a_delivery_out_waits_while_the_others_of_its_tenant_go() {
+        let mut fair = Fair::default();
+        fair.set_cap(tenant(1), 10, true);
+        fair.push(tenant(1), Some(7), "x1");
+        fair.push(tenant(1), Some(7), "x2");
+        fair.push(tenant(1), Some(8), "y1");
+        let (first, _s1, x1_out) = fair.pop(false).expect("x1");
+        assert_eq!(first, "x1");
+        let (second, _s2, _y1_out) = fair.pop(false).expect("y1, past x2");
+        assert_eq!(second, "y1", "x2 waits for x1");
+        assert!(fair.pop(false).is_none());
+        assert!(!fair.has_room(tenant(1), Some(7)));
+        drop(x1_out);
+        assert_eq!(fair.pop(false).map(|(item, _, _)| item), Some("x2"), "x1 settled: x2 goes");
+        // A tenant that coalesces bursts sends a conversation's next at once.
+        fair.set_cap(tenant(2), 10, false);
+        fair.push(tenant(2), Some(9), "z1");
+        fair.push(tenant(2), Some(9), "z2");
+        let (_, _, _z1) = fair.pop(false).expect("z1");
+        assert_eq!(fair.pop(false).map(|(item, _, _)| item), Some("z2"));
     }
 }

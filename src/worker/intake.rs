@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::fair::Fair;
+use super::fair::{Fair, OutSlot, TenantSlot};
 use super::session::{Session, handle};
 use crate::broker::{Disposition, Incoming};
 use crate::config::ProducerContext;
@@ -66,11 +66,11 @@ pub(super) struct Intake<'s> {
     order: LocalOrder,
     /// Tenants' caps as last read from their settings, and since when; the
     /// tenants whose settings are being read, and where their caps come back.
-    caps: HashMap<Uuid, usize>,
+    caps: HashMap<Uuid, (usize, bool)>,
     caps_since: Instant,
     asked: HashSet<Uuid>,
-    caps_tx: mpsc::UnboundedSender<(Uuid, usize)>,
-    pub(super) caps_rx: mpsc::UnboundedReceiver<(Uuid, usize)>,
+    caps_tx: mpsc::UnboundedSender<(Uuid, (usize, bool))>,
+    pub(super) caps_rx: mpsc::UnboundedReceiver<(Uuid, (usize, bool))>,
     policy: RetryPolicy,
     /// Bytes of the bodies read and not yet given a slot, and the most it may be.
     bytes: usize,
@@ -158,11 +158,12 @@ impl<'s> Intake<'s> {
         self.prefetch
     }
 
-    /// Records `tenant`'s cap, as its settings were read.
-    pub(super) fn cap_read(&mut self, tenant: Uuid, cap: usize) {
+    /// Records `tenant`'s cap, and whether its conversations go one
+    /// delivery at a time (it does not coalesce bursts), as its settings were read.
+    pub(super) fn cap_read(&mut self, tenant: Uuid, (cap, one_at_a_time): (usize, bool)) {
         self.asked.remove(&tenant);
-        self.caps.insert(tenant, cap);
-        self.fair.set_cap(tenant, cap);
+        self.caps.insert(tenant, (cap, one_at_a_time));
+        self.fair.set_cap(tenant, cap, one_at_a_time);
     }
 
     /// Takes a delivery in, at the back of its tenant's line. One that cannot
@@ -192,13 +193,17 @@ impl<'s> Intake<'s> {
         pipeline.metrics.stage("decode", started);
         // An unreadable message waits in a line of its own and is rejected on
         // its turn, claiming nothing: it takes no place in its conversation's order.
-        let (tenant, order, line) = match &inbound {
-            Some(inbound) => (
-                inbound.tenant_id,
-                Some(self.order.place(inbound)),
-                Some((pipeline.dedup.keys().conversation(inbound), inbound.fingerprint())),
-            ),
-            None => (Uuid::nil(), None, None),
+        let (tenant, conversation, order, line) = match &inbound {
+            Some(inbound) => {
+                let conversation = conversation_of(inbound);
+                (
+                    inbound.tenant_id,
+                    Some(conversation),
+                    Some(self.order.place(conversation)),
+                    Some((pipeline.dedup.keys().conversation(inbound), inbound.fingerprint())),
+                )
+            }
+            None => (Uuid::nil(), None, None, None),
         };
         self.bytes += incoming.body().len();
         self.mean_body += (incoming.body().len() as f64 - self.mean_body) / 64.0;
@@ -207,12 +212,12 @@ impl<'s> Intake<'s> {
             self.permit = self.permits.clone().try_acquire_owned().ok();
         }
         let read_at = Instant::now();
-        if self.fair.has_room(tenant)
+        if self.fair.has_room(tenant, conversation)
             && let Some(permit) = self.permit.take()
         {
-            let share = self.fair.slot_now(tenant);
+            let (share, out) = self.fair.slot_now(tenant, conversation);
             self.bytes = self.bytes.saturating_sub(incoming.body().len());
-            self.start(Read { incoming, inbound, order, joined: None, read_at, span }, share, permit);
+            self.start(Read { incoming, inbound, order, joined: None, read_at, span }, share, out, permit);
             return;
         }
         let joined = line.map(|(line, fingerprint)| {
@@ -240,7 +245,7 @@ impl<'s> Intake<'s> {
             }
             joined
         });
-        self.fair.push(tenant, Read { incoming, inbound, order, joined, read_at, span });
+        self.fair.push(tenant, conversation, Read { incoming, inbound, order, joined, read_at, span });
     }
 
     /// Makes sure `tenant`'s cap is known (or being read): nothing of it is
@@ -256,7 +261,7 @@ impl<'s> Intake<'s> {
         let worker = &self.session.config.worker;
         let (default, concurrency) = (worker.tenant_cap(), worker.concurrency);
         if tenant.is_nil() {
-            self.cap_read(tenant, default);
+            self.cap_read(tenant, (default, true));
             return;
         }
         let (pipeline, caps) = (self.session.pipeline.clone(), self.caps_tx.clone());
@@ -273,17 +278,17 @@ impl<'s> Intake<'s> {
                 self.permit = self.permits.clone().try_acquire_owned().ok();
             }
             let Some(permit) = self.permit.take() else { return };
-            let Some((read, share)) = self.fair.pop(ignore_caps) else {
+            let Some((read, share, out)) = self.fair.pop(ignore_caps) else {
                 self.permit = Some(permit);
                 return;
             };
             self.bytes = self.bytes.saturating_sub(read.incoming.body().len());
-            self.start(read, share, permit);
+            self.start(read, share, out, permit);
         }
     }
 
     /// Runs a delivery in a task of its own, holding its slots.
-    fn start(&self, read: Read, share: super::fair::TenantSlot, permit: OwnedSemaphorePermit) {
+    fn start(&self, read: Read, share: TenantSlot, out: Option<OutSlot>, permit: OwnedSemaphorePermit) {
         let joined = read.joined.filter(|j| j.done.load(Ordering::Acquire));
         let mut slot = Slot::held(self.permits.clone(), permit)
             .sharing(Box::new(share))
@@ -304,6 +309,8 @@ impl<'s> Intake<'s> {
                     _ = hard_stop.cancelled() => {}
                     _ = handle(&pipeline, incoming, slot, place, &policy, &tally) => {}
                 }
+                // Settled: the conversation's next delivery in the read-ahead may go.
+                drop(out);
             }
             .instrument(span),
         );
@@ -348,13 +355,27 @@ fn fitting_prefetch(max_bytes: usize, mean_body: f64, configured: u16) -> u16 {
 
 /// The slots `tenant` may hold, as its settings say (the default when they
 /// do not, or cannot be read now: the pipeline says why, with the message).
-async fn tenant_cap(pipeline: &Pipeline, tenant: Uuid, default: usize, concurrency: usize) -> usize {
-    let Ok(profile) = pipeline.cache.profile(tenant).await else { return default };
-    let Some(settings) = profile.tenant.as_ref().map(|t| &t.settings) else { return default };
-    crate::model::share::tenant_cap(settings, default, concurrency).unwrap_or_else(|problem| {
+async fn tenant_cap(pipeline: &Pipeline, tenant: Uuid, default: usize, concurrency: usize) -> (usize, bool) {
+    let coalesces = |settings: &serde_json::Value| pipeline.settings.coalesce.for_tenant(settings).is_some();
+    let Ok(profile) = pipeline.cache.profile(tenant).await else {
+        return (default, !coalesces(&serde_json::Value::Null));
+    };
+    let Some(settings) = profile.tenant.as_ref().map(|t| &t.settings) else {
+        return (default, !coalesces(&serde_json::Value::Null));
+    };
+    let cap = crate::model::share::tenant_cap(settings, default, concurrency).unwrap_or_else(|problem| {
         tracing::warn!(tenant = %tenant, problem, "ignoring the tenant's max_concurrency setting");
         default
-    })
+    });
+    (cap, !coalesces(settings))
+}
+
+/// A conversation (tenant, channel, customer), as a key of this process's maps.
+fn conversation_of(inbound: &Inbound) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (inbound.tenant_id, inbound.channel.as_str(), inbound.customer_external_id.as_str()).hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The last delivery read of each conversation, so that the next one of it
@@ -375,12 +396,7 @@ impl LocalOrder {
     /// already are forgotten.
     const PRUNE_AT: usize = 4096;
 
-    fn place(&mut self, inbound: &Inbound) -> Order {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (inbound.tenant_id, inbound.channel.as_str(), inbound.customer_external_id.as_str())
-            .hash(&mut hasher);
-        let conversation = hasher.finish();
+    fn place(&mut self, conversation: u64) -> Order {
         if self.last.len() >= self.prune_at {
             self.last.retain(|_, (rx, _)| matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
             // Conversations still in line all: prune again only once as many more came.
