@@ -132,7 +132,7 @@ impl<T> Fair<T> {
     /// The next delivery to get a slot: the first tenant in turn that has
     /// room takes one (and goes to the back of the turn). `ignore_caps`
     /// hands out whatever waits (to be parked: the responder is down).
-    pub(super) fn pop(&mut self, ignore_caps: bool) -> Option<(T, TenantSlot, Option<OutSlot>)> {
+    pub(super) fn pop(&mut self, ignore_caps: bool) -> Option<(T, TenantSlot)> {
         for _ in 0..self.ring.len() {
             let tenant = self.ring.pop_front()?;
             let Some(t) = self.tenants.get(&tenant) else { continue };
@@ -143,7 +143,17 @@ impl<T> Fair<T> {
             } else if !room {
                 None
             } else if t.one_at_a_time {
-                t.queue.iter().take(LOOK_PAST).position(|(conversation, _)| !self.is_out(*conversation))
+                // A conversation seen out stays out for the rest of the look:
+                // its delivery may settle meanwhile (another thread), and its
+                // later one must not then go before the earlier one just passed.
+                let mut passed: Vec<u64> = Vec::new();
+                t.queue.iter().take(LOOK_PAST).position(|(conversation, _)| {
+                    let out = conversation.is_some_and(|c| passed.contains(&c)) || self.is_out(*conversation);
+                    if out {
+                        passed.extend(*conversation);
+                    }
+                    !out
+                })
             } else {
                 Some(0)
             };
@@ -158,22 +168,18 @@ impl<T> Fair<T> {
                 self.ring.push_back(tenant);
             }
             self.waiting -= 1;
-            let slot = TenantSlot::take(t.taken.clone(), self.freed.clone());
+            let taken = t.taken.clone();
             let out = self.hold(conversation);
-            return Some((item, slot, out));
+            return Some((item, TenantSlot::take(taken, self.freed.clone(), out)));
         }
         None
     }
 
-    /// The slots of a delivery given one at once ([`Self::has_room`]).
-    pub(super) fn slot_now(
-        &mut self,
-        tenant: Uuid,
-        conversation: Option<u64>,
-    ) -> (TenantSlot, Option<OutSlot>) {
-        let freed = self.freed.clone();
-        let slot = TenantSlot::take(self.tenant(tenant).taken.clone(), freed);
-        (slot, self.hold(conversation))
+    /// The slot of a delivery given one at once ([`Self::has_room`]).
+    pub(super) fn slot_now(&mut self, tenant: Uuid, conversation: Option<u64>) -> TenantSlot {
+        let taken = self.tenant(tenant).taken.clone();
+        let out = self.hold(conversation);
+        TenantSlot::take(taken, self.freed.clone(), out)
     }
 
     /// Takes out, from the front of each tenant's line, the deliveries `old`
@@ -200,9 +206,9 @@ impl<T> Fair<T> {
     }
 }
 
-/// A delivery out (in flight, or waiting for its turn) of its conversation:
-/// the conversation's next delivery in the read-ahead waits until it is settled.
-pub(super) struct OutSlot {
+/// A delivery of its conversation being worked on: the conversation's next
+/// delivery in the read-ahead waits until it is settled, or waits for its turn.
+struct OutSlot {
     n: Arc<AtomicUsize>,
     freed: Arc<Notify>,
 }
@@ -217,19 +223,27 @@ impl Drop for OutSlot {
 /// One of a tenant's slots, held while its delivery is worked on; given back
 /// while the delivery waits for its conversation's turn, as the concurrency
 /// slot is (so that a tenant's waiting deliveries never hold its own others back).
+///
+/// It also holds its conversation (when its tenant goes one delivery of a
+/// conversation at a time) until the first time it is handed back: a
+/// delivery that waits for its turn waits for one ahead of it, which may be
+/// the conversation's next delivery in this read-ahead (a retry keeps its
+/// older place), and which must then go out.
 pub(super) struct TenantSlot {
     taken: Arc<AtomicUsize>,
     freed: Arc<Notify>,
     held: bool,
+    conversation: Option<OutSlot>,
 }
 
 impl TenantSlot {
-    fn take(taken: Arc<AtomicUsize>, freed: Arc<Notify>) -> Self {
+    fn take(taken: Arc<AtomicUsize>, freed: Arc<Notify>, conversation: Option<OutSlot>) -> Self {
         taken.fetch_add(1, Ordering::Relaxed);
-        Self { taken, freed, held: true }
+        Self { taken, freed, held: true, conversation }
     }
 
     pub(super) fn hand_back(&mut self) {
+        self.conversation = None;
         if std::mem::take(&mut self.held) {
             self.taken.fetch_sub(1, Ordering::Relaxed);
             self.freed.notify_one();
@@ -286,7 +300,7 @@ mod tests {
         }
         fair.push(tenant(2), None, ("b", 0));
         fair.push(tenant(2), None, ("b", 1));
-        let order: Vec<_> = std::iter::from_fn(|| fair.pop(false)).map(|(item, _slot, _)| item).collect();
+        let order: Vec<_> = std::iter::from_fn(|| fair.pop(false)).map(|(item, _slot)| item).collect();
         assert_eq!(order, [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("a", 3), ("a", 4)]);
         assert_eq!(fair.waiting(), 0);
     }
@@ -297,23 +311,15 @@ mod tests {
         for i in 0..4 {
             fair.push(tenant(1), None, ("a", i));
         }
-        let (first, slot_a0, _) = fair.pop(false).expect("a has room");
-        let (second, _slot_a1, _) = fair.pop(false).expect("a has room");
+        let (first, slot_a0) = fair.pop(false).expect("a has room");
+        let (second, _slot_a1) = fair.pop(false).expect("a has room");
         assert_eq!((first, second), (("a", 0), ("a", 1)));
         assert!(fair.pop(false).is_none(), "a holds its 2 slots");
         fair.push(tenant(2), None, ("b", 0));
-        assert_eq!(fair.pop(false).map(|(item, _, _)| item), Some(("b", 0)), "b is not held behind a");
+        assert_eq!(fair.pop(false).map(|(item, _)| item), Some(("b", 0)), "b is not held behind a");
         drop(slot_a0);
-        assert_eq!(
-            fair.pop(false).map(|(item, _, _)| item),
-            Some(("a", 2)),
-            "a slot given back is taken again"
-        );
-        assert_eq!(
-            fair.pop(true).map(|(item, _, _)| item),
-            Some(("a", 3)),
-            "caps ignored: all is handed out"
-        );
+        assert_eq!(fair.pop(false).map(|(item, _)| item), Some(("a", 2)), "a slot given back is taken again");
+        assert_eq!(fair.pop(true).map(|(item, _)| item), Some(("a", 3)), "caps ignored: all is handed out");
     }
 
     #[test]
@@ -323,7 +329,7 @@ mod tests {
         assert!(fair.pop(false).is_none());
         assert!(!fair.has_room(tenant(1), None));
         fair.set_cap(tenant(1), 1, false);
-        assert_eq!(fair.pop(false).map(|(item, _, _)| item), Some(0));
+        assert_eq!(fair.pop(false).map(|(item, _)| item), Some(0));
     }
 
     #[test]
@@ -331,11 +337,11 @@ mod tests {
         let mut fair = with_caps(&[(1, 1)]);
         fair.push(tenant(1), None, 0);
         fair.push(tenant(1), None, 1);
-        let (_, mut slot, _) = fair.pop(false).expect("room");
+        let (_, mut slot) = fair.pop(false).expect("room");
         assert!(fair.pop(false).is_none());
         slot.hand_back();
         slot.hand_back();
-        let (_, second, _) = fair.pop(false).expect("the waiting one's slot is free");
+        let (_, second) = fair.pop(false).expect("the waiting one's slot is free");
         slot.take_again();
         assert!(!fair.has_room(tenant(1), None));
         drop(slot);
@@ -349,7 +355,7 @@ mod tests {
         assert!(fair.has_room(tenant(3), None));
         fair.push(tenant(3), None, 0);
         assert!(!fair.has_room(tenant(3), None), "one waits already: it goes first");
-        let (_, slot, _) = fair.pop(false).expect("room");
+        let (_, slot) = fair.pop(false).expect("room");
         assert!(!fair.has_room(tenant(3), None), "its one slot is taken");
         drop(slot);
         assert!(fair.has_room(tenant(3), None));
@@ -376,7 +382,7 @@ mod tests {
     fn a_tenant_with_slots_handed_back_is_not_forgotten() {
         let mut fair = with_caps(&[(0, 1)]);
         fair.push(tenant(0), None, 0);
-        let (_, mut slot, _) = fair.pop(false).expect("room");
+        let (_, mut slot) = fair.pop(false).expect("room");
         slot.hand_back();
         for t in 1..=Fair::<u32>::PRUNE_AT as u128 + 1 {
             fair.set_cap(tenant(t), 1, false);
@@ -392,19 +398,28 @@ mod tests {
         fair.push(tenant(1), Some(7), "x1");
         fair.push(tenant(1), Some(7), "x2");
         fair.push(tenant(1), Some(8), "y1");
-        let (first, _s1, x1_out) = fair.pop(false).expect("x1");
+        let (first, x1) = fair.pop(false).expect("x1");
         assert_eq!(first, "x1");
-        let (second, _s2, _y1_out) = fair.pop(false).expect("y1, past x2");
+        let (second, _y1) = fair.pop(false).expect("y1, past x2");
         assert_eq!(second, "y1", "x2 waits for x1");
         assert!(fair.pop(false).is_none());
         assert!(!fair.has_room(tenant(1), Some(7)));
-        drop(x1_out);
-        assert_eq!(fair.pop(false).map(|(item, _, _)| item), Some("x2"), "x1 settled: x2 goes");
+        drop(x1);
+        let (_, mut x2) = fair.pop(false).expect("x1 settled: x2 goes");
+        fair.push(tenant(1), Some(7), "x3");
+        assert!(fair.pop(false).is_none(), "x3 waits for x2");
+        x2.hand_back();
+        x2.take_again();
+        assert_eq!(
+            fair.pop(false).map(|(item, _)| item),
+            Some("x3"),
+            "x2 waits for its turn, maybe behind x3: x3 goes"
+        );
         // A tenant that coalesces bursts sends a conversation's next at once.
         fair.set_cap(tenant(2), 10, false);
         fair.push(tenant(2), Some(9), "z1");
         fair.push(tenant(2), Some(9), "z2");
-        let (_, _, _z1) = fair.pop(false).expect("z1");
-        assert_eq!(fair.pop(false).map(|(item, _, _)| item), Some("z2"));
+        let (_, _z1) = fair.pop(false).expect("z1");
+        assert_eq!(fair.pop(false).map(|(item, _)| item), Some("z2"));
     }
 }

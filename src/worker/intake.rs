@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::fair::{Fair, OutSlot, TenantSlot};
+use super::fair::{Fair, TenantSlot};
 use super::session::{Session, handle};
 use crate::broker::{Disposition, Incoming};
 use crate::config::ProducerContext;
@@ -215,9 +215,9 @@ impl<'s> Intake<'s> {
         if self.fair.has_room(tenant, conversation)
             && let Some(permit) = self.permit.take()
         {
-            let (share, out) = self.fair.slot_now(tenant, conversation);
+            let share = self.fair.slot_now(tenant, conversation);
             self.bytes = self.bytes.saturating_sub(incoming.body().len());
-            self.start(Read { incoming, inbound, order, joined: None, read_at, span }, share, out, permit);
+            self.start(Read { incoming, inbound, order, joined: None, read_at, span }, share, permit);
             return;
         }
         let joined = line.map(|(line, fingerprint)| {
@@ -278,17 +278,17 @@ impl<'s> Intake<'s> {
                 self.permit = self.permits.clone().try_acquire_owned().ok();
             }
             let Some(permit) = self.permit.take() else { return };
-            let Some((read, share, out)) = self.fair.pop(ignore_caps) else {
+            let Some((read, share)) = self.fair.pop(ignore_caps) else {
                 self.permit = Some(permit);
                 return;
             };
             self.bytes = self.bytes.saturating_sub(read.incoming.body().len());
-            self.start(read, share, out, permit);
+            self.start(read, share, permit);
         }
     }
 
     /// Runs a delivery in a task of its own, holding its slots.
-    fn start(&self, read: Read, share: TenantSlot, out: Option<OutSlot>, permit: OwnedSemaphorePermit) {
+    fn start(&self, read: Read, share: TenantSlot, permit: OwnedSemaphorePermit) {
         let joined = read.joined.filter(|j| j.done.load(Ordering::Acquire));
         let mut slot = Slot::held(self.permits.clone(), permit)
             .sharing(Box::new(share))
@@ -309,8 +309,6 @@ impl<'s> Intake<'s> {
                     _ = hard_stop.cancelled() => {}
                     _ = handle(&pipeline, incoming, slot, place, &policy, &tally) => {}
                 }
-                // Settled: the conversation's next delivery in the read-ahead may go.
-                drop(out);
             }
             .instrument(span),
         );
