@@ -21,6 +21,7 @@ use anyhow::Context as _;
 use chat_worker::config::Config;
 use chat_worker::model::Fingerprint;
 use futures_util::StreamExt;
+use lapin::{Connection, ConnectionProperties};
 use serde_json::json;
 use testkit::gateway::{Message, Publisher};
 use uuid::Uuid;
@@ -124,9 +125,7 @@ pub async fn run(setup: Setup<'_>, pool: &sqlx::PgPool) -> anyhow::Result<bool> 
     let alone = wait_round(&shared, 1, &mut fleet).await?;
 
     println!("flood round 2: tenant A alone, {} messages at once", setup.flood);
-    for i in 0..setup.flood {
-        send(&shared, &mut publisher, Who::A, 2, a, &format!("a2-{i}")).await?;
-    }
+    flood_a(config, &shared, 2, a, setup.flood).await?;
     let solo = wait_round(&shared, 2, &mut fleet).await?;
 
     println!(
@@ -134,7 +133,10 @@ pub async fn run(setup: Setup<'_>, pool: &sqlx::PgPool) -> anyhow::Result<bool> 
         setup.flood,
         B_EVERY.as_millis()
     );
-    let b_channel = connection.create_channel().await?;
+    // B's gateway is not A's: a connection of its own (on a shared one,
+    // B's publishes and its replies would queue behind A's 20,000 in the bench's socket).
+    let b_connection = Connection::connect(&config.amqp.url, ConnectionProperties::default()).await?;
+    let b_channel = b_connection.create_channel().await?;
     b_channel.confirm_select(Default::default()).await?;
     let b_shared = shared.clone();
     let b_exchange = exchange.clone();
@@ -150,19 +152,13 @@ pub async fn run(setup: Setup<'_>, pool: &sqlx::PgPool) -> anyhow::Result<bool> 
         }
         publisher.finish().await
     });
-    let publishing = Instant::now();
-    for i in 0..setup.flood {
-        send(&shared, &mut publisher, Who::A, 3, a, &format!("a3-{i}")).await?;
-    }
-    println!(
-        "round 3: A's {} messages published in {:.1} s",
-        setup.flood,
-        publishing.elapsed().as_secs_f64()
-    );
+    let publishing = flood_a(config, &shared, 3, a, setup.flood).await?;
+    println!("round 3: A's {} messages published in {:.1} s", setup.flood, publishing.as_secs_f64());
     // B keeps sending until A's flood is answered.
     wait_for(&shared, 3, Some(Who::A), &mut fleet).await?;
     flooding.store(false, std::sync::atomic::Ordering::Relaxed);
     b_sender.await.context("B's publisher")??;
+    let _ = b_connection.close(200, "flood done".into()).await;
     let shared_round = wait_round(&shared, 3, &mut fleet).await?;
     publisher.finish().await?;
     let problems = fleet.stop(Duration::from_secs(config.worker.shutdown_timeout_secs + 15)).await;
@@ -220,6 +216,41 @@ pub async fn run(setup: Setup<'_>, pool: &sqlx::PgPool) -> anyhow::Result<bool> 
     crate::gateway::remove_topology(config, &channel).await;
     let _ = connection.close(200, "flood done".into()).await;
     Ok(twice == 0 && missing == 0 && problems.is_empty())
+}
+
+/// Publishes tenant A's `n` messages of `round` at once, as its own gateway
+/// would: from a connection of its own, on a thread of its own, so that
+/// building and publishing them does not hold up the stub, the proxy, B's
+/// publishes or the replies, which share this process's runtime. Returns how
+/// long publishing took.
+async fn flood_a(config: &Config, shared: &Shared, round: u8, a: Uuid, n: usize) -> anyhow::Result<Duration> {
+    let (url, exchange, shared) =
+        (config.amqp.url.clone(), config.amqp.inbound_exchange.clone(), shared.clone());
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name("flood-a".into()).spawn(move || {
+        let flooded = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| {
+                runtime.block_on(async {
+                    let connection = Connection::connect(&url, ConnectionProperties::default()).await?;
+                    let channel = connection.create_channel().await?;
+                    channel.confirm_select(Default::default()).await?;
+                    let mut publisher = Publisher::new(channel, &exchange);
+                    let started = Instant::now();
+                    for i in 0..n {
+                        send(&shared, &mut publisher, Who::A, round, a, &format!("a{round}-{i}")).await?;
+                    }
+                    let took = started.elapsed();
+                    publisher.finish().await?;
+                    let _ = connection.close(200, "flood done".into()).await;
+                    Ok(took)
+                })
+            });
+        let _ = done_tx.send(flooded);
+    })?;
+    done_rx.await.context("tenant A's publisher thread")?
 }
 
 /// Publishes one message of `who` from a customer of its own.
