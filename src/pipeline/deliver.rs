@@ -27,6 +27,7 @@ impl Pipeline {
         exchange: Exchange,
         gateway_trace: TraceContext<'_>,
         burst: bool,
+        lane: store::Lane,
     ) -> Result<Replied, Stop> {
         let shown = (exchange.answer.references.len() >= 2)
             .then(|| (exchange.answer.references.clone(), exchange.replied_at));
@@ -36,7 +37,7 @@ impl Pipeline {
         let recorded = if burst {
             self.timed("persist", store::record_burst_reply(&self.db, &exchange)).await?
         } else {
-            self.timed("persist", self.writer.record(exchange)).await?
+            self.timed("persist", self.writer.record(exchange, lane)).await?
         };
         self.crash_point("after_commit");
         self.publish_recorded(inbound, fingerprint, &recorded, gateway_trace).await?;

@@ -54,6 +54,7 @@ struct Turn<'a> {
     intake_ms: i64,
     /// Woken when a newer message of the conversation joins the line.
     joined: &'a mut crate::dedup::wakes::Listener,
+    lane: store::Lane,
 }
 
 /// How the work under the lease ended, when it did not fail.
@@ -251,7 +252,7 @@ impl Pipeline {
         }
 
         // catalog, history, respond, persist, publish: under the renewed lease.
-        let turn = Turn { coalescing, intake_ms, joined: &mut joined };
+        let turn = Turn { coalescing, intake_ms, joined: &mut joined, lane: slot.commit_lane() };
         match self.under_lease(&inbound, &fingerprint, tenant, &lease, envelope.trace, turn).await {
             Ok(Answered::Replied(replied)) => {
                 self.complete(&lease, &list_key, replied.list.as_ref()).await;
@@ -364,7 +365,7 @@ impl Pipeline {
         trace: TraceContext<'_>,
         turn: Turn<'_>,
     ) -> Result<Answered, Stop> {
-        let Turn { coalescing, intake_ms, joined } = turn;
+        let Turn { coalescing, intake_ms, joined, lane } = turn;
         let restart = coalescing.is_some_and(|c| c.restart && c.may_grow(lease, intake_ms));
         let answering = async {
             self.fence_takeover(lease).await?;
@@ -386,7 +387,7 @@ impl Pipeline {
             self.metrics.generations_restarted.inc();
             return Ok(Answered::Joined(Some((exchange.answer, exchange.latency_ms))));
         }
-        let delivering = self.deliver(inbound, fingerprint, exchange, trace, coalescing.is_some());
+        let delivering = self.deliver(inbound, fingerprint, exchange, trace, coalescing.is_some(), lane);
         Ok(Answered::Replied(self.dedup.guard(lease, None, delivering).await?))
     }
 

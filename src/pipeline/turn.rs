@@ -69,6 +69,8 @@ pub struct Slot {
     joined: bool,
     /// The message, decoded (and its route checked) as it was read.
     decoded: Option<crate::model::Inbound>,
+    /// The writer's lane its reply commits in.
+    lane: crate::store::Lane,
 }
 
 /// A share of capacity that a delivery holds beside its concurrency slot,
@@ -124,6 +126,16 @@ impl Slot {
         self
     }
 
+    /// Commits its reply in `lane` (its tenant had nothing waiting: `Light`).
+    pub fn lane(mut self, lane: crate::store::Lane) -> Self {
+        self.lane = lane;
+        self
+    }
+
+    pub(super) fn commit_lane(&self) -> crate::store::Lane {
+        self.lane
+    }
+
     pub(super) fn take_decoded(&mut self) -> Option<crate::model::Inbound> {
         self.decoded.take()
     }
@@ -146,6 +158,7 @@ impl Slot {
             stood_in_line: false,
             joined: false,
             decoded: None,
+            lane: crate::store::Lane::default(),
         }
     }
 

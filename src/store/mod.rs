@@ -33,7 +33,7 @@ pub use messages::{
     stored_reply,
 };
 pub use migrate::{create_database_if_missing, migrate};
-pub use writer::{Writer, WriterMetrics, WriterSettings};
+pub use writer::{Lane, Writer, WriterMetrics, WriterSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

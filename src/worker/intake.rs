@@ -23,6 +23,7 @@ use crate::keys::ConversationKeys;
 use crate::model::{Fingerprint, Inbound};
 use crate::outcome::RetryPolicy;
 use crate::pipeline::{Order, Pipeline, Slot, Waiting};
+use crate::store::Lane;
 use crate::telemetry::spans;
 
 /// A delivery read off the broker, in the read-ahead.
@@ -217,7 +218,8 @@ impl<'s> Intake<'s> {
         {
             let share = self.fair.slot_now(tenant, conversation);
             self.bytes = self.bytes.saturating_sub(incoming.body().len());
-            self.start(Read { incoming, inbound, order, joined: None, read_at, span }, share, permit);
+            let read = Read { incoming, inbound, order, joined: None, read_at, span };
+            self.start(read, share, permit, Lane::Light);
             return;
         }
         let joined = line.map(|(line, fingerprint)| {
@@ -283,17 +285,20 @@ impl<'s> Intake<'s> {
                 return;
             };
             self.bytes = self.bytes.saturating_sub(read.incoming.body().len());
-            self.start(read, share, permit);
+            self.start(read, share, permit, Lane::Backlog);
         }
     }
 
-    /// Runs a delivery in a task of its own, holding its slots.
-    fn start(&self, read: Read, share: TenantSlot, permit: OwnedSemaphorePermit) {
+    /// Runs a delivery in a task of its own, holding its slots; its reply
+    /// commits in `lane` (`Light` when its tenant had nothing waiting: not
+    /// behind another tenant's flood in the writer either).
+    fn start(&self, read: Read, share: TenantSlot, permit: OwnedSemaphorePermit, lane: Lane) {
         let joined = read.joined.filter(|j| j.done.load(Ordering::Acquire));
         let mut slot = Slot::held(self.permits.clone(), permit)
             .sharing(Box::new(share))
             .joined(joined.is_some())
-            .decoded(read.inbound);
+            .decoded(read.inbound)
+            .lane(lane);
         if let Some(order) = read.order {
             slot = slot.ordered(order);
         }
