@@ -62,6 +62,10 @@ impl fmt::Debug for DatabaseConfig {
 /// the cache listener's LISTEN, catalog loads, fence registrations, replays.
 const SPARE_CONNECTIONS: usize = 2;
 
+/// The connection the writer's light lane keeps (a message of a tenant with
+/// nothing waiting commits there, beside another tenant's flood).
+const LIGHT_LANE: usize = 1;
+
 impl DatabaseConfig {
     pub(super) fn check(&self) -> Result<(), ConfigError> {
         within(&[
@@ -72,13 +76,18 @@ impl DatabaseConfig {
         ])?;
         require(self.max_connections > 0, "database.max_connections", "must be at least 1")?;
         require(self.commit_batch_max > 0, "database.commit_batch_max", "must be at least 1")?;
-        let needed =
-            self.commits_in_flight.saturating_add(self.reads_in_flight).saturating_add(SPARE_CONNECTIONS);
+        // The writer's light lane holds one more (see `store::writer`).
+        let needed = self
+            .commits_in_flight
+            .saturating_add(self.reads_in_flight)
+            .saturating_add(LIGHT_LANE)
+            .saturating_add(SPARE_CONNECTIONS);
         require(
             self.commits_in_flight > 0 && self.reads_in_flight > 0 && needed <= self.max_connections as usize,
             "database.commits_in_flight",
-            "and database.reads_in_flight must be at least 1 each, and together leave at least 2 of \
-             database.max_connections free (the LISTEN connection, catalog loads, fencing)",
+            "and database.reads_in_flight must be at least 1 each, and together with the writer's light \
+             lane (1) leave at least 2 of database.max_connections free (the LISTEN connection, catalog \
+             loads, fencing)",
         )?;
         check_url("database.url", &self.url, &["postgres", "postgresql"])?;
         if self.through_pooler() {

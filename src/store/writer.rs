@@ -15,8 +15,9 @@
 //! tenant, with nothing of its own waiting, would wait behind them, a commit or
 //! two (100-200 ms on a loaded machine: the two-tenant flood bench saw it
 //! triple the quiet tenant's latency). It commits in the light lane instead:
-//! batches of their own, one at a time, on a connection taken from the pool
-//! for each (no connection is set aside for a lane that may stay idle).
+//! batches of their own, one at a time, on a connection of its own (kept, as
+//! the backlog's slots keep theirs: taken from the pool for each batch, it
+//! would cost a round trip per message on a quiet fleet's warm path).
 
 use std::collections::HashSet;
 
@@ -92,11 +93,7 @@ impl Writer {
         );
         let light = batch::start(db, 1, settings.max_batch, Some(batch_sizes), move |db, kept, jobs| {
             let split_batches = split_batches.clone();
-            async move {
-                // Back to the pool: the lane is idle most of the time.
-                drop(commit(&db, kept, jobs, &split_batches).await);
-                None
-            }
+            async move { commit(&db, kept, jobs, &split_batches).await }
         });
         Self { jobs, light }
     }

@@ -4,7 +4,7 @@
 
 use chat_worker::decode::Inbound;
 use chat_worker::respond::Answer;
-use chat_worker::store::{Exchange, Recorded, StoreError, Writer, WriterMetrics, WriterSettings};
+use chat_worker::store::{Exchange, Lane, Recorded, StoreError, Writer, WriterMetrics, WriterSettings};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
@@ -49,7 +49,7 @@ async fn exchanges_ready_together_share_one_statement_and_each_gets_its_own_resu
 
     // One message committed before; one whose lock was taken over (a later fence is registered).
     let earlier = exchange(inbound(&env, "m-earlier", "c-0", "hello again"), "stored reply", 1);
-    assert!(matches!(writer.record(earlier.clone()).await, Ok(Recorded::New { .. })));
+    assert!(matches!(writer.record(earlier.clone(), Lane::Backlog).await, Ok(Recorded::New { .. })));
     let stale = exchange(inbound(&env, "m-stale", "c-1", "am I late?"), "too late", 100);
     assert!(chat_worker::store::register_fence(&env.db, &stale.fingerprint, 200).await.expect("fence"));
 
@@ -63,7 +63,8 @@ async fn exchanges_ready_together_share_one_statement_and_each_gets_its_own_resu
         .collect();
     let twin = exchange(inbound(&env, "m-twin", "c-2", "twice"), "twin reply", 1);
     batch.extend([stale.clone(), earlier.clone(), twin.clone(), twin.clone()]);
-    let results = futures_util::future::join_all(batch.iter().map(|ex| writer.record(ex.clone()))).await;
+    let results =
+        futures_util::future::join_all(batch.iter().map(|ex| writer.record(ex.clone(), Lane::Backlog))).await;
 
     for (i, result) in results[..20].iter().enumerate() {
         assert!(matches!(result, Ok(Recorded::New { .. })), "message {i}: {result:?}");
@@ -113,7 +114,8 @@ async fn a_row_postgresql_refuses_fails_only_its_own_message() {
         .enumerate()
         .map(|(i, text)| exchange(inbound(&env, &format!("m-{i}"), "c", text), "ok", 1))
         .collect();
-    let results = futures_util::future::join_all(batch.iter().map(|ex| writer.record(ex.clone()))).await;
+    let results =
+        futures_util::future::join_all(batch.iter().map(|ex| writer.record(ex.clone(), Lane::Backlog))).await;
 
     assert!(matches!(results[0], Ok(Recorded::New { .. })), "{:?}", results[0]);
     assert!(
@@ -126,5 +128,51 @@ async fn a_row_postgresql_refuses_fails_only_its_own_message() {
     assert_eq!(env.rows(batch[1].fingerprint.as_str()).await, (0, 0));
     assert_eq!(env.rows(batch[2].fingerprint.as_str()).await, (1, 1));
     assert_eq!(split_batches.get(), 1, "the refused batch is counted (chat_worker_db_commit_batches_split)");
+    env.finish().await;
+}
+
+/// A message whose tenant has nothing waiting commits beside the backlog's
+/// batches, not behind them: here the backlog's commit is held (a trigger
+/// waits on a lock the test holds) and the light one commits meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_light_lane_commits_while_the_backlogs_batch_is_held() {
+    let env = TestEnv::new().await;
+    env.on_message_row_insert("NEW.text = 'held'", "PERFORM pg_advisory_xact_lock(4242)").await;
+    let mut holder = env.pool.acquire().await.expect("connection");
+    sqlx::query("SELECT pg_advisory_lock(4242)").execute(&mut *holder).await.expect("lock");
+    let writer = writer(&env, &Histogram::new([1.0, 8.0].into_iter()));
+
+    let held = exchange(inbound(&env, "m-held", "flooding", "held"), "ok", 1);
+    let light = exchange(inbound(&env, "m-light", "quiet", "light"), "ok", 1);
+    let backlog = tokio::spawn({
+        let (writer, held) = (writer.clone(), held.clone());
+        async move { writer.record(held, Lane::Backlog).await }
+    });
+    // The backlog's commit is waiting on the lock (its row is being inserted).
+    crate::harness::eventually("the backlog's commit waits on the test's lock", || {
+        let pool = env.pool.clone();
+        async move {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("pg_locks");
+            waiting > 0
+        }
+    })
+    .await;
+    let recorded = tokio::time::timeout(crate::harness::PATIENCE, writer.record(light.clone(), Lane::Light))
+        .await
+        .expect("the light lane is not held behind the backlog's commit");
+    assert!(matches!(recorded, Ok(Recorded::New { .. })), "{recorded:?}");
+    assert_eq!(env.rows(light.fingerprint.as_str()).await, (1, 1));
+    assert!(!backlog.is_finished(), "the backlog's commit is still held");
+
+    sqlx::query("SELECT pg_advisory_unlock(4242)").execute(&mut *holder).await.expect("unlock");
+    let recorded = backlog.await.expect("task");
+    assert!(matches!(recorded, Ok(Recorded::New { .. })), "{recorded:?}");
+    assert_eq!(env.rows(held.fingerprint.as_str()).await, (1, 1));
+    drop(holder);
     env.finish().await;
 }

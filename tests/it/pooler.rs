@@ -12,7 +12,7 @@ use std::time::Duration;
 use chat_worker::decode::Inbound;
 use chat_worker::respond::Answer;
 use chat_worker::store::{
-    self, Db, DbSettings, Exchange, Recorded, StoreError, Writer, WriterMetrics, WriterSettings,
+    self, Db, DbSettings, Exchange, Lane, Recorded, StoreError, Writer, WriterMetrics, WriterSettings,
 };
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
@@ -151,13 +151,17 @@ async fn the_store_works_through_pgbouncer_in_transaction_mode() {
     let writer = Writer::start(env.db.clone(), WriterSettings { max_batch: 16, in_flight: 3 }, metrics);
     let exchanges: Vec<Exchange> =
         (0..300).map(|i| exchange(&env, &format!("m-{i}"), &format!("c-{}", i % 30), 1)).collect();
-    let results = futures_util::future::join_all(exchanges.iter().map(|ex| writer.record(ex.clone()))).await;
+    let results =
+        futures_util::future::join_all(exchanges.iter().map(|ex| writer.record(ex.clone(), Lane::Backlog)))
+            .await;
     for (i, result) in results.iter().enumerate() {
         assert!(matches!(result, Ok(Recorded::New(_))), "exchange {i}: {result:?}");
     }
     assert_eq!(env.total_rows().await, 600, "one inbound and one reply row each");
-    let again =
-        futures_util::future::join_all(exchanges[..20].iter().map(|ex| writer.record(ex.clone()))).await;
+    let again = futures_util::future::join_all(
+        exchanges[..20].iter().map(|ex| writer.record(ex.clone(), Lane::Backlog)),
+    )
+    .await;
     for (ex, result) in exchanges.iter().zip(&again) {
         match result {
             Ok(Recorded::Existing(reply)) => assert_eq!(reply.text, ex.answer.text),

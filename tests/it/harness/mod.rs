@@ -97,7 +97,7 @@ impl TestEnv {
         }
         config.database.max_connections = 8;
         config.database.commits_in_flight = 3;
-        config.database.reads_in_flight = 3;
+        config.database.reads_in_flight = 2;
         config.amqp.url = base("AMQP_URL", &config.amqp.url);
         config.redis.url = base("REDIS_URL", &config.redis.url);
         // `make test-fleet` reruns the end-to-end tests on a Redis Cluster.
