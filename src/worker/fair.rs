@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -23,6 +23,8 @@ pub(super) struct Fair<T> {
     tenants: HashMap<Uuid, Tenant<T>>,
     /// This process's deliveries out (in flight, or waiting for their turn), by conversation.
     out: HashMap<u64, Arc<AtomicUsize>>,
+    /// Counts the deliveries that stopped being out (see `Tenant::looked_in_vain`).
+    settled: Arc<AtomicU64>,
     /// Tenants with deliveries waiting, in the order they get the next slot.
     ring: VecDeque<Uuid>,
     waiting: usize,
@@ -40,6 +42,10 @@ struct Tenant<T> {
     /// coalesces bursts: a burst's next message must reach its claim while
     /// the one before is answered).
     one_at_a_time: bool,
+    /// `settled` as it was when a look down this line found every delivery's
+    /// conversation out: nothing can go until another one settles (or one
+    /// joins within reach), so the line is not looked down again before.
+    looked_in_vain: Option<u64>,
 }
 
 /// How far into a tenant's line the next delivery is looked for, past the
@@ -51,6 +57,7 @@ impl<T> Default for Fair<T> {
         Self {
             tenants: HashMap::new(),
             out: HashMap::new(),
+            settled: Arc::default(),
             ring: VecDeque::new(),
             waiting: 0,
             freed: Arc::new(Notify::new()),
@@ -84,7 +91,7 @@ impl<T> Fair<T> {
     }
 
     fn is_out(&self, conversation: Option<u64>) -> bool {
-        conversation.and_then(|c| self.out.get(&c)).is_some_and(|n| n.load(Ordering::Relaxed) > 0)
+        conversation.and_then(|c| self.out.get(&c)).is_some_and(|n| n.load(Ordering::SeqCst) > 0)
     }
 
     /// The most slots `tenant` may hold, and whether its conversations go one delivery at a time.
@@ -99,6 +106,9 @@ impl<T> Fair<T> {
         let t = self.tenant(tenant);
         let was_empty = t.queue.is_empty();
         t.queue.push_back((conversation, item));
+        if t.queue.len() <= LOOK_PAST {
+            t.looked_in_vain = None;
+        }
         if was_empty {
             self.ring.push_back(tenant);
         }
@@ -115,6 +125,7 @@ impl<T> Fair<T> {
             taken: Arc::new(AtomicUsize::new(0)),
             cap: None,
             one_at_a_time: true,
+            looked_in_vain: None,
         })
     }
 
@@ -126,7 +137,7 @@ impl<T> Fair<T> {
         }
         let n = self.out.entry(conversation).or_default().clone();
         n.fetch_add(1, Ordering::Relaxed);
-        Some(OutSlot { n, freed: self.freed.clone() })
+        Some(OutSlot { n, settled: self.settled.clone(), freed: self.freed.clone() })
     }
 
     /// The next delivery to get a slot: the first tenant in turn that has
@@ -137,10 +148,14 @@ impl<T> Fair<T> {
             let tenant = self.ring.pop_front()?;
             let Some(t) = self.tenants.get(&tenant) else { continue };
             let room = t.cap.is_some_and(|cap| t.taken.load(Ordering::Relaxed) < cap);
+            // Read before the look: one settling during it makes the next look again.
+            let settled = self.settled.load(Ordering::SeqCst);
             // The first delivery whose conversation has none out (or the first, caps ignored).
             let next = if ignore_caps {
                 Some(0)
             } else if !room {
+                None
+            } else if t.one_at_a_time && t.looked_in_vain == Some(settled) {
                 None
             } else if t.one_at_a_time {
                 // A conversation seen out stays out for the rest of the look:
@@ -159,6 +174,9 @@ impl<T> Fair<T> {
             };
             let Some(t) = self.tenants.get_mut(&tenant) else { continue };
             let Some((conversation, item)) = next.and_then(|i| t.queue.remove(i)) else {
+                if room && t.one_at_a_time && !ignore_caps {
+                    t.looked_in_vain = Some(settled);
+                }
                 if !t.queue.is_empty() {
                     self.ring.push_back(tenant);
                 }
@@ -189,6 +207,8 @@ impl<T> Fair<T> {
         for t in self.tenants.values_mut() {
             while t.queue.front().is_some_and(|(_, item)| old(item)) {
                 taken.extend(t.queue.pop_front().map(|(_, item)| item));
+                // What was out of reach may be within it now.
+                t.looked_in_vain = None;
             }
         }
         self.waiting -= taken.len();
@@ -210,12 +230,14 @@ impl<T> Fair<T> {
 /// delivery in the read-ahead waits until it is settled, or waits for its turn.
 struct OutSlot {
     n: Arc<AtomicUsize>,
+    settled: Arc<AtomicU64>,
     freed: Arc<Notify>,
 }
 
 impl Drop for OutSlot {
     fn drop(&mut self) {
-        self.n.fetch_sub(1, Ordering::Relaxed);
+        self.n.fetch_sub(1, Ordering::SeqCst);
+        self.settled.fetch_add(1, Ordering::SeqCst);
         self.freed.notify_one();
     }
 }
@@ -421,5 +443,20 @@ mod tests {
         fair.push(tenant(2), Some(9), "z2");
         let (_, _z1) = fair.pop(false).expect("z1");
         assert_eq!(fair.pop(false).map(|(item, _)| item), Some("z2"));
+    }
+
+    #[test]
+    fn a_line_looked_down_in_vain_is_looked_at_again_when_something_joins_or_settles() {
+        let mut fair = Fair::default();
+        fair.set_cap(tenant(1), 10, true);
+        fair.push(tenant(1), Some(7), "x1");
+        fair.push(tenant(1), Some(7), "x2");
+        let (_, x1) = fair.pop(false).expect("x1");
+        assert!(fair.pop(false).is_none(), "x2 waits for x1");
+        fair.push(tenant(1), Some(8), "y1");
+        assert_eq!(fair.pop(false).map(|(item, _)| item), Some("y1"), "y1 joined within reach");
+        assert!(fair.pop(false).is_none());
+        drop(x1);
+        assert_eq!(fair.pop(false).map(|(item, _)| item), Some("x2"), "x1 settled");
     }
 }

@@ -62,7 +62,8 @@ pub(super) struct Intake<'s> {
     pub(super) permits: Arc<Semaphore>,
     /// A concurrency slot taken, not yet given to a delivery.
     pub(super) permit: Option<OwnedSemaphorePermit>,
-    pub(super) fair: Fair<Read>,
+    /// Boxed: a look down a line moves the deliveries it passes.
+    pub(super) fair: Fair<Box<Read>>,
     pub(super) freed: Arc<tokio::sync::Notify>,
     order: LocalOrder,
     /// Tenants' caps as last read from their settings, and since when; the
@@ -247,7 +248,11 @@ impl<'s> Intake<'s> {
             }
             joined
         });
-        self.fair.push(tenant, conversation, Read { incoming, inbound, order, joined, read_at, span });
+        self.fair.push(
+            tenant,
+            conversation,
+            Box::new(Read { incoming, inbound, order, joined, read_at, span }),
+        );
     }
 
     /// Makes sure `tenant`'s cap is known (or being read): nothing of it is
@@ -285,7 +290,7 @@ impl<'s> Intake<'s> {
                 return;
             };
             self.bytes = self.bytes.saturating_sub(read.incoming.body().len());
-            self.start(read, share, permit, Lane::Backlog);
+            self.start(*read, share, permit, Lane::Backlog);
         }
     }
 
