@@ -76,24 +76,30 @@ impl DatabaseConfig {
         ])?;
         require(self.max_connections > 0, "database.max_connections", "must be at least 1")?;
         require(self.commit_batch_max > 0, "database.commit_batch_max", "must be at least 1")?;
-        // The writer's light lane holds one more (see `store::writer`).
-        let needed = self
-            .commits_in_flight
-            .saturating_add(self.reads_in_flight)
-            .saturating_add(LIGHT_LANE)
-            .saturating_add(SPARE_CONNECTIONS);
+        let needed =
+            self.commits_in_flight.saturating_add(self.reads_in_flight).saturating_add(SPARE_CONNECTIONS);
         require(
             self.commits_in_flight > 0 && self.reads_in_flight > 0 && needed <= self.max_connections as usize,
             "database.commits_in_flight",
-            "and database.reads_in_flight must be at least 1 each, and together with the writer's light \
-             lane (1) leave at least 2 of database.max_connections free (the LISTEN connection, catalog \
-             loads, fencing)",
+            "and database.reads_in_flight must be at least 1 each, and together leave at least 2 of \
+             database.max_connections free (the LISTEN connection, catalog loads, fencing)",
         )?;
         check_url("database.url", &self.url, &["postgres", "postgresql"])?;
         if self.through_pooler() {
             check_url("database.listen_url", &self.listen_url, &["postgres", "postgresql"])?;
         }
         Ok(())
+    }
+
+    /// Whether the writer's light lane has a connection to keep beside the
+    /// group commit's, the grouped reads' and the spare ones (see
+    /// `store::writer`); without, light messages commit with the backlog.
+    pub fn light_lane(&self) -> bool {
+        self.commits_in_flight
+            .saturating_add(self.reads_in_flight)
+            .saturating_add(LIGHT_LANE)
+            .saturating_add(SPARE_CONNECTIONS)
+            <= self.max_connections as usize
     }
 
     /// Whether `url` goes through a transaction pooler: `listen_url` is set.

@@ -113,6 +113,7 @@ impl Pipeline {
         if wait <= 0 {
             return Debounced::Answer;
         }
+        slot.let_conversation_go();
         slot.hand_back();
         let wait = Duration::from_millis(u64::try_from(wait).unwrap_or(0));
         let debounced = tokio::select! {

@@ -125,11 +125,19 @@ impl Pipeline {
     /// context reader and writer that every message in flight shares.
     /// (`WORKER_TEST_CRASH_AT` is read here: a test aid, see [`PipelineSettings`].)
     pub fn assemble(config: &Config, parts: Parts) -> Self {
+        if !config.database.light_lane() {
+            tracing::info!(
+                "no connection to spare for the group commit's light lane (database.max_connections \
+                 below commits_in_flight + reads_in_flight + 3): a quiet tenant's replies commit with \
+                 another's flood"
+            );
+        }
         let writer = store::Writer::start(
             parts.db.clone(),
             store::WriterSettings {
                 max_batch: config.database.commit_batch_max,
                 in_flight: config.database.commits_in_flight,
+                light_lane: config.database.light_lane(),
             },
             store::WriterMetrics {
                 batch_sizes: parts.metrics.commit_batch_size.clone(),

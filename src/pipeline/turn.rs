@@ -78,6 +78,9 @@ pub struct Slot {
 pub trait Share: Send + Sync {
     fn hand_back(&mut self);
     fn take_again(&mut self);
+    /// The delivery stands in its conversation's line, waiting (or
+    /// debouncing): whatever of the conversation the share holds back may go.
+    fn let_conversation_go(&mut self) {}
 }
 
 /// Where a delivery stands in its process's order of its conversation (see
@@ -201,6 +204,14 @@ impl Slot {
         self.permit = None;
         if let Some(share) = &mut self.share {
             share.hand_back();
+        }
+    }
+
+    /// It stands in its conversation's line and waits: the conversation's
+    /// next delivery in the read-ahead may go (it may be the one waited for).
+    pub(super) fn let_conversation_go(&mut self) {
+        if let Some(share) = &mut self.share {
+            share.let_conversation_go();
         }
     }
 
@@ -330,6 +341,9 @@ impl Pipeline {
             let since = *waiting_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= self.settings.turns.max_wait || self.stopping.is_cancelled() {
                 break Err(parked(ahead));
+            }
+            if unreachable.is_none() {
+                slot.let_conversation_go();
             }
             slot.hand_back();
             tokio::select! {

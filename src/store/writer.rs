@@ -48,6 +48,9 @@ pub struct WriterSettings {
     pub max_batch: usize,
     /// Batches being committed at once (each holds a pooled connection meanwhile).
     pub in_flight: usize,
+    /// A light lane beside them (one connection more); without, every
+    /// exchange commits with the backlog.
+    pub light_lane: bool,
 }
 
 type Reply = oneshot::Sender<Result<Recorded, StoreError>>;
@@ -91,10 +94,14 @@ impl Writer {
                 async move { commit(&db, kept, jobs, &split_batches).await }
             },
         );
-        let light = batch::start(db, 1, settings.max_batch, Some(batch_sizes), move |db, kept, jobs| {
-            let split_batches = split_batches.clone();
-            async move { commit(&db, kept, jobs, &split_batches).await }
-        });
+        let light = if settings.light_lane {
+            batch::start(db, 1, settings.max_batch, Some(batch_sizes), move |db, kept, jobs| {
+                let split_batches = split_batches.clone();
+                async move { commit(&db, kept, jobs, &split_batches).await }
+            })
+        } else {
+            jobs.clone()
+        };
         Self { jobs, light }
     }
 

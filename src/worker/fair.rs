@@ -25,6 +25,9 @@ pub(super) struct Fair<T> {
     out: HashMap<u64, Arc<AtomicUsize>>,
     /// Counts the deliveries that stopped being out (see `Tenant::looked_in_vain`).
     settled: Arc<AtomicU64>,
+    /// Deliveries waiting, by conversation (see [`KEEP_BACK`]).
+    queued: HashMap<u64, usize>,
+    out_prune_at: usize,
     /// Tenants with deliveries waiting, in the order they get the next slot.
     ring: VecDeque<Uuid>,
     waiting: usize,
@@ -52,12 +55,21 @@ struct Tenant<T> {
 /// ones whose conversation has one out already.
 const LOOK_PAST: usize = 64;
 
+/// The most deliveries of one conversation kept back in the read-ahead while
+/// one of it is out: past that (a customer, or a gateway looping on one,
+/// sending faster than the answers come), they go out as they come, to wait
+/// for their turn or be parked back to the queue, rather than hold the
+/// prefetch, and the tenant's other conversations behind them, for minutes.
+const KEEP_BACK: usize = 32;
+
 impl<T> Default for Fair<T> {
     fn default() -> Self {
         Self {
             tenants: HashMap::new(),
             out: HashMap::new(),
             settled: Arc::default(),
+            queued: HashMap::new(),
+            out_prune_at: 4096,
             ring: VecDeque::new(),
             waiting: 0,
             freed: Arc::new(Notify::new()),
@@ -103,10 +115,16 @@ impl<T> Fair<T> {
 
     /// Puts `item` (of `conversation`) at the back of `tenant`'s line.
     pub(super) fn push(&mut self, tenant: Uuid, conversation: Option<u64>, item: T) {
+        let deep = conversation.is_some_and(|c| {
+            let n = self.queued.entry(c).or_default();
+            *n += 1;
+            *n == KEEP_BACK + 1
+        });
         let t = self.tenant(tenant);
         let was_empty = t.queue.is_empty();
         t.queue.push_back((conversation, item));
-        if t.queue.len() <= LOOK_PAST {
+        // Within reach of a look, or making one within reach go (too many kept back).
+        if t.queue.len() <= LOOK_PAST || deep {
             t.looked_in_vain = None;
         }
         if was_empty {
@@ -132,8 +150,10 @@ impl<T> Fair<T> {
     /// A hold on `conversation` for a delivery going out now.
     fn hold(&mut self, conversation: Option<u64>) -> Option<OutSlot> {
         let conversation = conversation?;
-        if self.out.len() >= Self::PRUNE_AT * 4 && !self.out.contains_key(&conversation) {
+        if self.out.len() >= self.out_prune_at && !self.out.contains_key(&conversation) {
             self.out.retain(|_, n| Arc::strong_count(n) > 1);
+            // All still out: prune again only once as many more came.
+            self.out_prune_at = (self.out.len() * 2).max(Self::PRUNE_AT * 4);
         }
         let n = self.out.entry(conversation).or_default().clone();
         n.fetch_add(1, Ordering::Relaxed);
@@ -153,9 +173,7 @@ impl<T> Fair<T> {
             // The first delivery whose conversation has none out (or the first, caps ignored).
             let next = if ignore_caps {
                 Some(0)
-            } else if !room {
-                None
-            } else if t.one_at_a_time && t.looked_in_vain == Some(settled) {
+            } else if !room || (t.one_at_a_time && t.looked_in_vain == Some(settled)) {
                 None
             } else if t.one_at_a_time {
                 // A conversation seen out stays out for the rest of the look:
@@ -163,9 +181,16 @@ impl<T> Fair<T> {
                 // later one must not then go before the earlier one just passed.
                 let mut passed: Vec<u64> = Vec::new();
                 t.queue.iter().take(LOOK_PAST).position(|(conversation, _)| {
-                    let out = conversation.is_some_and(|c| passed.contains(&c)) || self.is_out(*conversation);
+                    let Some(c) = *conversation else { return true };
+                    if self.queued.get(&c).is_some_and(|n| *n > KEEP_BACK) {
+                        return true;
+                    }
+                    if passed.contains(&c) {
+                        return false;
+                    }
+                    let out = self.is_out(Some(c));
                     if out {
-                        passed.extend(*conversation);
+                        passed.push(c);
                     }
                     !out
                 })
@@ -187,10 +212,22 @@ impl<T> Fair<T> {
             }
             self.waiting -= 1;
             let taken = t.taken.clone();
+            self.unqueue(conversation);
             let out = self.hold(conversation);
             return Some((item, TenantSlot::take(taken, self.freed.clone(), out)));
         }
         None
+    }
+
+    fn unqueue(&mut self, conversation: Option<u64>) {
+        if let Some(c) = conversation
+            && let Some(n) = self.queued.get_mut(&c)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.queued.remove(&c);
+            }
+        }
     }
 
     /// The slot of a delivery given one at once ([`Self::has_room`]).
@@ -206,7 +243,8 @@ impl<T> Fair<T> {
         let mut taken = Vec::new();
         for t in self.tenants.values_mut() {
             while t.queue.front().is_some_and(|(_, item)| old(item)) {
-                taken.extend(t.queue.pop_front().map(|(_, item)| item));
+                let Some((conversation, item)) = t.queue.pop_front() else { break };
+                taken.push((conversation, item));
                 // What was out of reach may be within it now.
                 t.looked_in_vain = None;
             }
@@ -215,6 +253,12 @@ impl<T> Fair<T> {
         let tenants = &self.tenants;
         self.ring.retain(|tenant| tenants.get(tenant).is_some_and(|t| !t.queue.is_empty()));
         taken
+            .into_iter()
+            .map(|(conversation, item)| {
+                self.unqueue(conversation);
+                item
+            })
+            .collect()
     }
 
     /// Everything still waiting, taken out (the session is over: the broker
@@ -222,6 +266,7 @@ impl<T> Fair<T> {
     pub(super) fn drain(&mut self) -> Vec<T> {
         self.ring.clear();
         self.waiting = 0;
+        self.queued.clear();
         self.tenants.values_mut().flat_map(|t| t.queue.drain(..).map(|(_, item)| item)).collect()
     }
 }
@@ -247,10 +292,11 @@ impl Drop for OutSlot {
 /// slot is (so that a tenant's waiting deliveries never hold its own others back).
 ///
 /// It also holds its conversation (when its tenant goes one delivery of a
-/// conversation at a time) until the first time it is handed back: a
-/// delivery that waits for its turn waits for one ahead of it, which may be
-/// the conversation's next delivery in this read-ahead (a retry keeps its
-/// older place), and which must then go out.
+/// conversation at a time) until the delivery ends, or stands in line
+/// waiting for its turn: it then waits for one ahead of it, which may be the
+/// conversation's next delivery in this read-ahead (a retry keeps its older
+/// place), and which must then go out. Not while it waits for Redis: it is
+/// not in line then, and the next one would only wait for it, holding a slot.
 pub(super) struct TenantSlot {
     taken: Arc<AtomicUsize>,
     freed: Arc<Notify>,
@@ -265,7 +311,6 @@ impl TenantSlot {
     }
 
     pub(super) fn hand_back(&mut self) {
-        self.conversation = None;
         if std::mem::take(&mut self.held) {
             self.taken.fetch_sub(1, Ordering::Relaxed);
             self.freed.notify_one();
@@ -285,6 +330,10 @@ impl TenantSlot {
 impl crate::pipeline::Share for TenantSlot {
     fn hand_back(&mut self) {
         TenantSlot::hand_back(self);
+    }
+
+    fn let_conversation_go(&mut self) {
+        self.conversation = None;
     }
 
     fn take_again(&mut self) {
@@ -432,6 +481,11 @@ mod tests {
         assert!(fair.pop(false).is_none(), "x3 waits for x2");
         x2.hand_back();
         x2.take_again();
+        assert!(
+            fair.pop(false).is_none(),
+            "a slot handed back (x2 waits for Redis) still holds its conversation"
+        );
+        crate::pipeline::Share::let_conversation_go(&mut x2);
         assert_eq!(
             fair.pop(false).map(|(item, _)| item),
             Some("x3"),
@@ -458,5 +512,27 @@ mod tests {
         assert!(fair.pop(false).is_none());
         drop(x1);
         assert_eq!(fair.pop(false).map(|(item, _)| item), Some("x2"), "x1 settled");
+    }
+
+    #[test]
+    fn past_keep_back_a_conversation_kept_back_goes_out_and_lets_the_rest_of_its_line_go() {
+        let mut fair = Fair::default();
+        fair.set_cap(tenant(1), 10, true);
+        fair.push(tenant(1), Some(7), 0);
+        let (_, _x0) = fair.pop(false).expect("x0");
+        for i in 1..=KEEP_BACK {
+            fair.push(tenant(1), Some(7), i);
+        }
+        assert!(fair.pop(false).is_none(), "{KEEP_BACK} kept back behind x0");
+        fair.push(tenant(1), Some(7), KEEP_BACK + 1);
+        assert_eq!(fair.pop(false).map(|(item, _)| item), Some(1), "one too many: the first goes, in order");
+        assert!(fair.pop(false).is_none(), "{KEEP_BACK} kept back again");
+        // A line longer than a look: x's too many still go out, in order.
+        for i in 0..LOOK_PAST {
+            fair.push(tenant(1), Some(7), 100 + i);
+        }
+        fair.push(tenant(1), Some(8), 999);
+        let next: Vec<_> = std::iter::from_fn(|| fair.pop(false)).map(|(item, _)| item).take(3).collect();
+        assert_eq!(next, [2, 3, 4], "x's too many go out in order");
     }
 }

@@ -31,7 +31,7 @@ fn exchange(message: Inbound, reply: &str, fence: i64) -> Exchange {
 
 fn writer(env: &TestEnv, batch_sizes: &Histogram) -> Writer {
     let metrics = WriterMetrics { batch_sizes: batch_sizes.clone(), split_batches: Counter::default() };
-    Writer::start(env.db.clone(), WriterSettings { max_batch: 64, in_flight: 1 }, metrics)
+    Writer::start(env.db.clone(), WriterSettings { max_batch: 64, in_flight: 1, light_lane: true }, metrics)
 }
 
 /// (batches, exchanges) the histogram observed.
@@ -107,7 +107,11 @@ async fn a_row_postgresql_refuses_fails_only_its_own_message() {
         batch_sizes: Histogram::new([1.0, 8.0].into_iter()),
         split_batches: split_batches.clone(),
     };
-    let writer = Writer::start(env.db.clone(), WriterSettings { max_batch: 64, in_flight: 1 }, metrics);
+    let writer = Writer::start(
+        env.db.clone(),
+        WriterSettings { max_batch: 64, in_flight: 1, light_lane: true },
+        metrics,
+    );
 
     let batch: Vec<Exchange> = ["fine", "poison", "also fine"]
         .iter()
@@ -153,7 +157,8 @@ async fn the_light_lane_commits_while_the_backlogs_batch_is_held() {
         let pool = env.pool.clone();
         async move {
             let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             )
             .fetch_one(&pool)
             .await

@@ -148,7 +148,11 @@ async fn the_store_works_through_pgbouncer_in_transaction_mode() {
         batch_sizes: Histogram::new([1.0, 8.0, 64.0].into_iter()),
         split_batches: Counter::default(),
     };
-    let writer = Writer::start(env.db.clone(), WriterSettings { max_batch: 16, in_flight: 3 }, metrics);
+    let writer = Writer::start(
+        env.db.clone(),
+        WriterSettings { max_batch: 16, in_flight: 3, light_lane: true },
+        metrics,
+    );
     let exchanges: Vec<Exchange> =
         (0..300).map(|i| exchange(&env, &format!("m-{i}"), &format!("c-{}", i % 30), 1)).collect();
     let results =

@@ -35,17 +35,17 @@ fn grouped_reads_and_writes_leave_connections_to_the_rest() {
     Jail::expect_with(|jail| {
         let err = load_in(
             jail,
-            Some("[database]\nmax_connections = 8\ncommits_in_flight = 3\nreads_in_flight = 3\n"),
+            Some("[database]\nmax_connections = 8\ncommits_in_flight = 4\nreads_in_flight = 3\n"),
             &Overrides::default(),
         )
-        .expect_err("3 + 3 slots and the light lane leave 1 of 8");
+        .expect_err("4 + 3 slots leave 1 of 8");
         assert!(err.to_string().starts_with("config key `database.commits_in_flight`"), "{err}");
         load_in(
             jail,
-            Some("[database]\nmax_connections = 8\ncommits_in_flight = 3\nreads_in_flight = 2\n"),
+            Some("[database]\nmax_connections = 8\ncommits_in_flight = 3\nreads_in_flight = 3\n"),
             &Overrides::default(),
         )
-        .expect("3 + 2 slots and the light lane leave 2 of 8");
+        .expect("3 + 3 slots leave 2 of 8 (and no connection for the writer's light lane)");
         Ok(())
     });
 }
