@@ -262,7 +262,13 @@ impl<'s> Intake<'s> {
             self.caps.clear();
             self.caps_since = Instant::now();
         }
-        if self.caps.contains_key(&tenant) || !self.asked.insert(tenant) {
+        if let Some(&(cap, one_at_a_time)) = self.caps.get(&tenant) {
+            // Known here, and maybe forgotten by the read-ahead since (an idle
+            // tenant, pruned): its deliveries must not wait for the next read of it.
+            self.fair.set_cap(tenant, cap, one_at_a_time);
+            return;
+        }
+        if !self.asked.insert(tenant) {
             return;
         }
         let worker = &self.session.config.worker;
